@@ -1,0 +1,84 @@
+"""The manifest that travels with every `.tflite`: what the model is and how to feed it.
+
+A `.tflite` at `DIR/NAME.tflite` has its manifest at `DIR/NAME.manifest.json`. The runtime reads it
+to apply the same preprocessing as training; no TensorFlow needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tfdefakeq.fileio import read_json, write_json_atomic
+
+
+@dataclass
+class Preprocess:
+    """uint8 RGB image -> model input: `(pixel - mean) / std`, after a center crop to the input size."""
+
+    mean: float = 127.5
+    std: float = 127.5
+
+    def apply(self, images_uint8):
+        import numpy as np
+
+        return (np.asarray(images_uint8, dtype=np.float32) - self.mean) / self.std
+
+
+@dataclass
+class Manifest:
+    backbone: str
+    input_shape: list[int]  # [height, width, channels]
+    format: str  # "keras" | "float32" | "int8" | "int4"
+    scheme: str = "float"  # quantization scheme name, e.g. "tfmot_int8", "w4a8"
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    weight_bits: dict[str, int] = field(default_factory=dict)  # layer name -> bits of its weights
+    activation_bits: int | None = None
+    dataset: str = ""
+    metrics: dict = field(default_factory=dict)
+    size_bytes: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    command: str = ""
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Manifest":
+        obj = dict(obj)
+        obj["preprocess"] = Preprocess(**obj.get("preprocess", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in known})
+
+    def save(self, path, overwrite: bool = True) -> Path:
+        return write_json_atomic(path, self.to_json(), overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path) -> "Manifest":
+        return cls.from_json(read_json(path))
+
+
+def manifest_path(model_path) -> Path:
+    """`DIR/NAME.tflite` -> `DIR/NAME.manifest.json`."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".manifest.json")
+
+
+def versions() -> dict[str, str]:
+    """Versions of the parts that made or run a model, without importing TensorFlow."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "machine": f"{platform.system()} {platform.machine()}"}
+    for dist in ("tfdefakeq", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.executable).name] + sys.argv)
