@@ -75,3 +75,21 @@ def scan_forensynths(root, split: str | None = None) -> list[Sample]:
 
 def generators_of(samples: list[Sample]) -> list[str]:
     return sorted({s.generator for s in samples})
+
+
+def balanced_subset(samples: list[Sample], n: int, seed: int = 0) -> list[Sample]:
+    """Up to `n` samples spread evenly over (generator, label) groups, chosen reproducibly."""
+    import random
+
+    groups: dict[tuple[str, int], list[Sample]] = {}
+    for s in samples:
+        groups.setdefault((s.generator, s.label), []).append(s)
+    rng = random.Random(seed)
+    for members in groups.values():
+        rng.shuffle(members)
+    picked: list[Sample] = []
+    while len(picked) < n and any(groups.values()):
+        for key in sorted(groups):
+            if groups[key] and len(picked) < n:
+                picked.append(groups[key].pop())
+    return picked

@@ -1,0 +1,171 @@
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from tfdefakeq import evaluate as evaluate_cli
+from tfdefakeq.errors import UserError
+from tfdefakeq.runtime.evaluate import (
+    ROW_COLUMNS,
+    Progress,
+    evaluate_arrays,
+    evaluate_model,
+    format_table,
+    output_paths,
+)
+from tfdefakeq.runtime.metrics import detection_metrics
+
+GENERATORS = ("gan_a", "gan_b")  # as built by conftest.forensynths_root
+PER_CLASS = 5
+
+
+@pytest.fixture(scope="module")
+def int8_results(tiny_models, forensynths_root):
+    calls = []
+    rows, scores = evaluate_model(
+        tiny_models["int8"], forensynths_root, split="test", batch_callback=lambda d, t: calls.append((d, t))
+    )
+    return rows, scores, calls
+
+
+def test_rows_per_generator_and_mean(int8_results):
+    rows, scores, calls = int8_results
+    assert [r["generator"] for r in rows] == [*GENERATORS, "mean"]
+    assert all(list(r) == ROW_COLUMNS for r in rows)
+    assert [r["n"] for r in rows] == [2 * PER_CLASS, 2 * PER_CLASS, 4 * PER_CLASS]
+    assert len(scores) == 4 * PER_CLASS
+    assert calls[-1] == (4 * PER_CLASS, 4 * PER_CLASS)
+
+
+def test_numbers_equal_metrics_computed_directly(int8_results):
+    rows, scores, _ = int8_results
+    for row in rows[:-1]:
+        mine = [s for s in scores if s["generator"] == row["generator"]]
+        direct = detection_metrics([s["label"] for s in mine], [s["prob"] for s in mine])
+        assert {k: row[k] for k in direct} == pytest.approx(direct)
+    for key in ("ap", "auc", "acc", "real_acc", "fake_acc", "eer"):
+        assert rows[-1][key] == pytest.approx(np.mean([r[key] for r in rows[:-1]]))
+
+
+def test_scores_match_a_direct_prediction(int8_results, tiny_models):
+    from tfdefakeq.runtime.images import load_images
+    from tfdefakeq.runtime.interpreter import load_model
+
+    _, scores, _ = int8_results
+    model, manifest = load_model(tiny_models["int8"])
+    probs = model.predict_proba(load_images([s["path"] for s in scores[:4]], (16, 16)), manifest.preprocess)
+    np.testing.assert_allclose([s["prob"] for s in scores[:4]], probs)
+    assert set(scores[0]) == {"path", "generator", "label", "prob"}
+
+
+def test_detector_is_better_than_chance(int8_results):
+    rows, _, _ = int8_results
+    assert rows[-1]["auc"] > 0.8
+
+
+def test_evaluate_arrays_for_keras_scores():
+    labels = [0, 1, 0, 1, 0, 0, 1, 1]
+    probs = [0.1, 0.9, 0.6, 0.4, 0.2, 0.3, 0.8, 0.7]
+    gens = ["b", "b", "b", "b", "a", "a", "a", "a"]
+    rows = evaluate_arrays(labels, probs, gens)
+    assert [r["generator"] for r in rows] == ["a", "b", "mean"]
+    assert rows[0]["auc"] == 1.0 and rows[1]["auc"] == 0.75
+    assert rows[2]["auc"] == pytest.approx(0.875)
+    assert (rows[2]["n"], rows[2]["n_real"], rows[2]["n_fake"]) == (8, 4, 4)
+
+
+def test_evaluate_arrays_single_class_generator_names_it():
+    with pytest.raises(UserError, match="generator only_real: only real images"):
+        evaluate_arrays([0, 1, 0, 0], [0.1, 0.9, 0.2, 0.3], ["g", "g", "only_real", "only_real"])
+
+
+def test_format_table_is_aligned():
+    rows = evaluate_arrays([0, 1, 0, 1], [0.1, 0.9, 0.3, 0.2], ["long_generator_name", "long_generator_name", "g", "g"])
+    lines = format_table(rows).splitlines()
+    assert len({len(line) for line in lines}) == 1
+    assert lines[0].startswith("| generator ") and "ap" in lines[0]
+    assert lines[1].endswith(":|")  # numbers right-aligned
+    assert "| mean " in lines[-1]
+
+
+def test_progress_without_tqdm(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    stream = io.StringIO()
+    progress = Progress("evaluate m", stream=stream)
+    progress(5, 10)
+    progress(10, 10)
+    progress.close()
+    assert stream.getvalue() == "\revaluate m: 5/10 images\revaluate m: 10/10 images\n"
+
+
+# ---- the CLI ---------------------------------------------------------------------------------
+
+
+def run_cli(argv, capfd):
+    with pytest.raises(SystemExit) as info:
+        evaluate_cli.cli([str(a) for a in argv])
+    out, err = capfd.readouterr()
+    return info.value.code, out, err
+
+
+def test_cli_writes_csv_markdown_and_scores(tiny_models, forensynths_root, tmp_path, capfd):
+    model = tiny_models["float32"]
+    code, out, _ = run_cli([model, "--data", forensynths_root, "--split", "test", "--out", tmp_path], capfd)
+    assert code == 0
+    paths = output_paths(tmp_path, "tiny_float32.test")
+    assert all(p.exists() for p in paths.values())
+    assert "| gan_a " in out and "| mean " in out and f"wrote {paths['csv']}" in out
+
+    text = paths["csv"].read_text()
+    comments = [line for line in text.splitlines() if line.startswith("#")]
+    keys = {c[2:].split(":")[0] for c in comments}
+    assert {"model", "data", "machine", "runtime", "command"} <= keys
+    assert "python -m tfdefakeq.evaluate " in text and "--split test" in text
+    table = list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
+    assert [r["generator"] for r in table] == [*GENERATORS, "mean"]
+    assert list(table[0]) == ROW_COLUMNS
+
+    rows, scores = evaluate_model(model, forensynths_root, split="test")
+    assert float(table[0]["ap"]) == rows[0]["ap"]  # full precision in the CSV
+    md = paths["md"].read_text()
+    assert md.startswith("# Evaluation of tiny_float32.test") and format_table(rows) in md
+    written_scores = list(csv.DictReader(io.StringIO(paths["scores"].read_text())))
+    assert list(written_scores[0]) == ["path", "generator", "label", "prob"]
+    assert [float(s["prob"]) for s in written_scores] == pytest.approx([s["prob"] for s in scores])
+
+
+def test_cli_refuses_to_overwrite(tiny_models, forensynths_root, tmp_path, capfd):
+    argv = [tiny_models["int8"], "--data", forensynths_root / "test", "--out", tmp_path]
+    assert run_cli(argv, capfd)[0] == 0
+    before = (tmp_path / "tiny_int8.eval.csv").read_bytes()
+    code, _, err = run_cli(argv, capfd)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"tfdefakeq evaluate: error: {tmp_path / 'tiny_int8.eval.csv'}: already exists (pass --overwrite to replace it)"
+    ]
+    assert (tmp_path / "tiny_int8.eval.csv").read_bytes() == before
+    assert run_cli(argv + ["--overwrite"], capfd)[0] == 0
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "empty", "missing"])
+def test_cli_bad_model_file_exits_2_with_one_line(kind, tiny_models, forensynths_root, tmp_path, capfd):
+    path = tmp_path / f"{kind}.tflite"
+    if kind == "text":
+        path.write_text("not a model\n" * 10)
+    elif kind == "truncated":
+        path.write_bytes(tiny_models["int8"].read_bytes()[:1000])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    code, out, err = run_cli([path, "--data", forensynths_root], capfd)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"tfdefakeq evaluate: error: {path}: ")
+
+
+def test_cli_missing_data_folder(tiny_models, tmp_path, capfd):
+    code, _, err = run_cli([tiny_models["int8"], "--data", tmp_path / "nowhere"], capfd)
+    assert code == 2 and "nowhere: dataset folder not found" in err

@@ -1,0 +1,194 @@
+"""Convert a Keras detector (float or QAT) to a .tflite, then prove the .tflite agrees with it.
+
+    python -m tfdefakeq.convert runs/float/model.weights.h5 --data DATA --out models/det_fp32.tflite
+    python -m tfdefakeq.convert runs/int8/model.weights.h5  --data DATA --out models/det_int8.tflite
+    python -m tfdefakeq.convert runs/w4a8/model.weights.h5  --data DATA --out models/det_int4.tflite
+
+The format follows the model: a float model gives float32 (or `--format int8`: post-training
+quantization on --data), a tfmot_int8/w8a8 QAT model gives full-integer int8, a w4a8 QAT model
+gives int4 (packed INT4 weights, int8 activations, int8 I/O). The learned ranges are the stored
+scales. The .tflite is run by the runtime on calibration images and compared with Keras; a model
+that disagrees is not written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from tfdefakeq.cli import run_cli
+from tfdefakeq.errors import UserError
+
+VERB = "convert"
+FORMATS = ("float32", "int8", "int4")
+MAX_LOGIT_LSB = 2.0  # quantized outputs may differ from Keras by rounding at most this many output steps
+MAX_FLOAT_DIFF = 1e-3  # float32: relative to the logit scale
+# Post-training quantization approximates the float model instead of reproducing a QAT graph, so its
+# bound is relative: the int8 logits may move by this fraction of the largest float logit.
+MAX_PTQ_RELATIVE_DIFF = 0.1
+
+
+class ParityError(UserError):
+    """The converted model does not compute what the Keras model computes."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tfdefakeq.convert", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="detector weights (.weights.h5) saved by tfdefakeq.train, with its manifest")
+    p.add_argument("--data", required=True, help="dataset root: calibration and parity images come from --split")
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", required=True, help="output .tflite path (manifest written beside it)")
+    p.add_argument("--format", choices=("auto",) + FORMATS, default="auto")
+    p.add_argument("--calib-images", type=int, default=64, help="representative / parity images")
+    p.add_argument("--overwrite", action="store_true")
+    return p.parse_args(argv)
+
+
+def target_format(manifest, requested: str) -> str:
+    """The .tflite format for a model with `manifest`, checking the request is possible."""
+    from tfdefakeq.quant.qat import get_scheme
+
+    natural = "float32" if manifest.scheme == "float" else get_scheme(manifest.scheme).format
+    if requested == "auto":
+        return natural
+    if requested == natural or (manifest.scheme == "float" and requested == "int8"):
+        return requested
+    if requested == "int4":
+        raise UserError(f"int4 needs a model fine-tuned with --scheme w4a8 (this one is {manifest.scheme}): 4-bit weights must be learned")
+    raise UserError(f"a {manifest.scheme} model converts to {natural}, not {requested}")
+
+
+def to_tflite(model, fmt: str, representative: np.ndarray | None = None) -> bytes:
+    """Converts `model`. int8/int4: full integer, int8 input and output; `representative` (N,H,W,3)
+    normalised images are needed for post-training quantization of a float model."""
+    from tfdefakeq.tfcompat import tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if fmt != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        if representative is not None:
+            converter.representative_dataset = lambda: ([img[None].astype(np.float32)] for img in representative)
+    return converter.convert()
+
+
+def check_parity(keras_model, tflite_path, images_uint8: np.ndarray, preprocess, ptq: bool = False, label=None) -> dict:
+    """Runs the .tflite in the runtime and compares its logits with the Keras model's.
+
+    Returns max |logit difference| (and in output LSB for quantized models) and the share of equal
+    decisions at 0.5. Raises ParityError (naming `label`, default the path) when they disagree
+    beyond rounding; `ptq` (a float Keras model quantized after training) allows a relative error.
+    """
+    from tfdefakeq.runtime.interpreter import TFLiteModel
+
+    tfl = TFLiteModel(tflite_path)
+    x = preprocess.apply(images_uint8)
+    keras_logits = keras_model.predict(x, verbose=0, batch_size=32).reshape(-1)
+    tfl_logits = tfl.predict_logits(images_uint8, preprocess).reshape(-1)
+    diff = np.abs(keras_logits - tfl_logits)
+    out_scale = tfl.output_quant[0] if tfl.output_quant and tfl.output_quant[0] else 0.0
+    result = {
+        "images": int(len(x)),
+        "max_abs_logit_diff": float(diff.max()),
+        "decision_agreement": float(np.mean((keras_logits > 0) == (tfl_logits > 0))),
+    }
+    logit_range = max(1.0, float(np.abs(keras_logits).max()))
+    if ptq:
+        ok = diff.max() <= MAX_PTQ_RELATIVE_DIFF * logit_range
+        limit = f"{MAX_PTQ_RELATIVE_DIFF:.0%} of the largest logit ({logit_range:.3g})"
+        if out_scale:
+            result["output_lsb"] = float(out_scale)
+            result["max_diff_lsb"] = float(diff.max() / out_scale)
+    elif out_scale:
+        result["output_lsb"] = float(out_scale)
+        result["max_diff_lsb"] = float(diff.max() / out_scale)
+        ok = result["max_diff_lsb"] <= MAX_LOGIT_LSB
+        limit = f"{MAX_LOGIT_LSB} LSB"
+    else:
+        ok = diff.max() <= MAX_FLOAT_DIFF * logit_range
+        limit = f"{MAX_FLOAT_DIFF} relative"
+    result["agrees"] = bool(ok)
+    if not ok:
+        raise ParityError(
+            f"{label or tflite_path}: TFLite output disagrees with Keras: max |logit diff| {diff.max():.4g}"
+            + (f" = {result['max_diff_lsb']:.1f} output LSB" if out_scale else "")
+            + f" > {limit} on {len(x)} images"
+        )
+    return result
+
+
+def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, overwrite: bool = False):
+    """Converts, checks parity and writes `out_path` + manifest. Returns the written Manifest."""
+    import dataclasses
+    import tempfile
+
+    from tfdefakeq.fileio import check_writable, write_atomic
+    from tfdefakeq.manifest import command_line, manifest_path, versions
+    from tfdefakeq.runtime.modelinfo import read_model_info
+
+    out_path = check_writable(out_path, overwrite=overwrite)
+    representative = manifest.preprocess.apply(calib_uint8) if fmt != "float32" else None
+    flatbuffer = to_tflite(model, fmt, representative)
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        staged = Path(tmp) / "model.tflite"
+        staged.write_bytes(flatbuffer)
+        info = read_model_info(staged)
+        if fmt == "int4" and not info.tensor_types.get("INT4"):
+            raise UserError(f"{out_path}: the converter stored no INT4 tensors; refusing to call this model int4")
+        ptq = manifest.scheme == "float" and fmt != "float32"
+        parity = check_parity(model, staged, calib_uint8, manifest.preprocess, ptq=ptq, label=out_path)
+    write_atomic(out_path, flatbuffer, overwrite=overwrite)
+    from tfdefakeq.quant.schemes import plan_weight_bits
+
+    bits = manifest.weight_bits
+    if manifest.scheme == "float":
+        bits = plan_weight_bits(model, 8) if fmt == "int8" else {}
+    out_manifest = dataclasses.replace(
+        manifest,
+        format=fmt,
+        scheme=manifest.scheme if not (manifest.scheme == "float" and fmt == "int8") else "ptq_int8",
+        weight_bits=bits,
+        activation_bits=None if fmt == "float32" else 8,
+        size_bytes=len(flatbuffer),
+        metrics={"parity": parity, "weight_bytes_by_type": dict(info.weight_bytes), "ops": dict(info.op_counts)},
+        versions=versions(),
+        command=command_line(),
+    )
+    out_manifest.save(manifest_path(out_path), overwrite=True)
+    return out_manifest
+
+
+def main(args) -> int:
+    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.runtime.images import load_images
+
+    out = Path(args.out)
+    if out.suffix != ".tflite":
+        raise UserError(f"{out}: output path must end in .tflite")
+    model, manifest = load_detector(args.model)
+    fmt = target_format(manifest, args.format)
+    size = tuple(manifest.input_shape[:2])
+    calib = balanced_subset(scan_forensynths(args.data, args.split), args.calib_images)
+    calib_uint8 = load_images([s.path for s in calib], size)
+    written = convert_model(model, manifest, fmt, calib_uint8, out, overwrite=args.overwrite)
+    parity = written.metrics["parity"]
+    print(
+        f"wrote {out} ({fmt}, {written.size_bytes:,} bytes); parity on {parity['images']} images: "
+        f"max |logit diff| {parity['max_abs_logit_diff']:.3g}"
+        + (f" ({parity['max_diff_lsb']:.2f} LSB)" if "max_diff_lsb" in parity else "")
+        + f", decisions agree {parity['decision_agreement']:.1%}"
+    )
+    return 0
+
+
+def cli(argv=None) -> None:
+    run_cli(VERB, parse_args, main, argv)
+
+
+if __name__ == "__main__":
+    cli()

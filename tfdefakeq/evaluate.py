@@ -1,0 +1,100 @@
+"""python -m tfdefakeq.evaluate MODEL.tflite --data DIR [--split test] [--out DIR] [--threads 1] [--overwrite]
+
+Scores every image of a ForenSynths-style folder with a `.tflite` detector (no TensorFlow needed)
+and prints AP, AUC, accuracy (all / real / fake at 0.5), EER and image count per generator plus
+their mean. With --out, writes DIR/NAME.eval.csv, DIR/NAME.eval.md and DIR/NAME.scores.csv
+(per-image probabilities), NAME being the model's stem (+ ".SPLIT").
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from tfdefakeq.errors import UserError
+
+VERB = "evaluate"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tfdefakeq.evaluate",
+        description="Evaluate a .tflite deepfake detector per generator (AP, AUC, acc, EER).",
+    )
+    parser.add_argument("model", type=Path, help="the .tflite model (its NAME.manifest.json beside it)")
+    parser.add_argument("--data", type=Path, required=True, help="ForenSynths-style root: <split>/<generator>/{0_real,1_fake}")
+    parser.add_argument("--split", default=None, help="sub-folder of --data to evaluate, e.g. test")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the CSV/Markdown/scores files (default: print only)")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability above which an image is called fake")
+    parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", help="run without the XNNPACK delegate")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def main(args: argparse.Namespace) -> int:
+    # Imported here so `--help` answers without loading numpy/litert.
+    from tfdefakeq.data.folders import generators_of, scan_forensynths
+    from tfdefakeq.runtime.evaluate import (
+        Progress,
+        evaluate_arrays,
+        format_table,
+        output_paths,
+        predict_samples,
+        scores_of,
+        write_results,
+    )
+    from tfdefakeq.runtime.interpreter import check_tflite_file, load_model, machine_info
+
+    check_tflite_file(args.model)
+    name = args.model.stem + (f".{args.split}" if args.split else "")
+    if args.out is not None and not args.overwrite:
+        for path in output_paths(args.out, name).values():
+            if path.exists():
+                raise UserError(f"{path}: already exists (pass --overwrite to replace it)")
+    model, manifest = load_model(args.model, num_threads=args.threads, use_xnnpack=args.xnnpack)
+    samples = scan_forensynths(args.data, split=args.split)
+    progress = Progress(f"{VERB} {args.model.name}")
+    start = time.perf_counter()
+    try:
+        probs = predict_samples(model, manifest.preprocess, samples, batch_callback=progress)
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    rows = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples], args.threshold)
+
+    machine = machine_info()
+    header = {
+        "model": f"{args.model} ({manifest.backbone}, {manifest.format}, scheme {manifest.scheme}, {model.size_bytes} bytes)",
+        "data": f"{args.data}" + (f" split {args.split}" if args.split else "")
+        + f" ({len(samples)} images, {len(generators_of(samples))} generators)",
+        "machine": f"{machine['machine']}, {machine['processor']}, {machine['system']}, python {machine['python']}",
+        "runtime": f"{model.runtime.name} {model.runtime.version}, {args.threads} thread(s), "
+        f"XNNPACK {'on' if args.xnnpack else 'off'}, {seconds:.2f} s",
+        "threshold": f"{args.threshold}",
+        "command": "python -m tfdefakeq.evaluate " + shlex.join(args.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+    print(f"{args.model} on {header['data']}")
+    print(format_table(rows))
+    if args.out is not None:
+        for path in write_results(rows, scores_of(samples, probs), args.out, name, header, overwrite=args.overwrite):
+            print(f"wrote {path}")
+    return 0
+
+
+def cli(argv=None) -> None:
+    try:
+        sys.exit(main(parse_args(argv)))
+    except UserError as e:
+        print(f"tfdefakeq {VERB}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,71 @@
+"""Saving and loading Keras detectors (float or QAT) with their manifest.
+
+A detector is stored as weights only (`NAME.weights.h5`) beside its manifest
+(`NAME.manifest.json`), which names the backbone, its build arguments, the quantization scheme and
+the bits per layer. Loading rebuilds the graph from our own code and then reads the weights: no
+layer config or code is taken from the file (safer than deserializing a model), and tfmot QAT
+models round-trip exactly (tf-keras' `.keras` format fails on tfmot's QuantizeLayer variables).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from tfdefakeq.errors import UserError
+from tfdefakeq.fileio import check_writable
+from tfdefakeq.manifest import Manifest, manifest_path
+
+WEIGHTS_SUFFIX = ".weights.h5"
+
+
+def save_detector(model, path, manifest: Manifest, overwrite: bool = False) -> Path:
+    """Writes the weights to `path` (NAME.weights.h5) and the manifest beside it, atomically."""
+    path = Path(path)
+    if not path.name.endswith(WEIGHTS_SUFFIX):
+        raise UserError(f"{path}: a detector path must end in {WEIGHTS_SUFFIX}")
+    check_writable(path, overwrite=overwrite)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=WEIGHTS_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    manifest.save(manifest_path(path), overwrite=True)
+    return path
+
+
+def build_detector(manifest: Manifest, calib_images=None):
+    """The (untrained) Keras graph a manifest describes: the backbone, quantized by its scheme."""
+    from tfdefakeq.backbones import build
+
+    model = build(manifest.backbone, input_shape=tuple(manifest.input_shape), **manifest.build_kwargs)
+    if manifest.scheme == "float":
+        return model
+    from tfdefakeq.quant import quantize
+
+    return quantize(model, manifest.scheme, calib_images, bit_plan=manifest.weight_bits or None)
+
+
+def load_detector(path):
+    """Loads a float or QAT detector saved by `save_detector`: (model, manifest)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such model file")
+    mpath = manifest_path(path)
+    if not mpath.is_file():
+        raise UserError(f"{mpath}: manifest missing (detectors are saved with one by tfdefakeq.train)")
+    manifest = Manifest.load(mpath)
+    if manifest.format != "keras":
+        raise UserError(f"{mpath}: describes a {manifest.format} model, not Keras weights")
+    model = build_detector(manifest)
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path}: weights do not load into {manifest.backbone}/{manifest.scheme} ({str(e).splitlines()[0][:200]})") from e
+    return model, manifest

@@ -1,0 +1,100 @@
+"""Folds BatchNormalization into the convolution before it.
+
+tfmot folds BN only for its own default configs; with a custom QuantizeConfig the kernel would be
+quantized before the BN scale, and the converter would fold BN afterwards and re-quantize the
+product to int8, losing the 4-bit grid. Folding first makes the quantized kernel the stored one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfdefakeq.errors import UserError
+from tfdefakeq.tfcompat import keras
+
+layers = keras.layers
+_FOLDABLE = (layers.Conv2D, layers.DepthwiseConv2D)
+
+
+def inbound_layers(layer) -> list:
+    """The layers feeding `layer` in a single-use Functional graph."""
+    if len(layer._inbound_nodes) != 1:
+        raise UserError(f"layer {layer.name}: shared layers are not supported (used {len(layer._inbound_nodes)} times)")
+    inbound = layer._inbound_nodes[0].inbound_layers
+    return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
+
+
+def consumers(model) -> dict[str, list[str]]:
+    """Layer name -> names of the layers that read its output."""
+    out: dict[str, list[str]] = {layer.name: [] for layer in model.layers}
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        for src in inbound_layers(layer):
+            out[src.name].append(layer.name)
+    return out
+
+
+def _fold_weights(conv, bn) -> list[np.ndarray]:
+    gamma = bn.gamma.numpy() if bn.scale else np.ones(bn.moving_mean.shape, np.float32)
+    beta = bn.beta.numpy() if bn.center else np.zeros(bn.moving_mean.shape, np.float32)
+    scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    weights = conv.get_weights()
+    kernel = weights[0]
+    bias = weights[1] if conv.use_bias else np.zeros(scale.shape, np.float32)
+    if isinstance(conv, layers.DepthwiseConv2D):
+        # depthwise kernel (kh, kw, in, mult); output channel = in * mult + m
+        kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+    else:
+        kernel = kernel * scale
+    bias = beta + (bias - bn.moving_mean.numpy()) * scale
+    return [kernel.astype(np.float32), bias.astype(np.float32)]
+
+
+def fold_batchnorm(model):
+    """Returns a copy of the flat Functional `model` with every Conv->BN pair fused into one conv.
+
+    Outputs agree with `model` in inference mode to float rounding. BN layers that do not follow a
+    conv (or whose conv feeds other layers too) stay as they are.
+    """
+    readers = consumers(model)
+    fold_pairs: dict[str, str] = {}  # bn name -> conv name
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            (src,) = inbound_layers(layer)
+            if isinstance(src, _FOLDABLE) and readers[src.name] == [layer.name] and src.activation.__name__ == "linear":
+                fold_pairs[layer.name] = src.name
+    folded_convs = set(fold_pairs.values())
+
+    tensors = {}
+    new_inputs = []
+    for inp in model.inputs:
+        name = inp.node.layer.name
+        tensors[name] = keras.Input(shape=inp.shape[1:], name=name, dtype=inp.dtype)
+        new_inputs.append(tensors[name])
+    pending_weights = []
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        args = [tensors[src.name] for src in inbound_layers(layer)]
+        x = args[0] if len(args) == 1 else args
+        if layer.name in fold_pairs:
+            conv = model.get_layer(fold_pairs[layer.name])
+            config = conv.get_config()
+            config["use_bias"] = True
+            new_conv = conv.__class__.from_config(config)
+            tensors[layer.name] = new_conv(tensors[conv.name])
+            pending_weights.append((new_conv, _fold_weights(conv, layer)))
+            continue
+        if layer.name in folded_convs:
+            # the conv is built when its BN is reached; until then pass its input through
+            tensors[layer.name] = x
+            continue
+        clone = layer.__class__.from_config(layer.get_config())
+        tensors[layer.name] = clone(x)
+        pending_weights.append((clone, layer.get_weights()))
+    outputs = [tensors[out.node.layer.name] for out in model.outputs]
+    folded = keras.Model(new_inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
+    for layer, weights in pending_weights:
+        layer.set_weights(weights)
+    return folded

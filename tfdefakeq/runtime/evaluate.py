@@ -1,0 +1,209 @@
+"""Evaluate a `.tflite` detector on a ForenSynths-style folder: per-generator AP/AUC/acc/EER.
+
+No TensorFlow, no pandas: runs on a Raspberry Pi. `evaluate_arrays` builds the same table from
+labels and probabilities computed elsewhere (e.g. the Keras float model), so every number in the
+project comes from one implementation.
+
+    >>> rows, scores = evaluate_model("m_int8.tflite", "data/forensynths", split="test")  # doctest: +SKIP
+    >>> print(format_table(rows))                                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tfdefakeq.data.folders import Sample, scan_forensynths
+from tfdefakeq.errors import UserError
+from tfdefakeq.fileio import check_writable, write_text_atomic
+from tfdefakeq.runtime.images import load_images
+from tfdefakeq.runtime.interpreter import TFLiteModel, load_model
+from tfdefakeq.runtime.metrics import SingleClassError, detection_metrics
+
+METRIC_COLUMNS = ["ap", "auc", "acc", "real_acc", "fake_acc", "eer"]
+ROW_COLUMNS = ["generator", *METRIC_COLUMNS, "n", "n_real", "n_fake"]
+SCORE_COLUMNS = ["path", "generator", "label", "prob"]
+MEAN_ROW = "mean"
+
+BatchCallback = Callable[[int, int], None]  # (images done, images total)
+
+
+def evaluate_arrays(labels, probs, generators, threshold: float = 0.5) -> list[dict]:
+    """Per-generator metrics, then one row "mean": the unweighted mean over generators.
+
+    labels: (N,) 0 real / 1 fake; probs: (N,) probability of fake; generators: (N,) test set names.
+    Each row has the keys of ROW_COLUMNS; in the mean row n, n_real and n_fake are totals.
+    Raises UserError when a generator lacks real or fake images.
+    """
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    generators = np.asarray([str(g) for g in generators])
+    if not (len(labels) == len(probs) == len(generators)):
+        raise ValueError(f"labels, probs and generators differ in length: {len(labels)}, {len(probs)}, {len(generators)}")
+    if len(labels) == 0:
+        raise UserError("no images to evaluate")
+    rows = []
+    for name in sorted(set(generators.tolist())):
+        mask = generators == name
+        try:
+            metrics = detection_metrics(labels[mask], probs[mask], threshold=threshold)
+        except SingleClassError as e:
+            raise UserError(f"generator {name}: {e}") from e
+        rows.append({"generator": name, **metrics})
+    mean = {"generator": MEAN_ROW}
+    mean.update({k: float(np.mean([r[k] for r in rows])) for k in METRIC_COLUMNS})
+    mean.update({k: int(sum(r[k] for r in rows)) for k in ("n", "n_real", "n_fake")})
+    rows.append(mean)
+    return rows
+
+
+def predict_samples(
+    model: TFLiteModel,
+    preprocess,
+    samples: list[Sample],
+    batch_size: int = 32,
+    batch_callback: BatchCallback | None = None,
+) -> np.ndarray:
+    """Decodes, center-crops and scores `samples` in batches -> float32 (N,) probability of fake."""
+    probs = np.empty(len(samples), dtype=np.float32)
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        images = load_images([s.path for s in chunk], model.image_size)
+        probs[start : start + len(chunk)] = model.predict_proba(images, preprocess)
+        if batch_callback is not None:
+            batch_callback(start + len(chunk), len(samples))
+    return probs
+
+
+def scores_of(samples: list[Sample], probs) -> list[dict]:
+    """Per-image rows: dict(path, generator, label, prob)."""
+    return [
+        {"path": str(s.path), "generator": s.generator, "label": int(s.label), "prob": float(p)}
+        for s, p in zip(samples, probs)
+    ]
+
+
+def evaluate_model(
+    model_path,
+    data_root,
+    split: str | None = None,
+    num_threads: int = 1,
+    batch_callback: BatchCallback | None = None,
+    threshold: float = 0.5,
+    use_xnnpack: bool = True,
+) -> tuple[list[dict], list[dict]]:
+    """Runs `model_path` (with its sidecar manifest's preprocessing) over `data_root`[/split].
+
+    Returns (rows, scores): rows as `evaluate_arrays`, scores as `scores_of`.
+    """
+    model, manifest = load_model(model_path, num_threads=num_threads, use_xnnpack=use_xnnpack)
+    samples = scan_forensynths(data_root, split=split)
+    probs = predict_samples(model, manifest.preprocess, samples, batch_callback=batch_callback)
+    rows = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples], threshold)
+    return rows, scores_of(samples, probs)
+
+
+# ---- tables: hand-formatted, no pandas -------------------------------------------------------
+
+
+def _cell(value, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(rows: list[dict], columns: list[str] | None = None, digits: int = 4) -> str:
+    """Markdown pipe table with aligned columns (text left, numbers right)."""
+    columns = columns or [c for c in ROW_COLUMNS if c not in ("n_real", "n_fake")]
+    cells = [[_cell(r.get(c, ""), digits) for c in columns] for r in rows]
+    numeric = [all(isinstance(r.get(c), (int, float)) for r in rows) for c in columns]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+
+    def line(values):
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "| " + " | ".join(parts) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(columns), rule] + [line(row) for row in cells])
+
+
+def rows_to_csv(rows: list[dict], header: dict | None = None, columns: list[str] | None = None) -> str:
+    """CSV text; `header` items become leading `# key: value` comment lines (pandas: comment="#")."""
+    buf = io.StringIO()
+    for key, value in (header or {}).items():
+        buf.write(f"# {key}: {' '.join(str(value).split())}\n")
+    columns = columns or list(rows[0].keys() if rows else [])
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def markdown_report(rows: list[dict], header: dict, title: str) -> str:
+    lines = [f"# {title}", ""]
+    lines += [f"- {key}: {value}" for key, value in header.items()]
+    return "\n".join(lines + ["", format_table(rows), ""])
+
+
+def output_paths(out_dir, name: str) -> dict[str, Path]:
+    """Where `write_results` puts its files: DIR/NAME.eval.csv, DIR/NAME.eval.md, DIR/NAME.scores.csv."""
+    out_dir = Path(out_dir)
+    return {
+        "csv": out_dir / f"{name}.eval.csv",
+        "md": out_dir / f"{name}.eval.md",
+        "scores": out_dir / f"{name}.scores.csv",
+    }
+
+
+def write_results(rows, scores, out_dir, name: str, header: dict, overwrite: bool = False) -> list[Path]:
+    """Writes the metrics CSV + Markdown and the per-image scores CSV atomically.
+
+    Raises UserError, before writing anything, when one of them exists and `overwrite` is False.
+    """
+    paths = output_paths(out_dir, name)
+    for path in paths.values():
+        check_writable(path, overwrite=overwrite)
+    write_text_atomic(paths["csv"], rows_to_csv(rows, header, ROW_COLUMNS))
+    write_text_atomic(paths["md"], markdown_report(rows, header, f"Evaluation of {name}"))
+    write_text_atomic(paths["scores"], rows_to_csv(scores, None, SCORE_COLUMNS))
+    return list(paths.values())
+
+
+class Progress:
+    """`(done, total)` callback that draws a progress line on stderr: tqdm when installed, else a counter."""
+
+    def __init__(self, desc: str = "evaluate", stream=None):
+        self.desc = desc
+        self.stream = stream or sys.stderr
+        self._bar = None
+        self._shown = False
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        self._tqdm = tqdm
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._tqdm is not None:
+            if self._bar is None:
+                self._bar = self._tqdm(total=total, desc=self.desc, unit="img", file=self.stream, leave=False)
+            self._bar.update(done - self._bar.n)
+            return
+        self.stream.write(f"\r{self.desc}: {done}/{total} images")
+        self.stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False

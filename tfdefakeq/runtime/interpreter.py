@@ -1,0 +1,327 @@
+"""A `.tflite` detector behind one small class, with no TensorFlow: numpy + a TFLite interpreter.
+
+The interpreter is `ai_edge_litert.interpreter.Interpreter` (pip install tfdefakeq[edge]); the older
+`tflite_runtime` is the fallback where litert has no wheel, and only with numpy<2.
+
+Every detector made by `tfdefakeq.convert` has one input (1, H, W, 3) and one output (1, 1) that is
+a LOGIT (no sigmoid in the graph): `predict_logits` returns it dequantized, `predict_proba` returns
+`sigmoid(logit)`, the probability that the image is fake.
+
+    >>> model, manifest = load_model("tflite_models/resnet18_int8.tflite")   # doctest: +SKIP
+    >>> model.predict_proba(load_images(paths, model.image_size), manifest.preprocess)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tfdefakeq.errors import UserError
+from tfdefakeq.manifest import Manifest, manifest_path
+
+TFLITE_FILE_IDENTIFIER = b"TFL3"
+MIN_TFLITE_BYTES = 16  # root offset + identifier + the smallest possible root table
+MAX_FLATBUFFER_BYTES = 2**31 - 1  # flatbuffer offsets are 32-bit signed
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The interpreter implementation found on this machine."""
+
+    name: str  # "ai-edge-litert" | "tflite-runtime"
+    version: str
+    interpreter_class: type
+    op_resolver_type: object | None  # the OpResolverType enum, None when the runtime has none
+
+
+def find_runtime() -> Runtime:
+    """Imports ai_edge_litert, else tflite_runtime. Raises UserError when neither can be used."""
+    import importlib
+
+    litert_error = ""
+    try:
+        mod = importlib.import_module("ai_edge_litert.interpreter")
+    except ImportError as e:
+        mod = None
+        if not (isinstance(e, ModuleNotFoundError) and (e.name or "").startswith("ai_edge_litert")):
+            litert_error = f" (ai_edge_litert is installed but fails to import: {_one_line(e)})"
+    if mod is not None:
+        return Runtime(
+            "ai-edge-litert",
+            _dist_version("ai-edge-litert", "ai_edge_litert"),
+            mod.Interpreter,
+            getattr(mod, "OpResolverType", None),
+        )
+    try:
+        pkg = importlib.import_module("tflite_runtime")
+    except ImportError:
+        raise UserError(
+            f"no TFLite interpreter installed: install tfdefakeq[edge] (pip install ai-edge-litert){litert_error}"
+        ) from None
+    version = getattr(pkg, "__version__", None) or _dist_version("tflite-runtime", "tflite_runtime")
+    if int(np.__version__.split(".")[0]) >= 2:
+        # tflite-runtime wheels (<= 2.14) are built against numpy 1.x and crash under numpy 2.
+        raise UserError(
+            f"tflite_runtime {version} does not work with numpy {np.__version__}: install "
+            "tfdefakeq[edge] (pip install ai-edge-litert), or pip install 'numpy<2'"
+        )
+    try:
+        mod = importlib.import_module("tflite_runtime.interpreter")
+    except ImportError as e:
+        raise UserError(f"tflite_runtime {version} cannot be imported ({e}): install tfdefakeq[edge]") from e
+    return Runtime("tflite-runtime", version, mod.Interpreter, getattr(mod, "OpResolverType", None))
+
+
+def _dist_version(dist: str, module: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return str(getattr(sys.modules.get(module), "__version__", "unknown"))
+
+
+def check_tflite_file(path) -> int:
+    """Checks that `path` looks like a TFLite flatbuffer before an interpreter parses it.
+
+    Returns the size in bytes. Raises UserError naming the file when it is missing, empty, too
+    small or too large, lacks the `TFL3` file identifier at bytes 4..8, or has a root offset that
+    points outside the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if not path.is_file():
+        raise UserError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise UserError(f"{path}: not a TFLite flatbuffer (empty file)")
+    if size < MIN_TFLITE_BYTES:
+        raise UserError(f"{path}: not a TFLite flatbuffer (only {size} bytes)")
+    if size > MAX_FLATBUFFER_BYTES:
+        raise UserError(f"{path}: not a TFLite flatbuffer ({size} bytes, over the 2 GiB flatbuffer limit)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from e
+    if head[4:8] != TFLITE_FILE_IDENTIFIER:
+        raise UserError(
+            f"{path}: not a TFLite flatbuffer (file identifier {head[4:8]!r}, expected {TFLITE_FILE_IDENTIFIER!r})"
+        )
+    (root_offset,) = struct.unpack("<I", head[:4])
+    if not 8 <= root_offset <= size - 4:
+        raise UserError(f"{path}: not a TFLite flatbuffer (root offset {root_offset} outside the {size}-byte file)")
+    return size
+
+
+def load_interpreter(path, num_threads: int = 1, use_xnnpack: bool = True):
+    """Validates `path` and returns an allocated interpreter (ai_edge_litert, else tflite_runtime).
+
+    `use_xnnpack=False` selects `BUILTIN_WITHOUT_DEFAULT_DELEGATES` (the plain builtin kernels).
+    Raises UserError naming the file when it is not a loadable TFLite model.
+    """
+    return _load(path, num_threads, use_xnnpack)[0]
+
+
+def _load(path, num_threads: int, use_xnnpack: bool):
+    """-> (interpreter, runtime, size_bytes, init_ms); init covers construction + allocate_tensors."""
+    if num_threads < 1:
+        raise UserError(f"--threads must be >= 1, got {num_threads}")
+    size = check_tflite_file(path)
+    runtime = find_runtime()
+    kwargs = {"model_path": str(path), "num_threads": int(num_threads)}
+    if not use_xnnpack:
+        if runtime.op_resolver_type is None:
+            raise UserError(f"{runtime.name} {runtime.version} cannot disable XNNPACK (no OpResolverType)")
+        kwargs["experimental_op_resolver_type"] = runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    start = time.perf_counter()
+    try:
+        interpreter = runtime.interpreter_class(**kwargs)
+        interpreter.allocate_tensors()
+    except ValueError as e:
+        raise UserError(f"{path}: not a TFLite flatbuffer ({runtime.name}: {_one_line(e)})") from e
+    except RuntimeError as e:
+        raise UserError(f"{path}: {runtime.name} cannot load this model ({_one_line(e)})") from e
+    init_ms = (time.perf_counter() - start) * 1e3
+    return interpreter, runtime, size, init_ms
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or e.__class__.__name__
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function, float32."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out.astype(np.float32)
+
+
+class TFLiteModel:
+    """A single-input, single-logit TFLite detector.
+
+    Attributes: `path`, `interpreter`, `runtime` (Runtime), `size_bytes`, `init_ms` (interpreter
+    construction + allocate_tensors), `num_threads`, `use_xnnpack`, `input_shape` (1, H, W, 3),
+    `input_dtype` (np.float32 / np.int8 / np.uint8), `input_quant` and `output_quant`
+    ((scale, zero_point); scale 0.0 means not quantized), `image_size` (H, W), `input_details` and
+    `output_details` (the interpreter's tensor details).
+    """
+
+    def __init__(self, path, num_threads: int = 1, use_xnnpack: bool = True):
+        self.path = Path(path)
+        self.num_threads = int(num_threads)
+        self.use_xnnpack = bool(use_xnnpack)
+        self.interpreter, self.runtime, self.size_bytes, self.init_ms = _load(path, num_threads, use_xnnpack)
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(
+                f"{path}: expected a detector with 1 input and 1 output, found {len(inputs)} and {len(outputs)}"
+            )
+        self.input_details, self.output_details = inputs[0], outputs[0]
+        shape = tuple(int(d) for d in self.input_details["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise UserError(f"{path}: expected an input of shape (1, H, W, 3), found {shape}")
+        if self.input_details["dtype"] not in (np.float32, np.int8, np.uint8):
+            raise UserError(f"{path}: unsupported input type {np.dtype(self.input_details['dtype']).name}")
+        if int(np.prod(self.output_details["shape"])) != 1:
+            raise UserError(
+                f"{path}: expected one logit per image (output shape (1, 1)), found {tuple(self.output_details['shape'])}"
+            )
+        self.input_shape = shape
+        self.input_dtype = np.dtype(self.input_details["dtype"]).type
+        self.input_quant = _quant(self.input_details)
+        self.output_quant = _quant(self.output_details)
+        if self.input_dtype is not np.float32 and self.input_quant[0] == 0.0:
+            raise UserError(f"{path}: integer input without quantization parameters")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) the images must be cropped to."""
+        return self.input_shape[1], self.input_shape[2]
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Normalised float input -> the input tensor's dtype (round + clip when integer)."""
+        if self.input_dtype is np.float32:
+            return np.asarray(x, dtype=np.float32)
+        scale, zero_point = self.input_quant
+        info = np.iinfo(self.input_dtype)
+        q = np.round(np.asarray(x, dtype=np.float32) / scale) + zero_point
+        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+
+    def invoke_raw(self, x: np.ndarray) -> np.ndarray:
+        """Runs one input tensor already in the input dtype and shape; returns the raw output."""
+        self.interpreter.set_tensor(self.input_details["index"], x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output_details["index"])
+
+    def predict_logits(self, images_uint8: np.ndarray, preprocess) -> np.ndarray:
+        """uint8 images (N, H, W, 3) -> float32 logits (N,), dequantized from the output tensor.
+
+        `preprocess` is the manifest's `Preprocess` (its `apply` maps uint8 to the float input).
+        """
+        images = np.asarray(images_uint8)
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or images.shape[1:] != self.input_shape[1:]:
+            raise UserError(
+                f"{self.path}: images of shape {images.shape[1:]} do not match the model input {self.input_shape[1:]}"
+            )
+        logits = np.empty(len(images), dtype=np.float32)
+        scale, zero_point = self.output_quant
+        for i in range(len(images)):  # the converted models have a fixed batch of 1
+            x = self.quantize_input(preprocess.apply(images[i : i + 1]))
+            raw = self.invoke_raw(x).reshape(-1)[0]
+            logits[i] = (float(raw) - zero_point) * scale if scale else float(raw)
+        return logits
+
+    def predict_proba(self, images_uint8: np.ndarray, preprocess) -> np.ndarray:
+        """uint8 images (N, H, W, 3) -> float32 (N,) probability that each image is fake.
+
+        The model output is always a logit (tfdefakeq.convert exports no sigmoid), so this is
+        `sigmoid(predict_logits(...))`.
+        """
+        return sigmoid(self.predict_logits(images_uint8, preprocess))
+
+    def __repr__(self) -> str:
+        return (
+            f"TFLiteModel({str(self.path)!r}, input={self.input_shape} {np.dtype(self.input_dtype).name}, "
+            f"{self.runtime.name} {self.runtime.version}, threads={self.num_threads}, xnnpack={self.use_xnnpack})"
+        )
+
+
+def _quant(details: dict) -> tuple[float, int]:
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    return float(scale), int(zero_point)
+
+
+def load_model(path, num_threads: int = 1, use_xnnpack: bool = True) -> tuple[TFLiteModel, Manifest]:
+    """Loads `path` and its sidecar manifest (`NAME.manifest.json`) -> (TFLiteModel, Manifest).
+
+    Without a sidecar, warns on stderr and uses Manifest defaults (normalisation (x - 127.5) / 127.5)
+    with the input shape read from the model. Raises UserError when the manifest's input shape
+    disagrees with the model's.
+    """
+    model = TFLiteModel(path, num_threads=num_threads, use_xnnpack=use_xnnpack)
+    sidecar = manifest_path(path)
+    model_hwc = list(model.input_shape[1:])
+    if sidecar.exists():
+        try:
+            manifest = Manifest.load(sidecar)
+            manifest_hwc = [int(d) for d in manifest.input_shape]
+        except (TypeError, ValueError, AttributeError) as e:  # JSON of the wrong shape
+            raise UserError(f"{sidecar}: not a valid manifest ({_one_line(e)})") from e
+        if manifest_hwc != model_hwc:
+            raise UserError(
+                f"{sidecar}: input_shape {list(manifest.input_shape)} does not match the model's {model_hwc}"
+            )
+    else:
+        fmt = "float32" if model.input_dtype is np.float32 else "int8"
+        manifest = Manifest(backbone="unknown", input_shape=model_hwc, format=fmt, scheme="unknown")
+        print(
+            f"tfdefakeq: warning: {sidecar} not found; using default preprocessing "
+            f"(x - {manifest.preprocess.mean}) / {manifest.preprocess.std}",
+            file=sys.stderr,
+        )
+    return model, manifest
+
+
+def machine_info() -> dict[str, str]:
+    """Where a measurement was taken: architecture, CPU model name, OS, python, CPU count."""
+    return {
+        "machine": platform.machine(),
+        "processor": cpu_name(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "cpus": str(os.cpu_count() or ""),
+    }
+
+
+def cpu_name() -> str:
+    """CPU/board from /proc/cpuinfo (Pi: 'Model', x86: 'model name'), else platform.processor()."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields.setdefault(key.strip().lower(), value.strip())
+    for key in ("model", "model name", "hardware", "cpu model"):  # x86 'model' is a number: skipped
+        value = fields.get(key, "")
+        if value and not value.isdigit():
+            return value
+    return platform.processor() or platform.machine()

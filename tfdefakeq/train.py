@@ -1,0 +1,142 @@
+"""Train a float detector, or fine-tune it quantization-aware.
+
+    python -m tfdefakeq.train --data DATA --backbone resnet18 --out runs/float --epochs 6
+    python -m tfdefakeq.train --data DATA --init runs/float/model.weights.h5 --scheme w4a8 --out runs/w4a8 --epochs 2 --lr 1e-4
+
+Writes OUT/model.weights.h5 + OUT/model.manifest.json + OUT/history.csv. The state is saved every epoch
+under OUT/backup (keras BackupAndRestore); `--resume` continues an interrupted run from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from tfdefakeq.cli import run_cli
+from tfdefakeq.errors import UserError
+
+VERB = "train"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tfdefakeq.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="ForenSynths-style root with train/ and val/ splits")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--backbone", default="resnet18", help="registry name (float training)")
+    p.add_argument("--width", type=float, default=None, help="channel width multiplier (resnet: width, mobilenet: alpha)")
+    p.add_argument("--input-size", type=int, default=64, help="square input side in pixels")
+    p.add_argument("--init", default=None, help="start from this float model.weights.h5 (QAT fine-tuning)")
+    p.add_argument("--scheme", default=None, help="quantization scheme for QAT: tfmot_int8, w8a8, w4a8")
+    p.add_argument("--calib-images", type=int, default=128, help="images used to calibrate QAT ranges")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--no-augment", action="store_true", help="disable blur+JPEG augmentation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing finished run in --out")
+    return p.parse_args(argv)
+
+
+def _build_model(args, input_shape):
+    """(model, manifest fields) for a fresh float model or a QAT model from --init."""
+    from tfdefakeq.backbones import build
+    from tfdefakeq.manifest import Preprocess
+
+    if args.init is None:
+        if args.scheme:
+            raise UserError("--scheme needs --init: QAT fine-tunes a trained float model")
+        kwargs = {}
+        if args.width is not None:
+            kwargs["alpha" if args.backbone.startswith("mobilenet") else "width"] = args.width
+        model = build(args.backbone, input_shape=input_shape, **kwargs)
+        return model, dict(backbone=args.backbone, scheme="float", preprocess=Preprocess(), build_kwargs=kwargs)
+    from tfdefakeq.modelio import load_detector
+
+    model, base = load_detector(args.init)
+    if base.format != "keras" or base.scheme != "float":
+        raise UserError(f"{args.init}: --init needs a float Keras model (this one is {base.format}/{base.scheme})")
+    if list(base.input_shape) != list(input_shape):
+        raise UserError(f"{args.init}: model input {base.input_shape} does not match --input-size {args.input_size}")
+    return model, dict(backbone=base.backbone, scheme="float", preprocess=base.preprocess, build_kwargs=base.build_kwargs)
+
+
+def main(args) -> int:
+    from tfdefakeq import quant
+    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+    from tfdefakeq.data.reader import make_dataset
+    from tfdefakeq.manifest import Manifest, command_line, versions
+    from tfdefakeq.modelio import save_detector
+    from tfdefakeq.runtime.images import load_images
+    from tfdefakeq.tfcompat import keras, tf
+
+    out = Path(args.out)
+    final = out / "model.weights.h5"
+    backup = out / "backup"
+    if final.exists() and not args.overwrite:
+        raise UserError(f"{final}: already exists (pass --overwrite to retrain)")
+    if backup.exists() and not args.resume:
+        raise UserError(f"{backup}: an interrupted run is here (pass --resume to continue it, or remove the folder)")
+    if args.scheme:
+        quant.qat.get_scheme(args.scheme)  # fail fast on a bad name
+    out.mkdir(parents=True, exist_ok=True)
+
+    keras.utils.set_random_seed(args.seed)
+    size = (args.input_size, args.input_size)
+    input_shape = (*size, 3)
+    train_samples = scan_forensynths(args.data, "train")
+    val_samples = scan_forensynths(args.data, "val")
+    model, info = _build_model(args, input_shape)
+    preprocess = info["preprocess"]
+    if args.scheme:
+        calib = balanced_subset(train_samples, args.calib_images, seed=args.seed)
+        calib_images = preprocess.apply(load_images([s.path for s in calib], size))
+        model = quant.quantize(model, args.scheme, calib_images)
+        info["scheme"] = args.scheme
+
+    train_ds = make_dataset(train_samples, size, args.batch_size, training=True, preprocess=preprocess,
+                            seed=args.seed, augment=not args.no_augment)
+    val_ds = make_dataset(val_samples, size, args.batch_size, training=False, preprocess=preprocess)
+    steps = max(1, -(-len(train_samples) // args.batch_size)) * args.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.01)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[keras.metrics.AUC(from_logits=True, name="auc"), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")],
+    )
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup)),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=args.resume),
+    ]
+    model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
+              verbose=1 if sys.stdout.isatty() else 2)
+
+    manifest = Manifest(
+        backbone=info["backbone"],
+        input_shape=list(input_shape),
+        format="keras",
+        scheme=info["scheme"],
+        preprocess=preprocess,
+        weight_bits=quant.weight_bits(model) if args.scheme else {},
+        activation_bits=8 if args.scheme else None,
+        dataset=str(Path(args.data)),
+        metrics={k: float(v[-1]) for k, v in model.history.history.items()} if model.history else {},
+        build_kwargs=info["build_kwargs"],
+        versions=versions(),
+        command=command_line(),
+    )
+    save_detector(model, final, manifest, overwrite=True)
+    shutil.rmtree(backup, ignore_errors=True)
+    print(f"saved {final}")
+    return 0
+
+
+def cli(argv=None) -> None:
+    run_cli(VERB, parse_args, main, argv)
+
+
+if __name__ == "__main__":
+    cli()
