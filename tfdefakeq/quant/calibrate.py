@@ -56,25 +56,37 @@ def set_input_range(qat_model, low: float, high: float) -> None:
             layer.quantizer_vars["max_var"].assign(high)
 
 
+def _batchnorms(model) -> list:
+    from tfdefakeq.tfcompat import keras
+
+    inner = [getattr(layer, "layer", layer) for layer in model.layers]
+    return [layer for layer in inner if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def calibrate_activation_ranges(qat_model, images: np.ndarray, passes: int = 2) -> int:
     """Sets every moving-average activation range to the range seen on `images` (N, H, W, 3 float).
 
-    The pass runs in training mode, so BatchNorm statistics are saved and restored around it.
-    `passes` > 1 lets later layers see earlier layers already quantized with calibrated ranges.
-    Returns the number of ranges set.
+    The pass runs in training mode (the quantizers only update there) with BatchNorm frozen
+    (`trainable=False` makes tf-keras BN use its moving statistics), so the ranges are those of
+    inference. `passes` > 1 lets later layers see earlier ones already calibrated. Returns the
+    number of ranges set.
     """
     pairs = _ema_range_vars(qat_model)
-    bn_stats = [v for v in qat_model.variables if "moving_mean" in v.name or "moving_variance" in v.name]
+    batchnorms = _batchnorms(qat_model)
+    was_trainable = [bn.trainable for bn in batchnorms]
     images = tf.convert_to_tensor(images, tf.float32)
-    for _ in range(passes):
-        before = [(lo.numpy(), hi.numpy()) for lo, hi in pairs]
-        saved_bn = [v.numpy() for v in bn_stats]
-        qat_model(images, training=True)
-        for (lo, hi), (lo0, hi0) in zip(pairs, before):
-            observed_lo = (lo.numpy() - _EMA_DECAY * lo0) / (1 - _EMA_DECAY)
-            observed_hi = (hi.numpy() - _EMA_DECAY * hi0) / (1 - _EMA_DECAY)
-            lo.assign(np.minimum(observed_lo, 0.0))  # TFLite needs 0 inside the range
-            hi.assign(np.maximum(observed_hi, 1e-3))
-        for v, value in zip(bn_stats, saved_bn):
-            v.assign(value)
+    try:
+        for bn in batchnorms:
+            bn.trainable = False
+        for _ in range(passes):
+            before = [(lo.numpy(), hi.numpy()) for lo, hi in pairs]
+            qat_model(images, training=True)
+            for (lo, hi), (lo0, hi0) in zip(pairs, before):
+                observed_lo = (lo.numpy() - _EMA_DECAY * lo0) / (1 - _EMA_DECAY)
+                observed_hi = (hi.numpy() - _EMA_DECAY * hi0) / (1 - _EMA_DECAY)
+                lo.assign(np.minimum(observed_lo, 0.0))  # TFLite needs 0 inside the range
+                hi.assign(np.maximum(observed_hi, 1e-3))
+    finally:
+        for bn, trainable in zip(batchnorms, was_trainable):
+            bn.trainable = trainable
     return len(pairs)

@@ -1,0 +1,54 @@
+"""Shared test helpers: the one export check every model test calls (after keras-hub's
+`run_litert_export_test`): build -> train briefly -> QAT -> convert -> invoke in ai-edge-litert ->
+compare."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def random_images(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images (n, size, size, 3), float32 labels (n, 1)).
+
+    Smooth random structure plus noise; odd images carry a faint 2-pixel checkerboard, the trace an
+    upsampling layer leaves, so a detector can learn the labels in a few steps.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = 127 + 80 * np.sin(2 * np.pi * (xx[None, ..., None] * rng.uniform(0.5, 3, (n, 1, 1, 3))
+                                          + yy[None, ..., None] * rng.uniform(0.5, 3, (n, 1, 1, 3))))
+    labels = (np.arange(n) % 2).astype(np.float32)
+    checker = ((np.indices((size, size)).sum(axis=0) % 2) * 2 - 1)[None, ..., None] * 12.0
+    images = base + rng.normal(0, 10, (n, size, size, 3)) + labels[:, None, None, None] * checker
+    return np.clip(images, 0, 255).astype(np.uint8), labels[:, None]
+
+
+def export_and_compare(model, scheme: str, fmt: str, tmp_path, images_uint8: np.ndarray, labels: np.ndarray,
+                       backbone: str = "test", float_epochs: int = 15, qat_epochs: int = 1):
+    """Trains float `model` briefly on (images, labels) (an untrained net's logits are tiny, so output
+    LSBs would be meaningless), quantizes it under `scheme` (or keeps it float), fine-tunes,
+    converts to `fmt` through tfdefakeq.convert (which raises ParityError on disagreement).
+
+    Returns (written manifest, .tflite path, Keras model that was converted).
+    """
+    from tfdefakeq.convert import convert_model
+    from tfdefakeq.manifest import Manifest, Preprocess
+    from tfdefakeq.quant import quantize, weight_bits
+    from tfdefakeq.tfcompat import keras
+
+    x = Preprocess().apply(images_uint8)
+
+    def fit(m, lr, epochs):
+        m.compile(keras.optimizers.Adam(lr), keras.losses.BinaryCrossentropy(from_logits=True))
+        m.fit(x, labels, batch_size=8, epochs=epochs, verbose=0)
+
+    if float_epochs:
+        fit(model, 1e-3, float_epochs)
+    qat = model if scheme == "float" else quantize(model, scheme, x)
+    if scheme != "float" and qat_epochs:
+        fit(qat, 1e-4, qat_epochs)
+    manifest = Manifest(backbone=backbone, input_shape=list(x.shape[1:]), format="keras", scheme=scheme,
+                        weight_bits=weight_bits(qat) if scheme != "float" else {})
+    path = tmp_path / f"{backbone}_{scheme}_{fmt}.tflite"
+    written = convert_model(qat, manifest, fmt, images_uint8, path)
+    return written, path, qat
