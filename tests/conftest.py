@@ -6,6 +6,9 @@ import pytest
 
 # A tiny synthetic dataset: every source photo, 4 crops each, 20 autoencoder steps (~10 s).
 TINY_SYNTHETIC = dict(ae_steps=20, max_crops_per_photo=4, generators=("autoencoder", "upsampler"))
+# Models trained in tests use an easier variant (stronger upsampler traces), so that a few epochs give
+# a confident detector whose logits span a range wide enough for LSB-level parity checks.
+EASY_SYNTHETIC = dict(TINY_SYNTHETIC, upsampler_sigma=0.1)
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +24,37 @@ def synthetic_root(tmp_path_factory, tiny_synthetic_config):
     from tfdefakeq.data.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("synthetic") / "tiny", tiny_synthetic_config, progress=False)
+
+
+# Tiny detector runs: ResNet-18 at width 1/4 on 32 px crops; batch 8 so the BatchNorm statistics
+# settle in the few epochs (an unsettled model has meaningless logits and output LSBs).
+TINY_TRAIN = ["--backbone", "resnet18", "--width", "0.25", "--highpass", "--input-size", "32",
+              "--batch-size", "8", "--aug-prob", "0.1"]
+
+
+def run_train(data, out, extra):
+    from tfdefakeq import train
+
+    assert train.main(train.parse_args(["--data", str(data), "--out", str(out)] + TINY_TRAIN + extra)) == 0
+    return out / "model.weights.h5"
+
+
+@pytest.fixture(scope="session")
+def easy_synthetic_root(tmp_path_factory):
+    """Like `synthetic_root`, with stronger upsampler traces (for the trained-model fixtures)."""
+    from tfdefakeq.data.synthetic import SyntheticConfig, generate
+
+    return generate(tmp_path_factory.mktemp("synthetic") / "easy", SyntheticConfig(**EASY_SYNTHETIC), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_float_model(tmp_path_factory, easy_synthetic_root):
+    """A float detector trained briefly on the easy tiny synthetic data: path of its model.weights.h5."""
+    return run_train(easy_synthetic_root, tmp_path_factory.mktemp("float"), ["--epochs", "20", "--lr", "3e-3"])
+
+
+@pytest.fixture(scope="session")
+def tiny_w4a8_model(tmp_path_factory, easy_synthetic_root, tiny_float_model):
+    """The float detector fine-tuned one epoch with the W4A8 scheme."""
+    return run_train(easy_synthetic_root, tmp_path_factory.mktemp("w4a8"),
+                     ["--init", str(tiny_float_model), "--scheme", "w4a8", "--epochs", "1", "--lr", "1e-4"])

@@ -24,9 +24,9 @@ def random_images(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 
 
 def export_and_compare(model, scheme: str, fmt: str, tmp_path, images_uint8: np.ndarray, labels: np.ndarray,
-                       backbone: str = "test", float_epochs: int = 15, qat_epochs: int = 1):
-    """Trains float `model` briefly on (images, labels) (an untrained net's logits are tiny, so output
-    LSBs would be meaningless), quantizes it under `scheme` (or keeps it float), fine-tunes,
+                       backbone: str = "test", float_steps: int = 800, qat_epochs: int = 1):
+    """Trains float `model` on (images, labels) for `float_steps` steps, enough for the BatchNorm
+    moving statistics to settle (an untrained net's logits are tiny and output LSBs meaningless), quantizes it under `scheme` (or keeps it float), fine-tunes,
     converts to `fmt` through tfdefakeq.convert (which raises ParityError on disagreement).
 
     Returns (written manifest, .tflite path, Keras model that was converted).
@@ -38,12 +38,12 @@ def export_and_compare(model, scheme: str, fmt: str, tmp_path, images_uint8: np.
 
     x = Preprocess().apply(images_uint8)
 
-    def fit(m, lr, epochs):
+    def fit(m, lr, epochs, batch_size=8):
         m.compile(keras.optimizers.Adam(lr), keras.losses.BinaryCrossentropy(from_logits=True))
-        m.fit(x, labels, batch_size=8, epochs=epochs, verbose=0)
+        m.fit(x, labels, batch_size=batch_size, epochs=epochs, verbose=0)
 
-    if float_epochs:
-        fit(model, 1e-3, float_epochs)
+    if float_steps:
+        fit(model, 1e-3, epochs=-(-float_steps * 4 // len(x)), batch_size=4)
     qat = model if scheme == "float" else quantize(model, scheme, x)
     if scheme != "float" and qat_epochs:
         fit(qat, 1e-4, qat_epochs)

@@ -23,7 +23,14 @@ from tfdefakeq.errors import UserError
 
 VERB = "convert"
 FORMATS = ("float32", "int8", "int4")
-MAX_LOGIT_LSB = 2.0  # quantized outputs may differ from Keras by rounding at most this many output steps
+# Quantized logits may differ from the Keras QAT model by this many output steps. The Keras
+# simulation matches exact integer arithmetic (checked on a W4A8 conv: 0 of 8,192 outputs differ),
+# but TFLite's integer kernels requantize with double rounding: about 1-4% of a layer's outputs
+# that lie within ~0.05 LSB of a rounding tie come out one LSB off, and these flips compound
+# through a deep residual net. Measured: the demo's ResNet-18 at 64 px 2-3 LSB, test-size
+# ResNet-18s at width 1/4 up to 5 LSB. Gross export errors (a re-rounded grid, lost scales,
+# unfolded BatchNorm) move logits by tens of LSB.
+MAX_LOGIT_LSB = 6.0
 MAX_FLOAT_DIFF = 1e-3  # float32: relative to the logit scale
 # Post-training quantization approximates the float model instead of reproducing a QAT graph, so its
 # bound is relative: the int8 logits may move by this fraction of the largest float logit.
@@ -94,6 +101,7 @@ def check_parity(keras_model, tflite_path, images_uint8: np.ndarray, preprocess,
     result = {
         "images": int(len(x)),
         "max_abs_logit_diff": float(diff.max()),
+        "mean_abs_logit_diff": float(diff.mean()),
         "decision_agreement": float(np.mean((keras_logits > 0) == (tfl_logits > 0))),
     }
     logit_range = max(1.0, float(np.abs(keras_logits).max()))
@@ -106,7 +114,7 @@ def check_parity(keras_model, tflite_path, images_uint8: np.ndarray, preprocess,
     elif out_scale:
         result["output_lsb"] = float(out_scale)
         result["max_diff_lsb"] = float(diff.max() / out_scale)
-        ok = result["max_diff_lsb"] <= MAX_LOGIT_LSB
+        ok = result["max_diff_lsb"] <= MAX_LOGIT_LSB + 1e-3  # float division of an exact multiple
         limit = f"{MAX_LOGIT_LSB} LSB"
     else:
         ok = diff.max() <= MAX_FLOAT_DIFF * logit_range
@@ -122,7 +130,10 @@ def check_parity(keras_model, tflite_path, images_uint8: np.ndarray, preprocess,
 
 
 def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, overwrite: bool = False):
-    """Converts, checks parity and writes `out_path` + manifest. Returns the written Manifest."""
+    """Converts, checks parity and writes `out_path` + manifest. Returns the written Manifest.
+
+    A QAT `model` has its biases snapped to the stored int32 grid first (modified in place).
+    """
     import dataclasses
     import tempfile
 
@@ -130,7 +141,11 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
     from tfdefakeq.manifest import command_line, manifest_path, versions
     from tfdefakeq.runtime.modelinfo import read_model_info
 
+    from tfdefakeq.quant.calibrate import snap_biases
+
     out_path = check_writable(out_path, overwrite=overwrite)
+    if manifest.scheme != "float":
+        snap_biases(model)  # Keras then adds exactly the int32 biases TFLite stores
     representative = manifest.preprocess.apply(calib_uint8) if fmt != "float32" else None
     flatbuffer = to_tflite(model, fmt, representative)
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:

@@ -9,7 +9,6 @@ generate data -> train a float ResNet-18 -> QAT (tfmot int8, W4A8) -> convert (f
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
@@ -29,10 +28,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=8, help="float training epochs")
     p.add_argument("--qat-epochs", type=int, default=2, help="QAT fine-tuning epochs per scheme")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--aug-prob", type=float, default=0.1, help="blur / JPEG augmentation probability (CNNDetection's 0.1 setting)")
     p.add_argument("--bench-runs", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ship", default=None, help="also copy the int8 and int4 models + manifests into this folder")
-    p.add_argument("--overwrite", action="store_true", help="redo every step even if its output exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every step and replace the report and shipped models (default: reuse finished steps, "
+                        "refuse to replace a finished report)")
     return p.parse_args(argv)
 
 
@@ -49,7 +51,7 @@ def _train(args, data: Path, out: Path, extra: list[str]) -> Path:
         print(f"reusing {model}")
         return model
     argv = ["--data", str(data), "--out", str(out), "--input-size", str(args.input_size),
-            "--batch-size", str(args.batch_size), "--seed", str(args.seed)] + extra
+            "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--aug-prob", str(args.aug_prob)] + extra
     if (out / "backup").exists():
         argv.append("--resume")
     if args.overwrite:
@@ -78,14 +80,24 @@ def main(args) -> int:
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
     from tfdefakeq.manifest import command_line, manifest_path, versions
     from tfdefakeq.modelio import load_detector
-    from tfdefakeq.report import plot_model_comparison, write_table
+    from tfdefakeq.report import markdown_table, plot_model_comparison, write_models_index, write_table
     from tfdefakeq.runtime.bench import bench_model
     from tfdefakeq.runtime.evaluate import evaluate_arrays, evaluate_model, format_table
     from tfdefakeq.runtime.images import load_images
     from tfdefakeq.runtime.interpreter import machine_info
 
+    from tfdefakeq.fileio import check_writable, write_atomic
+
     started = time.perf_counter()
     out = Path(args.out)
+    # A finished demo is not redone silently; an interrupted one resumes (finished steps are reused).
+    check_writable(out / "report.md", overwrite=args.overwrite)
+    ship_targets = []
+    if args.ship:
+        ship_targets = [Path(args.ship) / f"{args.backbone}_{args.input_size}_{fmt}{suffix}"
+                        for fmt in ("int8", "int4") for suffix in (".tflite", ".manifest.json")]
+        for target in ship_targets:
+            check_writable(target, overwrite=args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
 
@@ -102,7 +114,8 @@ def main(args) -> int:
 
     t = _step("2/6 train float")
     width = ["--width", str(args.width)] if args.width else []
-    float_path = _train(args, data, out / "float", ["--backbone", args.backbone, "--epochs", str(args.epochs), "--lr", "2e-3"] + width)
+    float_path = _train(args, data, out / "float", ["--backbone", args.backbone, "--highpass", "--epochs", str(args.epochs),
+                                                    "--lr", "2e-3"] + width)
     timings["train_float_s"] = time.perf_counter() - t
 
     t = _step("3/6 QAT fine-tuning")
@@ -174,26 +187,39 @@ def main(args) -> int:
     header = {
         "machine": f"{machine['processor']} ({machine['machine']}, {machine['cpus']} cpus)",
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
-        "settings": f"{args.backbone} width {args.width}, {args.input_size}px, float {args.epochs} epochs, "
-                    f"QAT {args.qat_epochs} epochs, batch {args.batch_size}, seed {args.seed}; latency: ai-edge-litert, "
+        "settings": f"{args.backbone} width {args.width} + fixed high-pass front, {args.input_size}px, float {args.epochs} epochs, "
+                    f"QAT {args.qat_epochs} epochs, batch {args.batch_size}, blur/JPEG p={args.aug_prob}, seed {args.seed}; latency: ai-edge-litert, "
                     f"1 thread, XNNPACK, median of {args.bench_runs} single-image invokes",
         "data": f"{data} (test split, {len(test_samples)} images)",
         "command": command_line(),
         "wall_time_s": f"{total:.0f} ({', '.join(f'{k} {v:.0f}' for k, v in timings.items())})",
     }
-    write_table(df.drop(columns=["size_mb"]), out / "report", header, "tfdefakeq demo: float Keras vs float32 / int8 / int4 TFLite")
-    write_table(per_gen, out / "report_per_generator", header, "tfdefakeq demo: metrics per generator")
+    formats = {"size_bytes": "{:,.0f}", "delta_ap_pp": "{:+.2f}", "latency_ms_p50": "{:.3f}", "latency_ms_p90": "{:.3f}",
+               "parity_max_lsb": "{:.0f}", "n": "{:.0f}", "n_real": "{:.0f}", "n_fake": "{:.0f}"}
+    table = df.drop(columns=["size_mb"])
+    write_table(table, out / "report", header, "tfdefakeq demo: float Keras vs float32 / int8 / int4 TFLite", formats)
+    write_table(per_gen, out / "report_per_generator", header, "tfdefakeq demo: metrics per generator", formats)
     plot_model_comparison(df, out / "report.png", f"{args.backbone} (width {args.width}) at {args.input_size}px on the embedded test split")
-    print("\n" + df.drop(columns=["size_mb"]).to_markdown(index=False, floatfmt=".4f"))
+    print("\n" + markdown_table(table, formats))
     print(f"\nreport: {out / 'report.md'}, {out / 'report.png'}; total {total:.0f} s")
 
+    # The models' manifests carry what was measured on them, so a shipped file explains itself.
+    from tfdefakeq.manifest import Manifest
+
+    for fmt, path in tflite.items():
+        manifest = Manifest.load(manifest_path(path))
+        manifest.dataset = f"{data} (embedded synthetic)" if not args.data else str(data)
+        manifest.metrics["test"] = {row["generator"]: {k: row[k] for k in ("ap", "auc", "acc", "real_acc", "fake_acc", "eer", "n")}
+                                    for row in per_generator[f"tflite {fmt}"]}
+        manifest.metrics["latency"] = {k: bench[fmt][k] for k in ("latency_ms_p50", "latency_ms_p90", "threads", "xnnpack",
+                                                                   "machine", "processor", "runtime_version")}
+        manifest.save(manifest_path(path), overwrite=True)
     if args.ship:
-        ship = Path(args.ship)
-        ship.mkdir(parents=True, exist_ok=True)
-        for name in ("int8", "int4"):
-            for src in (tflite[name], manifest_path(tflite[name])):
-                shutil.copyfile(src, ship / src.name)
-        print(f"shipped int8 and int4 models to {ship}")
+        for target in ship_targets:
+            source = out / "tflite" / target.name
+            write_atomic(target, source.read_bytes(), overwrite=True)  # checked for --overwrite at start
+        index = write_models_index(args.ship)
+        print(f"shipped int8 and int4 models to {args.ship} (index: {index})")
     int8 = df[df.model == "tflite int8"].iloc[0]
     int4 = df[df.model == "tflite int4"].iloc[0]
     if not df["parity_agrees"].dropna().all():

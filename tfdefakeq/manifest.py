@@ -88,4 +88,14 @@ def versions() -> dict[str, str]:
 
 
 def command_line() -> str:
-    return " ".join([Path(sys.executable).name] + sys.argv)
+    """The command as the user typed it: `python -m tfdefakeq.VERB ...` for our modules."""
+    import shlex
+
+    program = sys.argv[0] if sys.argv else ""
+    parts = Path(program).resolve().parts if program.endswith(".py") else ()
+    if "tfdefakeq" in parts:
+        module = ".".join(parts[parts.index("tfdefakeq"):])[: -len(".py")].removesuffix(".__main__")
+        head = ["python", "-m", module]
+    else:
+        head = ["python", program] if program else ["python"]
+    return shlex.join(head + sys.argv[1:])

@@ -11,11 +11,37 @@ def header_lines(header: dict, prefix: str = "# ") -> str:
     return "".join(f"{prefix}{k}: {' '.join(str(v).split())}\n" for k, v in header.items())
 
 
-def write_table(df, stem, header: dict, title: str, floatfmt: str = ".4f", overwrite: bool = True) -> list[Path]:
-    """Writes `stem`.csv (header as `# key: value` comments) and `stem`.md (title, header, table)."""
+def format_cells(df, formats: dict[str, str] | None = None, default: str = "{:.4f}"):
+    """A copy of `df` with numbers as display strings: `formats` maps column -> format string
+    (e.g. "{:,.0f}" for bytes); NaN/None become empty cells."""
+    formats = formats or {}
+    shown = df.copy().astype(object)
+    for column in df.columns:
+        fmt = formats.get(column, default)
+        shown[column] = [
+            "" if value is None or (isinstance(value, float) and value != value)
+            else fmt.format(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+            for value in df[column]
+        ]
+    return shown
+
+
+def markdown_table(df, formats: dict[str, str] | None = None) -> str:
+    """Markdown pipe table of `df`: numbers formatted by `format_cells` and right-aligned."""
+    import pandas as pd
+
+    align = tuple("right" if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) else "left"
+                  for c in df.columns)
+    return format_cells(df, formats).to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
+def write_table(df, stem, header: dict, title: str, formats: dict[str, str] | None = None, overwrite: bool = True) -> list[Path]:
+    """Writes `stem`.csv (full precision; header as `# key: value` comments) and `stem`.md (title,
+    header as a list, table formatted by `format_cells`)."""
     stem = Path(stem)
     csv_path = write_text_atomic(stem.with_suffix(".csv"), header_lines(header) + df.to_csv(index=False), overwrite=overwrite)
-    md = f"# {title}\n\n" + header_lines(header, prefix="- ") + "\n" + df.to_markdown(index=False, floatfmt=floatfmt) + "\n"
+    table = markdown_table(df, formats)
+    md = f"# {title}\n\n" + header_lines(header, prefix="- ") + "\n" + table + "\n"
     md_path = write_text_atomic(stem.with_suffix(".md"), md, overwrite=overwrite)
     return [csv_path, md_path]
 
@@ -56,3 +82,41 @@ def plot_model_comparison(df, path, title: str) -> Path:
     out = save_figure(fig, path)
     plt.close(fig)
     return out
+
+
+def write_models_index(folder) -> Path:
+    """(Re)writes FOLDER/README.md: one row per `.tflite` with what its manifest records."""
+    import pandas as pd
+
+    from tfdefakeq.manifest import Manifest, manifest_path
+
+    folder = Path(folder)
+    rows = []
+    for model in sorted(folder.glob("*.tflite")):
+        m = Manifest.load(manifest_path(model))
+        test = m.metrics.get("test", {}).get("mean", {})
+        latency = m.metrics.get("latency", {})
+        parity = m.metrics.get("parity", {})
+        bits = sorted(set(m.weight_bits.values()))
+        rows.append({
+            "model": model.name, "backbone": m.backbone, "input": "x".join(map(str, m.input_shape)), "format": m.format,
+            "scheme": m.scheme, "weight_bits": "/".join(map(str, bits)) if bits else "32",
+            "size_bytes": model.stat().st_size, "test_ap": test.get("ap"), "test_auc": test.get("auc"),
+            "test_acc": test.get("acc"), "latency_ms_p50": latency.get("latency_ms_p50"),
+            "keras_parity_lsb": parity.get("max_diff_lsb"),
+        })
+    df = pd.DataFrame(rows)
+    machines = sorted({Manifest.load(manifest_path(p)).metrics.get("latency", {}).get("processor", "?") for p in folder.glob("*.tflite")})
+    text = (
+        "# Shipped detectors\n\n"
+        "Made by `python -m tfdefakeq.demo --ship tflite_models` on the embedded synthetic data (64 px crops, test split\n"
+        "of held-out source photos; AP/AUC/acc are means over the test generators). Each `NAME.tflite` has its\n"
+        "`NAME.manifest.json`: preprocessing, bits per layer, per-generator metrics, Keras parity, versions and the\n"
+        "command that made it. Latency: ai-edge-litert, 1 thread, XNNPACK, median of single-image invokes on "
+        + ", ".join(machines) + ".\n\n"
+        "Run one on a device with only `pip install tfdefakeq[edge]`:\n\n"
+        "```bash\npython -m tfdefakeq.evaluate tflite_models/MODEL.tflite --data DATA --split test\n"
+        "python -m tfdefakeq.bench tflite_models/MODEL.tflite --threads 1\n```\n\n"
+        + markdown_table(df, {"size_bytes": "{:,.0f}", "latency_ms_p50": "{:.3f}", "keras_parity_lsb": "{:.0f}"}) + "\n"
+    )
+    return write_text_atomic(folder / "README.md", text)

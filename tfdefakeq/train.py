@@ -26,6 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--backbone", default="resnet18", help="registry name (float training)")
     p.add_argument("--width", type=float, default=None, help="channel width multiplier (resnet: width, mobilenet: alpha)")
+    p.add_argument("--highpass", action="store_true", help="fixed high-pass filter in front of the backbone")
     p.add_argument("--input-size", type=int, default=64, help="square input side in pixels")
     p.add_argument("--init", default=None, help="start from this float model.weights.h5 (QAT fine-tuning)")
     p.add_argument("--scheme", default=None, help="quantization scheme for QAT: tfmot_int8, w8a8, w4a8")
@@ -34,7 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--no-augment", action="store_true", help="disable blur+JPEG augmentation")
+    p.add_argument("--aug-prob", type=float, default=0.5,
+                   help="probability of each of blur and JPEG (CNNDetection trains with 0.5 and 0.1)")
+    p.add_argument("--no-augment", action="store_true", help="disable blur+JPEG augmentation and flips")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing finished run in --out")
@@ -49,7 +52,7 @@ def _build_model(args, input_shape):
     if args.init is None:
         if args.scheme:
             raise UserError("--scheme needs --init: QAT fine-tunes a trained float model")
-        kwargs = {}
+        kwargs = {"highpass": True} if args.highpass else {}
         if args.width is not None:
             kwargs["alpha" if args.backbone.startswith("mobilenet") else "width"] = args.width
         model = build(args.backbone, input_shape=input_shape, **kwargs)
@@ -66,6 +69,7 @@ def _build_model(args, input_shape):
 
 def main(args) -> int:
     from tfdefakeq import quant
+    from tfdefakeq.data.augment import AugmentConfig
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
     from tfdefakeq.data.reader import make_dataset
     from tfdefakeq.manifest import Manifest, command_line, versions
@@ -97,8 +101,11 @@ def main(args) -> int:
         model = quant.quantize(model, args.scheme, calib_images)
         info["scheme"] = args.scheme
 
+    if not 0.0 <= args.aug_prob <= 1.0:
+        raise UserError(f"--aug-prob must be in [0, 1], got {args.aug_prob}")
     train_ds = make_dataset(train_samples, size, args.batch_size, training=True, preprocess=preprocess,
-                            seed=args.seed, augment=not args.no_augment)
+                            seed=args.seed, augment=not args.no_augment,
+                            augment_config=AugmentConfig(blur_prob=args.aug_prob, jpeg_prob=args.aug_prob))
     val_ds = make_dataset(val_samples, size, args.batch_size, training=False, preprocess=preprocess)
     steps = max(1, -(-len(train_samples) // args.batch_size)) * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.01)

@@ -35,6 +35,14 @@ def test_w4a8_plan_keeps_first_conv_and_classifier_at_8_bits(images):
     assert body and set(body) == {4}
 
 
+def test_w4a8_plan_keeps_the_whole_stem_at_8_bits(images):
+    model = build("resnet18", input_shape=(32, 32, 3), width=0.25, highpass=True)
+    bits = weight_bits(quantize(model, "w4a8", Preprocess().apply(images)))
+    assert bits["highpass"] == bits["conv1_conv"] == bits["predictions"] == 8
+    body = [b for name, b in bits.items() if name not in ("highpass", "conv1_conv", "predictions")]
+    assert body and set(body) == {4}
+
+
 def test_calibration_makes_a_fresh_qat_model_track_the_float_model(images):
     model = build("resnet18", input_shape=(32, 32, 3), width=0.25)
     x = Preprocess().apply(images)
@@ -52,7 +60,7 @@ def test_w4a8_stores_int4_tensors_with_the_learned_scales(tmp_path, data):
     from tfdefakeq.quant.calibrate import _wrappers
     from tfdefakeq.quant.quantizers import LearnedRangeWeightQuantizer
 
-    model = build("resnet18", input_shape=(32, 32, 3), width=0.25)
+    model = build("resnet18", input_shape=(32, 32, 3), width=0.25, highpass=True)
     manifest, path, qat = export_and_compare(model, "w4a8", "int4", tmp_path, *data)
     assert manifest.metrics["parity"]["max_diff_lsb"] <= 2
     assert "FLOAT32" not in manifest.metrics["weight_bytes_by_type"]
@@ -69,8 +77,14 @@ def test_w4a8_stores_int4_tensors_with_the_learned_scales(tmp_path, data):
 
 
 def test_int4_file_is_much_smaller_than_int8(tmp_path, data):
-    model = build("resnet18", input_shape=(32, 32, 3), width=0.5)
-    int8, _, _ = export_and_compare(model, "tfmot_int8", "int8", tmp_path, images)
-    int4, _, _ = export_and_compare(model, "w4a8", "int4", tmp_path, *data)
+    from tfdefakeq.runtime.modelinfo import read_model_info
+
+    model = build("resnet18", input_shape=(32, 32, 3), width=0.25, highpass=True)
+    int8, int8_path, _ = export_and_compare(model, "tfmot_int8", "int8", tmp_path, *data, float_steps=400)
+    int4, _, _ = export_and_compare(model, "w4a8", "int4", tmp_path, *data, float_steps=0)
     assert int4.size_bytes <= 0.6 * int8.size_bytes
-    assert set(int8.metrics["ops"]) <= {"CONV_2D", "ADD", "MAX_POOL_2D", "PAD", "MEAN", "FULLY_CONNECTED"}
+    # full integer: int8 in and out, no float weights, no (de)quantize ops inside the graph
+    info = read_model_info(int8_path)
+    assert info.input_types == info.output_types == ["INT8"]
+    assert "FLOAT32" not in info.weight_bytes
+    assert not {"QUANTIZE", "DEQUANTIZE"} & set(info.op_counts)

@@ -5,7 +5,7 @@ alpha 1.0 and 1000 classes.
 
 from __future__ import annotations
 
-from tfdefakeq.backbones.common import classifier_head, layers
+from tfdefakeq.backbones.common import classifier_head, highpass_front, layers
 from tfdefakeq.backbones.registry import register_backbone
 from tfdefakeq.tfcompat import keras
 
@@ -54,10 +54,12 @@ def _inverted_residual(x, expansion, stride, alpha, filters, block_id):
 
 
 @register_backbone("mobilenet_v2", family="mobilenet", reference_params=3_538_984, keras_application="MobileNetV2")
-def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1, alpha: float = 1.0, dropout: float = 0.0):
-    """MobileNetV2 with width multiplier `alpha` (keras.applications' values: 0.35 ... 1.4)."""
+def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1, alpha: float = 1.0, dropout: float = 0.0, highpass: bool = False):
+    """MobileNetV2 with width multiplier `alpha` (keras.applications' values: 0.35 ... 1.4);
+    `highpass` puts a fixed high-pass filter in front (see common.HighPassKernel)."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Conv2D(make_divisible(32 * alpha, 8), 3, strides=2, padding="same", use_bias=False, name="Conv1")(inputs)
+    x = highpass_front(inputs) if highpass else inputs
+    x = layers.Conv2D(make_divisible(32 * alpha, 8), 3, strides=2, padding="same", use_bias=False, name="Conv1")(x)
     x = layers.BatchNormalization(name="bn_Conv1", **_BN)(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     for block_id, (expansion, filters, stride) in enumerate(_V2_BLOCKS):

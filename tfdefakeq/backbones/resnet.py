@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from tfdefakeq.backbones.common import BN_EPSILON, classifier_head, layers
+from tfdefakeq.backbones.common import BN_EPSILON, classifier_head, highpass_front, layers
 from tfdefakeq.backbones.registry import register_backbone
 from tfdefakeq.tfcompat import keras
 
@@ -34,10 +34,11 @@ def _basic_block(x, filters, stride, name):
     return layers.ReLU(name=name + "_out")(y)
 
 
-def _resnet_basic(depths, name, input_shape, num_classes, width, dropout):
+def _resnet_basic(depths, name, input_shape, num_classes, width, dropout, highpass):
     widths = [max(8, int(round(c * width))) for c in (64, 128, 256, 512)]
     inputs = keras.Input(shape=input_shape, name="image")
-    x = _conv_bn(inputs, widths[0], 7, 2, "conv1")
+    x = highpass_front(inputs) if highpass else inputs
+    x = _conv_bn(x, widths[0], 7, 2, "conv1")
     x = layers.ZeroPadding2D(padding=1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     for stage, (blocks, filters) in enumerate(zip(depths, widths)):
@@ -49,11 +50,12 @@ def _resnet_basic(depths, name, input_shape, num_classes, width, dropout):
 
 
 @register_backbone("resnet18", family="resnet", reference_params=11_689_512)
-def resnet18(input_shape=(224, 224, 3), num_classes=1, width: float = 1.0, dropout: float = 0.0):
-    """ResNet-18; `width` scales every stage's channels (0.5 -> a 2.8 M-parameter detector)."""
-    return _resnet_basic([2, 2, 2, 2], "resnet18", input_shape, num_classes, width, dropout)
+def resnet18(input_shape=(224, 224, 3), num_classes=1, width: float = 1.0, dropout: float = 0.0, highpass: bool = False):
+    """ResNet-18; `width` scales every stage's channels (0.5 -> a 2.8 M-parameter detector);
+    `highpass` puts a fixed high-pass filter in front (see common.HighPassKernel)."""
+    return _resnet_basic([2, 2, 2, 2], "resnet18", input_shape, num_classes, width, dropout, highpass)
 
 
 @register_backbone("resnet34", family="resnet", reference_params=21_797_672)
-def resnet34(input_shape=(224, 224, 3), num_classes=1, width: float = 1.0, dropout: float = 0.0):
-    return _resnet_basic([3, 4, 6, 3], "resnet34", input_shape, num_classes, width, dropout)
+def resnet34(input_shape=(224, 224, 3), num_classes=1, width: float = 1.0, dropout: float = 0.0, highpass: bool = False):
+    return _resnet_basic([3, 4, 6, 3], "resnet34", input_shape, num_classes, width, dropout, highpass)

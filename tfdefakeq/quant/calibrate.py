@@ -90,3 +90,48 @@ def calibrate_activation_ranges(qat_model, images: np.ndarray, passes: int = 2) 
         for bn, trainable in zip(batchnorms, was_trainable):
             bn.trainable = trainable
     return len(pairs)
+
+
+def _output_scale(layer) -> float | None:
+    """Scale of the int8 tensor `layer` produces, following pass-through layers (pad, max-pool)
+    upstream; None when it cannot be told."""
+    from tfdefakeq.quant.fold import inbound_layers
+
+    while True:
+        if isinstance(layer, _QuantizeLayer):
+            qvars = layer.quantizer_vars
+        elif isinstance(layer, _q.QuantizeWrapperV2) and layer._output_quantizers:
+            qvars = layer._output_quantizer_vars
+        elif isinstance(layer, _q.QuantizeWrapperV2) and not layer._weight_vars and len(inbound_layers(layer)) == 1:
+            layer = inbound_layers(layer)[0]  # range-preserving layer without its own quantizer
+            continue
+        else:
+            return None
+        return float(qvars["max_var"].numpy() - qvars["min_var"].numpy()) / 255.0
+
+
+def snap_biases(qat_model) -> int:
+    """Rounds each learned-range layer's bias to the int32 grid TFLite stores it on
+    (scale = input scale x weight scale), so Keras and TFLite add the same bias.
+
+    Float biases in the simulation differ from the stored int32 ones by up to half a bias step,
+    which for 4-bit weights is a sizeable fraction of an output LSB; that shifts rounding ties
+    in every output channel. Run it after training, before conversion. Returns layers snapped.
+    """
+    from tfdefakeq.quant.fold import inbound_layers
+
+    snapped = 0
+    for wrapper in _wrappers(qat_model):
+        learned = [(q, v) for _, q, v in wrapper._weight_vars if isinstance(q, LearnedRangeWeightQuantizer)]
+        bias = getattr(wrapper.layer, "bias", None)
+        if not learned or bias is None or len(inbound_layers(wrapper)) != 1:
+            continue
+        input_scale = _output_scale(inbound_layers(wrapper)[0])
+        if not input_scale:
+            continue
+        quantizer, qvars = learned[0]
+        weight_scale = (np.abs(qvars["range_var"].numpy()) + 1e-8) / (2 ** (quantizer.num_bits - 1) - 1)
+        step = input_scale * weight_scale
+        bias.assign((np.round(bias.numpy() / step) * step).astype(np.float32))
+        snapped += 1
+    return snapped

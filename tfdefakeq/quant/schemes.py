@@ -64,14 +64,17 @@ class FoldedScheme(_q.QuantizeScheme):
 
 
 def plan_weight_bits(model, body_bits: int) -> dict[str, int]:
-    """Bits per weighted layer: `body_bits` everywhere but the first conv and the last Dense (8)."""
-    weighted = [layer.name for layer in model.layers if type(layer) in _WEIGHT_ATTR]
-    plan = {name: body_bits for name in weighted}
-    if weighted:
-        plan[weighted[0]] = 8
-        dense = [layer.name for layer in model.layers if isinstance(layer, layers.Dense)]
-        if dense:
-            plan[dense[-1]] = 8
+    """Bits per weighted layer: `body_bits` everywhere but the stem (every weighted layer up to and
+    including the first Conv2D, e.g. a high-pass front end) and the last Dense, which keep 8."""
+    weighted = [layer for layer in model.layers if type(layer) in _WEIGHT_ATTR]
+    plan = {layer.name: body_bits for layer in weighted}
+    for layer in weighted:
+        plan[layer.name] = 8
+        if type(layer) is layers.Conv2D:
+            break
+    dense = [layer.name for layer in weighted if isinstance(layer, layers.Dense)]
+    if dense:
+        plan[dense[-1]] = 8
     return plan
 
 

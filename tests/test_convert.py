@@ -1,0 +1,69 @@
+import subprocess
+import sys
+
+import pytest
+
+from tfdefakeq import convert
+from tfdefakeq.errors import UserError
+from tfdefakeq.manifest import Manifest, manifest_path
+from tfdefakeq.runtime.modelinfo import read_model_info
+
+
+def _convert(model, data, out, *extra):
+    return convert.main(convert.parse_args([str(model), "--data", str(data), "--out", str(out), *extra]))
+
+
+def test_float_model_converts_to_float32_and_ptq_int8(tmp_path, tiny_float_model, easy_synthetic_root):
+    assert _convert(tiny_float_model, easy_synthetic_root, tmp_path / "fp32.tflite") == 0
+    assert _convert(tiny_float_model, easy_synthetic_root, tmp_path / "ptq.tflite", "--format", "int8") == 0
+    fp32 = Manifest.load(manifest_path(tmp_path / "fp32.tflite"))
+    ptq = Manifest.load(manifest_path(tmp_path / "ptq.tflite"))
+    assert fp32.format == "float32" and fp32.metrics["parity"]["agrees"]
+    assert ptq.format == "int8" and ptq.scheme == "ptq_int8"
+    info = read_model_info(tmp_path / "ptq.tflite")
+    assert info.input_types == ["INT8"] and info.output_types == ["INT8"]
+    assert "FLOAT32" not in info.weight_bytes
+    assert ptq.size_bytes < 0.35 * fp32.size_bytes
+
+
+def test_w4a8_model_converts_to_int4(tmp_path, tiny_w4a8_model, easy_synthetic_root):
+    out = tmp_path / "int4.tflite"
+    assert _convert(tiny_w4a8_model, easy_synthetic_root, out) == 0
+    manifest = Manifest.load(manifest_path(out))
+    assert manifest.format == "int4" and manifest.scheme == "w4a8"
+    assert manifest.metrics["parity"]["max_diff_lsb"] <= convert.MAX_LOGIT_LSB
+    assert manifest.metrics["parity"]["decision_agreement"] >= 0.9  # flips only where |logit| is a few LSB
+    assert read_model_info(out).weight_bytes["INT4"] > 0
+    assert manifest.size_bytes == out.stat().st_size
+
+
+def test_int4_from_a_float_model_is_refused(tmp_path, tiny_float_model, easy_synthetic_root):
+    with pytest.raises(UserError, match="int4 needs a model fine-tuned with --scheme w4a8"):
+        _convert(tiny_float_model, easy_synthetic_root, tmp_path / "x.tflite", "--format", "int4")
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_existing_output_needs_overwrite(tmp_path, tiny_float_model, easy_synthetic_root):
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"keep me")
+    with pytest.raises(UserError, match="already exists"):
+        _convert(tiny_float_model, easy_synthetic_root, out)
+    assert out.read_bytes() == b"keep me"
+
+
+def test_parity_failure_writes_nothing(tmp_path, tiny_float_model, easy_synthetic_root, monkeypatch):
+    """A .tflite that disagrees with Keras is never written (here: a parity bound no model meets)."""
+    monkeypatch.setattr(convert, "MAX_FLOAT_DIFF", -1.0)
+    with pytest.raises(convert.ParityError, match="disagrees with Keras"):
+        _convert(tiny_float_model, easy_synthetic_root, tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_reports_missing_manifest_in_one_line(tmp_path, easy_synthetic_root):
+    weights = tmp_path / "orphan.weights.h5"
+    weights.write_bytes(b"not weights")
+    result = subprocess.run([sys.executable, "-m", "tfdefakeq.convert", str(weights), "--data", str(easy_synthetic_root),
+                             "--out", str(tmp_path / "o.tflite")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("tfdefakeq convert: error: ")
+    assert "orphan.manifest.json: manifest missing" in result.stderr

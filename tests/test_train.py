@@ -1,0 +1,79 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_TRAIN, run_train
+from tfdefakeq.errors import UserError
+from tfdefakeq.manifest import Manifest, manifest_path
+
+
+def test_float_training_writes_model_manifest_and_history(tiny_float_model, easy_synthetic_root):
+    manifest = Manifest.load(manifest_path(tiny_float_model))
+    assert manifest.format == "keras" and manifest.scheme == "float"
+    assert manifest.backbone == "resnet18" and manifest.input_shape == [32, 32, 3]
+    assert manifest.build_kwargs == {"highpass": True, "width": 0.25}
+    history = (tiny_float_model.parent / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 20  # header + one row per epoch
+    assert not (tiny_float_model.parent / "backup").exists()  # removed once training finished
+
+
+def test_trained_detector_beats_chance_on_validation(tiny_float_model, easy_synthetic_root):
+    from tfdefakeq.data.folders import scan_forensynths
+    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.runtime.evaluate import evaluate_arrays
+    from tfdefakeq.runtime.images import load_images
+
+    model, manifest = load_detector(tiny_float_model)
+    samples = scan_forensynths(easy_synthetic_root, "val")
+    x = manifest.preprocess.apply(load_images([s.path for s in samples], (32, 32)))
+    probs = 1 / (1 + np.exp(-model.predict(x, verbose=0).ravel()))
+    mean = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples])[-1]
+    assert mean["auc"] > 0.6
+
+
+def test_qat_fine_tune_records_bits(tiny_w4a8_model):
+    manifest = Manifest.load(manifest_path(tiny_w4a8_model))
+    assert manifest.scheme == "w4a8" and manifest.activation_bits == 8
+    assert manifest.weight_bits["highpass"] == manifest.weight_bits["conv1_conv"] == 8
+    assert manifest.weight_bits["conv2_block1_1_conv"] == 4
+
+
+def test_existing_run_is_not_overwritten(tiny_float_model, easy_synthetic_root):
+    with pytest.raises(UserError, match="already exists"):
+        run_train(easy_synthetic_root, tiny_float_model.parent, ["--epochs", "1"])
+
+
+def test_scheme_needs_init(tmp_path, easy_synthetic_root):
+    with pytest.raises(UserError, match="--scheme needs --init"):
+        run_train(easy_synthetic_root, tmp_path, ["--scheme", "w4a8"])
+
+
+def test_killed_training_resumes_from_last_epoch(tmp_path, easy_synthetic_root):
+    """SIGKILL after the first epoch's checkpoint, then --resume finishes the remaining epochs."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "tfdefakeq.train", "--data", str(easy_synthetic_root), "--out", str(out),
+            "--epochs", "3"] + TINY_TRAIN
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = out / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 2:  # epoch 1 logged
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "backup").exists() and not (out / "model.weights.h5").exists()
+
+    with pytest.raises(UserError, match="--resume"):
+        run_train(easy_synthetic_root, out, ["--epochs", "3"])
+    run_train(easy_synthetic_root, out, ["--epochs", "3", "--resume"])
+    epochs = [line.split(",")[0] for line in history.read_text().splitlines()[1:]]
+    assert epochs[-1] == "2" and "0" in epochs  # resumed run logged the remaining epochs up to the last
+    assert (out / "model.weights.h5").exists() and not (out / "backup").exists()
