@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.cli import run_cli
 
 VERB = "bench"
 
@@ -45,11 +45,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli(argv=None) -> None:
-    try:
-        sys.exit(main(parse_args(argv)))
-    except UserError as e:
-        print(f"tfdefakeq {VERB}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(VERB, parse_args, main, argv)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from tfdefakeq.cli import run_cli
 from tfdefakeq.errors import UserError
 
 VERB = "evaluate"
@@ -89,11 +90,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli(argv=None) -> None:
-    try:
-        sys.exit(main(parse_args(argv)))
-    except UserError as e:
-        print(f"tfdefakeq {VERB}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(VERB, parse_args, main, argv)
 
 
 if __name__ == "__main__":

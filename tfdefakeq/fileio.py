@@ -22,6 +22,12 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:
     """Writes `data` to a temp file beside `path`, fsyncs it, then renames it over `path`.
 
@@ -32,6 +38,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = True) -
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             fd = None
             f.write(data)

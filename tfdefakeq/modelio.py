@@ -28,6 +28,7 @@ def save_detector(model, path, manifest: Manifest, overwrite: bool = False) -> P
     check_writable(path, overwrite=overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=WEIGHTS_SUFFIX, dir=path.parent)
     os.close(fd)
+    os.unlink(tmp)  # h5py writes a new file; only the unique name is wanted
     try:
         model.save_weights(tmp, overwrite=True)
         os.replace(tmp, path)

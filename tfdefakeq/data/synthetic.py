@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfdefakeq.cli import run_cli
 from tfdefakeq.errors import UserError
 from tfdefakeq.fileio import read_json, write_json_atomic
 
@@ -563,11 +564,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli(argv=None) -> None:
-    try:
-        sys.exit(main(parse_args(argv)))
-    except UserError as e:
-        print(f"tfdefakeq synthetic: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli("synthetic", parse_args, main, argv)
 
 
 if __name__ == "__main__":
