@@ -75,7 +75,7 @@ def main(args) -> int:
     from tfdefakeq.manifest import Manifest, command_line, versions
     from tfdefakeq.modelio import save_detector
     from tfdefakeq.runtime.images import load_images
-    from tfdefakeq.tfcompat import keras, tf
+    from tfdefakeq.tfcompat import keras
 
     out = Path(args.out)
     final = out / "model.weights.h5"
