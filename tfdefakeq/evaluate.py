@@ -1,6 +1,8 @@
 """python -m tfdefakeq.evaluate MODEL.tflite --data DIR [--split test] [--out DIR] [--threads 1] [--overwrite]
 
-Scores every image of a ForenSynths-style folder with a `.tflite` detector (no TensorFlow needed)
+--data may be a ForenSynths tree, UniversalFakeDetect real/fake pairs, FaceForensics++ frame folders
+or a DeepfakeBench dataset JSON (video-level AUC is added where frames group into videos).
+Scores every image of the dataset with a `.tflite` detector (no TensorFlow needed)
 and prints AP, AUC, accuracy (all / real / fake at 0.5), EER and image count per generator plus
 their mean. With --out, writes DIR/NAME.eval.csv, DIR/NAME.eval.md and DIR/NAME.scores.csv
 (per-image probabilities), NAME being the model's stem (+ ".SPLIT").
@@ -40,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     # Imported here so `--help` answers without loading numpy/litert.
-    from tfdefakeq.data.folders import generators_of, scan_forensynths
+    from tfdefakeq.data.folders import generators_of, scan_dataset
     from tfdefakeq.runtime.evaluate import (
         Progress,
         evaluate_arrays,
@@ -59,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
             if path.exists():
                 raise UserError(f"{path}: already exists (pass --overwrite to replace it)")
     model, manifest = load_model(args.model, num_threads=args.threads, use_xnnpack=args.xnnpack)
-    samples = scan_forensynths(args.data, split=args.split)
+    samples = scan_dataset(args.data, split=args.split)
     progress = Progress(f"{VERB} {args.model.name}")
     start = time.perf_counter()
     try:
@@ -67,7 +69,8 @@ def main(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     seconds = time.perf_counter() - start
-    rows = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples], args.threshold)
+    videos = [s.video for s in samples] if any(s.video for s in samples) else None
+    rows = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples], args.threshold, videos)
 
     machine = machine_info()
     header = {

@@ -39,6 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="probability of each of blur and JPEG (CNNDetection trains with 0.5 and 0.1)")
     p.add_argument("--no-augment", action="store_true", help="disable blur+JPEG augmentation and flips")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default="default", help="tf.distribute strategy: default, mirrored, multiworker, tpu")
+    p.add_argument("--logical-cpus", type=int, default=None, help="split the CPU into N logical devices (testing mirrored)")
+    p.add_argument("--weights", default=None,
+                   help="initial weights for a float backbone: 'imagenet' (keras.applications, downloaded by Keras) or a .h5 file")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing finished run in --out")
     return p.parse_args(argv)
@@ -67,9 +71,52 @@ def _build_model(args, input_shape):
     return model, dict(backbone=base.backbone, scheme="float", preprocess=base.preprocess, build_kwargs=base.build_kwargs)
 
 
+def load_pretrained(model, backbone: str, weights: str, build_kwargs: dict) -> None:
+    """Loads ImageNet weights (keras.applications, by layer name) or a weights file into `model`.
+
+    Only layers whose names and shapes match are loaded (the detector head never does); raises
+    UserError when the backbone has no keras.applications twin or the download is impossible.
+    """
+    from tfdefakeq.backbones import backbone_info
+    from tfdefakeq.tfcompat import keras
+
+    path = Path(weights)
+    if weights != "imagenet":
+        if not path.is_file():
+            raise UserError(f"{path}: --weights file not found")
+        try:
+            model.load_weights(path, by_name=True, skip_mismatch=True)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: not a Keras weights file ({str(e).splitlines()[0][:160]})") from e
+        return
+    app_name = backbone_info(backbone).keras_application
+    if app_name is None:
+        raise UserError(f"--weights imagenet: {backbone} has no keras.applications twin with ImageNet weights")
+    constructor = getattr(keras.applications, app_name)
+    kwargs = {"alpha": build_kwargs["alpha"]} if "alpha" in build_kwargs else {}
+    try:
+        reference = constructor(include_top=False, weights="imagenet", input_shape=model.input_shape[1:], **kwargs)
+    except Exception as e:  # the download fails in many ways offline (URLError, HTTPError, OSError, ...)
+        raise UserError(
+            f"--weights imagenet: cannot get {app_name} ImageNet weights ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
+            "offline, put the file Keras downloads into ~/.keras/models/ or pass --weights FILE.h5"
+        ) from e
+    loaded = 0
+    for layer in reference.layers:
+        try:
+            ours = model.get_layer(layer.name)
+        except ValueError:
+            continue
+        if layer.weights and [w.shape for w in ours.weights] == [w.shape for w in layer.weights]:
+            ours.set_weights(layer.get_weights())
+            loaded += 1
+    print(f"loaded ImageNet weights into {loaded} layers of {backbone}")
+
+
 def main(args) -> int:
     from tfdefakeq import quant
     from tfdefakeq.data.augment import AugmentConfig
+    from tfdefakeq.distribute import make_strategy
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
     from tfdefakeq.data.reader import make_dataset
     from tfdefakeq.manifest import Manifest, command_line, versions
@@ -86,20 +133,27 @@ def main(args) -> int:
         raise UserError(f"{backup}: an interrupted run is here (pass --resume to continue it, or remove the folder)")
     if args.scheme:
         quant.qat.get_scheme(args.scheme)  # fail fast on a bad name
+    if args.weights and args.init:
+        raise UserError("--weights initialises a new float backbone; --init already gives the weights")
     out.mkdir(parents=True, exist_ok=True)
 
+    strategy = make_strategy(args.strategy, args.logical_cpus)
+    print(f"training on {strategy.num_replicas_in_sync} replica(s) ({args.strategy} strategy)", flush=True)
     keras.utils.set_random_seed(args.seed)
     size = (args.input_size, args.input_size)
     input_shape = (*size, 3)
     train_samples = scan_forensynths(args.data, "train")
     val_samples = scan_forensynths(args.data, "val")
-    model, info = _build_model(args, input_shape)
-    preprocess = info["preprocess"]
-    if args.scheme:
-        calib = balanced_subset(train_samples, args.calib_images, seed=args.seed)
-        calib_images = preprocess.apply(load_images([s.path for s in calib], size))
-        model = quant.quantize(model, args.scheme, calib_images)
-        info["scheme"] = args.scheme
+    with strategy.scope():
+        model, info = _build_model(args, input_shape)
+        if args.weights:
+            load_pretrained(model, info["backbone"], args.weights, info["build_kwargs"])
+        preprocess = info["preprocess"]
+        if args.scheme:
+            calib = balanced_subset(train_samples, args.calib_images, seed=args.seed)
+            calib_images = preprocess.apply(load_images([s.path for s in calib], size))
+            model = quant.quantize(model, args.scheme, calib_images)
+            info["scheme"] = args.scheme
 
     if not 0.0 <= args.aug_prob <= 1.0:
         raise UserError(f"--aug-prob must be in [0, 1], got {args.aug_prob}")
@@ -108,12 +162,13 @@ def main(args) -> int:
                             augment_config=AugmentConfig(blur_prob=args.aug_prob, jpeg_prob=args.aug_prob))
     val_ds = make_dataset(val_samples, size, args.batch_size, training=False, preprocess=preprocess)
     steps = max(1, -(-len(train_samples) // args.batch_size)) * args.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.01)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[keras.metrics.AUC(from_logits=True, name="auc"), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")],
-    )
+    with strategy.scope():
+        schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.01)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[keras.metrics.AUC(from_logits=True, name="auc"), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")],
+        )
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup)),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=args.resume),

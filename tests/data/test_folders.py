@@ -82,3 +82,84 @@ def test_mislabeled_folder_is_named(tmp_path):
     _tree(tmp_path, {"g/0_real": 1, "g/1_fake": 1, "g/1_fakes": 1})
     with pytest.raises(UserError, match=f"^{tmp_path / 'g' / '1_fakes'}: folder name is not a label"):
         scan_forensynths(tmp_path)
+
+
+# ---- the other layouts users arrive with ------------------------------------------------------------
+
+from tfdefakeq.data.folders import (  # noqa: E402
+    group_by_video,
+    per_method_sets,
+    scan_dataset,
+    scan_deepfakebench_json,
+    scan_ffpp_frames,
+    scan_real_fake_pairs,
+)
+
+
+def test_universalfakedetect_pairs_found_by_folder_names(tmp_path):
+    root = _tree(tmp_path, {"guided/real": 2, "guided/fake": 3, "ldm_200/0_real": 1, "ldm_200/1_fake": 1})
+    samples = scan_real_fake_pairs(root)
+    assert generators_of(samples) == ["guided", "ldm_200"]
+    assert sum(s.label for s in samples if s.generator == "guided") == 3
+    assert scan_dataset(root) == samples
+
+
+def test_universalfakedetect_explicit_pairs_share_reals(tmp_path):
+    root = _tree(tmp_path, {"laion": 2, "guided": 3, "glide_100_10": 4})
+    samples = scan_real_fake_pairs(root, {"guided": ("laion", "guided"), "glide": ("laion", str(root / "glide_100_10"))})
+    counts = {(s.generator, s.label) for s in samples}
+    assert counts == {("guided", 0), ("guided", 1), ("glide", 0), ("glide", 1)}
+    assert len([s for s in samples if s.generator == "glide" and s.label == 0]) == 2
+
+
+def test_pair_with_missing_half_is_named(tmp_path):
+    root = _tree(tmp_path, {"guided/real": 2, "dalle/fake": 2})
+    with pytest.raises(UserError, match=r"dalle: has no real folder"):
+        scan_real_fake_pairs(root)
+
+
+def _ffpp(root: Path) -> Path:
+    return _tree(root, {
+        "original_sequences/youtube/c23/frames/000": 3, "original_sequences/youtube/c23/frames/001": 2,
+        "manipulated_sequences/Deepfakes/c23/frames/000_003": 3,
+        "manipulated_sequences/Face2Face/c23/frames/001_870": 2,
+        "manipulated_sequences/Face2Face/c40/frames/001_870": 2,
+    })
+
+
+def test_ffpp_frames_group_by_video_and_method(tmp_path):
+    samples = scan_ffpp_frames(_ffpp(tmp_path))
+    assert generators_of(samples) == ["Deepfakes", "Face2Face", "youtube"]
+    videos = group_by_video(samples)
+    assert len(videos["youtube/000"]) == 3 and len(videos["Deepfakes/000_003"]) == 3
+    sets = per_method_sets(samples)
+    assert generators_of(sets) == ["Deepfakes", "Face2Face"]
+    assert {s.label for s in sets if s.generator == "Face2Face"} == {0, 1}
+    only = scan_ffpp_frames(tmp_path, videos={"000"}, methods=["Deepfakes"])
+    assert {s.video for s in only} == {"youtube/000", "Deepfakes/000_003"}
+    assert generators_of(scan_dataset(tmp_path)) == ["Deepfakes", "Face2Face"]
+
+
+def test_ffpp_unknown_method_is_named(tmp_path):
+    with pytest.raises(UserError, match="NeuralTextures"):
+        scan_ffpp_frames(_ffpp(tmp_path), methods=["NeuralTextures"])
+
+
+def test_deepfakebench_json(tmp_path):
+    import json
+
+    _tree(tmp_path, {"frames/real/a": 2, "frames/fake/b": 2})
+    frames = lambda d: [f"frames/{d}/{i}.png" for i in range(2)]  # noqa: E731
+    spec = {"FaceForensics++": {
+        "FF-real": {"test": {"c23": {"a": {"label": "FF-real", "frames": frames("real/a")}}}},
+        "FF-DF": {"test": {"c23": {"b": {"label": "FF-DF", "frames": frames("fake/b")}}},
+                  "train": {"c23": {"b": {"label": "FF-DF", "frames": frames("fake/b")}}}},
+    }}
+    path = tmp_path / "FaceForensics++.json"
+    path.write_text(json.dumps(spec))
+    samples = scan_deepfakebench_json(path)
+    assert [(s.generator, s.label, s.video) for s in samples[::2]] == [("real", 0, "FF-real/a"), ("FF-DF", 1, "FF-DF/b")]
+    assert all(s.path.is_file() for s in samples)
+    assert scan_dataset(path) == samples
+    with pytest.raises(UserError, match="no frames for split 'val'"):
+        scan_deepfakebench_json(path, split="val")

@@ -169,3 +169,27 @@ def test_cli_bad_model_file_exits_2_with_one_line(kind, tiny_models, forensynths
 def test_cli_missing_data_folder(tiny_models, tmp_path, capfd):
     code, _, err = run_cli([tiny_models["int8"], "--data", tmp_path / "nowhere"], capfd)
     assert code == 2 and "nowhere: dataset folder not found" in err
+
+
+def test_video_level_auc_averages_frames_per_video():
+    from tfdefakeq.runtime.evaluate import evaluate_arrays, format_table
+
+    # two real and two fake videos of 3 frames; one fake video has one misleading frame
+    labels = [0] * 6 + [1] * 6
+    probs = [0.1, 0.2, 0.1, 0.3, 0.2, 0.9, 0.8, 0.7, 0.1, 0.9, 0.9, 0.8]
+    videos = ["r1"] * 3 + ["r2"] * 3 + ["f1"] * 3 + ["f2"] * 3
+    rows = evaluate_arrays(labels, probs, ["g"] * 12, videos=videos)
+    assert rows[0]["n_videos"] == 4 and rows[-1]["n_videos"] == 4
+    assert rows[0]["video_auc"] == 1.0  # per-video means 0.13, 0.47 < 0.53, 0.87
+    assert rows[0]["auc"] < 1.0  # frame level is not perfect
+    assert "video_auc" in format_table(rows)
+
+
+def test_video_with_mixed_labels_is_refused():
+    import pytest
+
+    from tfdefakeq.errors import UserError
+    from tfdefakeq.runtime.evaluate import evaluate_arrays
+
+    with pytest.raises(UserError, match="video v: its frames carry both labels"):
+        evaluate_arrays([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], ["g"] * 4, videos=["v", "v", "w", "x"])

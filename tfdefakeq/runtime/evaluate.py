@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from tfdefakeq.data.folders import Sample, scan_forensynths
+from tfdefakeq.data.folders import Sample, scan_dataset
 from tfdefakeq.errors import UserError
 from tfdefakeq.fileio import check_writable, write_text_atomic
 from tfdefakeq.runtime.images import load_images
@@ -27,16 +27,38 @@ from tfdefakeq.runtime.metrics import SingleClassError, detection_metrics
 
 METRIC_COLUMNS = ["ap", "auc", "acc", "real_acc", "fake_acc", "eer"]
 ROW_COLUMNS = ["generator", *METRIC_COLUMNS, "n", "n_real", "n_fake"]
+VIDEO_COLUMNS = ["video_auc", "n_videos"]  # present when the frames carry video ids
 SCORE_COLUMNS = ["path", "generator", "label", "prob"]
 MEAN_ROW = "mean"
 
 BatchCallback = Callable[[int, int], None]  # (images done, images total)
 
 
-def evaluate_arrays(labels, probs, generators, threshold: float = 0.5) -> list[dict]:
+def video_level(labels, probs, videos) -> tuple[np.ndarray, np.ndarray]:
+    """Frame scores -> one score per video (the mean probability of its frames) and its label.
+
+    Frames without a video id (None) are left out. Raises UserError when a video mixes labels.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, video in enumerate(videos):
+        if video is not None:
+            groups.setdefault(str(video), []).append(i)
+    video_labels, video_probs = [], []
+    for video, idx in sorted(groups.items()):
+        frame_labels = {int(labels[i]) for i in idx}
+        if len(frame_labels) != 1:
+            raise UserError(f"video {video}: its frames carry both labels")
+        video_labels.append(frame_labels.pop())
+        video_probs.append(float(np.mean([probs[i] for i in idx])))
+    return np.asarray(video_labels), np.asarray(video_probs)
+
+
+def evaluate_arrays(labels, probs, generators, threshold: float = 0.5, videos=None) -> list[dict]:
     """Per-generator metrics, then one row "mean": the unweighted mean over generators.
 
-    labels: (N,) 0 real / 1 fake; probs: (N,) probability of fake; generators: (N,) test set names.
+    labels: (N,) 0 real / 1 fake; probs: (N,) probability of fake; generators: (N,) test set names;
+    videos: optional (N,) video id per frame (None for stills): adds `video_auc` (frames averaged
+    per video) and `n_videos` to every row.
     Each row has the keys of ROW_COLUMNS; in the mean row n, n_real and n_fake are totals.
     Raises UserError when a generator lacks real or fake images.
     """
@@ -54,10 +76,21 @@ def evaluate_arrays(labels, probs, generators, threshold: float = 0.5) -> list[d
             metrics = detection_metrics(labels[mask], probs[mask], threshold=threshold)
         except SingleClassError as e:
             raise UserError(f"generator {name}: {e}") from e
-        rows.append({"generator": name, **metrics})
+        row = {"generator": name, **metrics}
+        if videos is not None:
+            video_labels, video_probs = video_level(labels[mask], probs[mask], [videos[i] for i in np.flatnonzero(mask)])
+            try:
+                row["video_auc"] = detection_metrics(video_labels, video_probs, threshold=threshold)["auc"]
+            except SingleClassError as e:
+                raise UserError(f"generator {name}: videos: {e}") from e
+            row["n_videos"] = int(len(video_labels))
+        rows.append(row)
     mean = {"generator": MEAN_ROW}
     mean.update({k: float(np.mean([r[k] for r in rows])) for k in METRIC_COLUMNS})
     mean.update({k: int(sum(r[k] for r in rows)) for k in ("n", "n_real", "n_fake")})
+    if videos is not None:
+        mean["video_auc"] = float(np.mean([r["video_auc"] for r in rows]))
+        mean["n_videos"] = int(sum(r["n_videos"] for r in rows))
     rows.append(mean)
     return rows
 
@@ -102,9 +135,10 @@ def evaluate_model(
     Returns (rows, scores): rows as `evaluate_arrays`, scores as `scores_of`.
     """
     model, manifest = load_model(model_path, num_threads=num_threads, use_xnnpack=use_xnnpack)
-    samples = scan_forensynths(data_root, split=split)
+    samples = scan_dataset(data_root, split=split)
     probs = predict_samples(model, manifest.preprocess, samples, batch_callback=batch_callback)
-    rows = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples], threshold)
+    videos = [s.video for s in samples] if any(s.video for s in samples) else None
+    rows = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples], threshold, videos)
     return rows, scores_of(samples, probs)
 
 
@@ -117,9 +151,14 @@ def _cell(value, digits: int = 4) -> str:
     return str(value)
 
 
+def row_columns(rows: list[dict]) -> list[str]:
+    """ROW_COLUMNS, plus the video-level columns when the rows have them."""
+    return ROW_COLUMNS + [c for c in VIDEO_COLUMNS if rows and c in rows[0]]
+
+
 def format_table(rows: list[dict], columns: list[str] | None = None, digits: int = 4) -> str:
     """Markdown pipe table with aligned columns (text left, numbers right)."""
-    columns = columns or [c for c in ROW_COLUMNS if c not in ("n_real", "n_fake")]
+    columns = columns or [c for c in row_columns(rows) if c not in ("n_real", "n_fake")]
     cells = [[_cell(r.get(c, ""), digits) for c in columns] for r in rows]
     numeric = [all(isinstance(r.get(c), (int, float)) for r in rows) for c in columns]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -169,7 +208,7 @@ def write_results(rows, scores, out_dir, name: str, header: dict, overwrite: boo
     paths = output_paths(out_dir, name)
     for path in paths.values():
         check_writable(path, overwrite=overwrite)
-    write_text_atomic(paths["csv"], rows_to_csv(rows, header, ROW_COLUMNS))
+    write_text_atomic(paths["csv"], rows_to_csv(rows, header, row_columns(rows)))
     write_text_atomic(paths["md"], markdown_report(rows, header, f"Evaluation of {name}"))
     write_text_atomic(paths["scores"], rows_to_csv(scores, None, SCORE_COLUMNS))
     return list(paths.values())
