@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability above which an image is called fake")
     parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", help="run without the XNNPACK delegate")
+    parser.add_argument("--curves", action="store_true",
+                        help="with --out, also plot ROC and precision-recall curves per generator (needs matplotlib)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -89,6 +91,14 @@ def main(args: argparse.Namespace) -> int:
     if args.out is not None:
         for path in write_results(rows, scores_of(samples, probs), args.out, name, header, overwrite=args.overwrite):
             print(f"wrote {path}")
+        if args.curves:
+            try:
+                from tfdefakeq.report import plot_roc_pr
+            except ImportError as e:
+                raise UserError(f"--curves needs matplotlib ({e}); pip install matplotlib") from e
+            curves = plot_roc_pr([s.label for s in samples], probs, [s.generator for s in samples],
+                                 Path(args.out) / f"{name}.curves.png", f"{args.model.name} on {args.data}")
+            print(f"wrote {curves}")
     return 0
 
 

@@ -38,11 +38,11 @@ def markdown_table(df, formats: dict[str, str] | None = None) -> str:
 def write_table(df, stem, header: dict, title: str, formats: dict[str, str] | None = None, overwrite: bool = True) -> list[Path]:
     """Writes `stem`.csv (full precision; header as `# key: value` comments) and `stem`.md (title,
     header as a list, table formatted by `format_cells`)."""
-    stem = Path(stem)
-    csv_path = write_text_atomic(stem.with_suffix(".csv"), header_lines(header) + df.to_csv(index=False), overwrite=overwrite)
+    stem = Path(stem)  # suffixes are appended: a stem like "model.jpeg" keeps its dot
+    csv_path = write_text_atomic(stem.with_name(stem.name + ".csv"), header_lines(header) + df.to_csv(index=False), overwrite=overwrite)
     table = markdown_table(df, formats)
     md = f"# {title}\n\n" + header_lines(header, prefix="- ") + "\n" + table + "\n"
-    md_path = write_text_atomic(stem.with_suffix(".md"), md, overwrite=overwrite)
+    md_path = write_text_atomic(stem.with_name(stem.name + ".md"), md, overwrite=overwrite)
     return [csv_path, md_path]
 
 
@@ -57,11 +57,7 @@ def save_figure(fig, path, overwrite: bool = True) -> Path:
 
 def plot_model_comparison(df, path, title: str) -> Path:
     """Three panels over the model variants: AP per variant, file size (MB), p50 latency (ms)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     labels = df["model"].tolist()
     colors = ["#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b"][: len(labels)]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -120,3 +116,59 @@ def write_models_index(folder) -> Path:
         + markdown_table(df, {"size_bytes": "{:,.0f}", "latency_ms_p50": "{:.3f}", "keras_parity_lsb": "{:.0f}"}) + "\n"
     )
     return write_text_atomic(folder / "README.md", text)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_sweep(df, path, level_name: str, title: str) -> Path:
+    """AP and accuracy against the degradation level: one line per generator, the mean in black."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric in zip(axes, ("ap", "acc")):
+        for generator, part in df.groupby("generator"):
+            style = dict(color="black", linewidth=2.5) if generator == "mean" else dict(alpha=0.8)
+            ax.plot(part["level"], part[metric], marker="o", label=generator, **style)
+        ax.set_xlabel(level_name)
+        ax.set_ylabel(metric.upper() if metric == "ap" else "accuracy at 0.5")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_roc_pr(labels, probs, generators, path, title: str) -> Path:
+    """ROC and precision-recall curves, one per generator (labels 0/1, probs of fake)."""
+    import numpy as np
+
+    from tfdefakeq.runtime.metrics import pr_curve, roc_auc, roc_curve
+
+    plt = _pyplot()
+    labels, probs, generators = np.asarray(labels), np.asarray(probs), np.asarray(generators)
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in sorted(set(generators.tolist())):
+        mask = generators == name
+        fpr, tpr = roc_curve(labels[mask], probs[mask])
+        recall, precision = pr_curve(labels[mask], probs[mask])
+        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(labels[mask], probs[mask]):.3f})")
+        pr_ax.step(recall, precision, where="post", label=name)
+    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    roc_ax.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate", title="ROC")
+    pr_ax.set(xlabel="recall (fakes found)", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
+    for ax in (roc_ax, pr_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out

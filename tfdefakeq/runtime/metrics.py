@@ -77,6 +77,13 @@ def roc_curve(y, p) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
 
 
+def pr_curve(y, p) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) at each distinct threshold, highest threshold first (AP's step curve)."""
+    y, p = _check(y, p)
+    tps, fps = _curve(y, p)
+    return tps / tps[-1], tps / (tps + fps)
+
+
 def eer(y, p) -> float:
     """Equal error rate in [0, 1]: where the false positive rate equals the false negative rate.
 

@@ -1,0 +1,79 @@
+"""python -m tfdefakeq.robustness MODEL.tflite --data DIR [--split test] --sweep jpeg|blur|resize [--levels ...] --out DIR
+
+Scores the test images again under growing degradation and writes DIR/NAME.SWEEP.csv / .md (AP, AUC,
+accuracy per level and generator) and DIR/NAME.SWEEP.png (AP and accuracy against the level).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tfdefakeq.cli import run_cli
+
+VERB = "robustness"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from tfdefakeq.runtime.robustness import SWEEPS
+
+    p = argparse.ArgumentParser(prog="python -m tfdefakeq.robustness", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", type=Path)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--sweep", choices=sorted(SWEEPS), required=True)
+    p.add_argument("--levels", type=float, nargs="+", default=None, help="levels to test (default: the sweep's own)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(args) -> int:
+    from tfdefakeq.data.folders import scan_dataset
+    from tfdefakeq.fileio import check_writable
+    from tfdefakeq.manifest import command_line
+    from tfdefakeq.runtime.evaluate import Progress, format_table
+    from tfdefakeq.runtime.interpreter import check_tflite_file, load_model, machine_info
+    from tfdefakeq.runtime.robustness import SWEEPS, sweep
+
+    check_tflite_file(args.model)
+    stem = args.out / f"{args.model.stem}.{args.sweep}"
+    for suffix in (".csv", ".md", ".png"):
+        check_writable(stem.with_suffix(stem.suffix + suffix), overwrite=args.overwrite)
+    model, manifest = load_model(args.model, num_threads=args.threads)
+    samples = scan_dataset(args.data, split=args.split)
+    progress = Progress(f"{VERB} {args.sweep}")
+    try:
+        rows = sweep(model, manifest.preprocess, samples, args.sweep, args.levels, progress)
+    finally:
+        progress.close()
+    means = [r for r in rows if r["generator"] == "mean"]
+    print(format_table(means, ["level", "ap", "auc", "acc", "real_acc", "fake_acc", "eer"]))
+
+    import pandas as pd
+
+    from tfdefakeq.report import plot_sweep, write_table
+
+    machine = machine_info()
+    header = {
+        "model": f"{args.model} ({manifest.backbone}, {manifest.format}, {manifest.scheme})",
+        "data": f"{args.data} split {args.split} ({len(samples)} images)",
+        "sweep": f"{args.sweep}: {SWEEPS[args.sweep][1]}",
+        "machine": f"{machine['processor']} ({machine['machine']})",
+        "command": command_line(),
+    }
+    df = pd.DataFrame(rows)
+    for path in write_table(df, stem, header, f"Robustness of {args.model.name}: {SWEEPS[args.sweep][1]}",
+                            {"n": "{:.0f}", "n_real": "{:.0f}", "n_fake": "{:.0f}", "level": "{:g}"}):
+        print(f"wrote {path}")
+    print(f"wrote {plot_sweep(df, stem.with_suffix(stem.suffix + '.png'), SWEEPS[args.sweep][1], args.model.name)}")
+    return 0
+
+
+def cli(argv=None) -> None:
+    run_cli(VERB, parse_args, main, argv)
+
+
+if __name__ == "__main__":
+    cli()
