@@ -76,3 +76,10 @@ def test_killed_training_resumes_from_last_epoch(tmp_path, easy_synthetic_root):
     epochs = [line.split(",")[0] for line in history.read_text().splitlines()[1:]]
     assert epochs[-1] == "2" and "0" in epochs  # resumed run logged the remaining epochs up to the last
     assert (out / "model.weights.h5").exists() and not (out / "backup").exists()
+
+
+def test_train_generators_are_recorded_and_checked(tmp_path, synthetic_root):
+    out = run_train(synthetic_root, tmp_path / "ae_only", ["--epochs", "1", "--train-generators", "autoencoder"])
+    assert Manifest.load(manifest_path(out)).train_generators == ["autoencoder"]
+    with pytest.raises(UserError, match="--train-generators: stylegan not in"):
+        run_train(synthetic_root, tmp_path / "bad", ["--epochs", "1", "--train-generators", "stylegan"])

@@ -49,6 +49,7 @@ def main(args: argparse.Namespace) -> int:
         Progress,
         evaluate_arrays,
         format_table,
+        mark_seen,
         output_paths,
         predict_samples,
         scores_of,
@@ -73,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     videos = [s.video for s in samples] if any(s.video for s in samples) else None
     rows = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples], args.threshold, videos)
+    rows = mark_seen(rows, manifest.train_generators)
 
     machine = machine_info()
     header = {

@@ -42,6 +42,7 @@ class Manifest:
     weight_bits: dict[str, int] = field(default_factory=dict)  # layer name -> bits of its weights
     activation_bits: int | None = None
     dataset: str = ""
+    train_generators: list[str] = field(default_factory=list)  # generators seen in training (empty: all)
     metrics: dict = field(default_factory=dict)
     size_bytes: int | None = None
     build_kwargs: dict = field(default_factory=dict)  # extra builder arguments (width, alpha)

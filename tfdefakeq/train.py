@@ -31,6 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init", default=None, help="start from this float model.weights.h5 (QAT fine-tuning)")
     p.add_argument("--scheme", default=None, help="quantization scheme for QAT: tfmot_int8, w8a8, w4a8")
     p.add_argument("--calib-images", type=int, default=128, help="images used to calibrate QAT ranges")
+    p.add_argument("--train-generators", nargs="+", default=None,
+                   help="train (and validate) on these generators only; evaluation marks the rest as unseen")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
@@ -68,7 +70,8 @@ def _build_model(args, input_shape):
         raise UserError(f"{args.init}: --init needs a float Keras model (this one is {base.format}/{base.scheme})")
     if list(base.input_shape) != list(input_shape):
         raise UserError(f"{args.init}: model input {base.input_shape} does not match --input-size {args.input_size}")
-    return model, dict(backbone=base.backbone, scheme="float", preprocess=base.preprocess, build_kwargs=base.build_kwargs)
+    return model, dict(backbone=base.backbone, scheme="float", preprocess=base.preprocess, build_kwargs=base.build_kwargs,
+                       train_generators=base.train_generators)
 
 
 def load_pretrained(model, backbone: str, weights: str, build_kwargs: dict) -> None:
@@ -117,7 +120,7 @@ def main(args) -> int:
     from tfdefakeq import quant
     from tfdefakeq.data.augment import AugmentConfig
     from tfdefakeq.distribute import make_strategy
-    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+    from tfdefakeq.data.folders import balanced_subset, generators_of, scan_forensynths
     from tfdefakeq.data.reader import make_dataset
     from tfdefakeq.manifest import Manifest, command_line, versions
     from tfdefakeq.modelio import save_detector
@@ -144,6 +147,13 @@ def main(args) -> int:
     input_shape = (*size, 3)
     train_samples = scan_forensynths(args.data, "train")
     val_samples = scan_forensynths(args.data, "val")
+    if args.train_generators:
+        known = generators_of(train_samples)
+        unknown = sorted(set(args.train_generators) - set(known))
+        if unknown:
+            raise UserError(f"--train-generators: {', '.join(unknown)} not in {args.data}/train (has: {', '.join(known)})")
+        train_samples = [s for s in train_samples if s.generator in args.train_generators]
+        val_samples = [s for s in val_samples if s.generator in args.train_generators] or val_samples
     with strategy.scope():
         model, info = _build_model(args, input_shape)
         if args.weights:
@@ -185,6 +195,7 @@ def main(args) -> int:
         weight_bits=quant.weight_bits(model) if args.scheme else {},
         activation_bits=8 if args.scheme else None,
         dataset=str(Path(args.data)),
+        train_generators=sorted(args.train_generators or info.get("train_generators", [])),
         metrics={k: float(v[-1]) for k, v in model.history.history.items()} if model.history else {},
         build_kwargs=info["build_kwargs"],
         versions=versions(),

@@ -193,3 +193,18 @@ def test_video_with_mixed_labels_is_refused():
 
     with pytest.raises(UserError, match="video v: its frames carry both labels"):
         evaluate_arrays([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], ["g"] * 4, videos=["v", "v", "w", "x"])
+
+
+def test_cross_generator_rows_mark_unseen_generators():
+    from tfdefakeq.runtime.evaluate import evaluate_arrays, format_table, mark_seen
+
+    labels = [0, 1] * 6
+    probs = [0.2, 0.8, 0.3, 0.7, 0.1, 0.9, 0.6, 0.4, 0.5, 0.6, 0.2, 0.3]
+    gens = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    rows = mark_seen(evaluate_arrays(labels, probs, gens), ["a"])
+    by_name = {r["generator"]: r for r in rows}
+    assert by_name["a"]["seen"] is True and by_name["b"]["seen"] is False
+    assert by_name["mean_unseen"]["ap"] == (by_name["b"]["ap"] + by_name["c"]["ap"]) / 2
+    assert by_name["mean_unseen"]["n"] == 8
+    assert "seen" in format_table(rows)
+    assert mark_seen(rows[:1], []) == rows[:1]

@@ -139,7 +139,7 @@ def evaluate_model(
     probs = predict_samples(model, manifest.preprocess, samples, batch_callback=batch_callback)
     videos = [s.video for s in samples] if any(s.video for s in samples) else None
     rows = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples], threshold, videos)
-    return rows, scores_of(samples, probs)
+    return mark_seen(rows, manifest.train_generators), scores_of(samples, probs)
 
 
 # ---- tables: hand-formatted, no pandas -------------------------------------------------------
@@ -151,9 +151,25 @@ def _cell(value, digits: int = 4) -> str:
     return str(value)
 
 
+def mark_seen(rows: list[dict], seen_generators) -> list[dict]:
+    """Cross-generator protocol: tags each generator row seen/unseen in training and adds the
+    row "mean_unseen" (mean over generators never seen in training: the generalisation figure)."""
+    seen = set(seen_generators)
+    if not seen:
+        return rows
+    tagged = [dict(r, seen=r["generator"] in seen) if r["generator"] != MEAN_ROW else dict(r, seen="") for r in rows]
+    unseen = [r for r in tagged if r["seen"] is False]
+    if unseen:
+        row = {"generator": "mean_unseen", "seen": False}
+        row.update({k: float(np.mean([r[k] for r in unseen])) for k in METRIC_COLUMNS + [c for c in ("video_auc",) if c in unseen[0]]})
+        row.update({k: int(sum(r[k] for r in unseen)) for k in ("n", "n_real", "n_fake")})
+        tagged.append(row)
+    return tagged
+
+
 def row_columns(rows: list[dict]) -> list[str]:
-    """ROW_COLUMNS, plus the video-level columns when the rows have them."""
-    return ROW_COLUMNS + [c for c in VIDEO_COLUMNS if rows and c in rows[0]]
+    """ROW_COLUMNS, plus the video-level and seen/unseen columns when the rows have them."""
+    return ROW_COLUMNS + [c for c in VIDEO_COLUMNS + ["seen"] if rows and c in rows[0]]
 
 
 def format_table(rows: list[dict], columns: list[str] | None = None, digits: int = 4) -> str:
