@@ -34,6 +34,17 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _class_samples(folder: Path, label: int, generator: str, missing: str) -> list[Sample]:
+    """The images of one class folder; UserError (`missing` explains why it should exist) if it is
+    absent or empty."""
+    if not folder.is_dir():
+        raise UserError(f"{folder}: {missing}")
+    images = _images_in(folder)
+    if not images:
+        raise UserError(f"{folder}: class folder holds no images")
+    return [Sample(p, label, generator) for p in images]
+
+
 def _label_parents(root: Path) -> list[Path]:
     """Folders under `root` (itself included) that directly hold a 0_real or 1_fake folder."""
     parents = {p.parent for name in LABEL_FOLDERS for p in root.rglob(name) if p.is_dir()}
@@ -65,13 +76,8 @@ def scan_forensynths(root, split: str | None = None) -> list[Sample]:
         if strays:
             raise UserError(f"{strays[0]}: folder name is not a label (expected 0_real or 1_fake)")
         for name, label in LABEL_FOLDERS.items():
-            folder = parent / name
-            if not folder.is_dir():
-                raise UserError(f"{folder}: missing class folder (each generator needs 0_real and 1_fake)")
-            images = _images_in(folder)
-            if not images:
-                raise UserError(f"{folder}: class folder holds no images")
-            samples.extend(Sample(p, label, generator) for p in images)
+            samples += _class_samples(parent / name, label, generator,
+                                      "missing class folder (each generator needs 0_real and 1_fake)")
     return samples
 
 
@@ -131,12 +137,7 @@ def scan_real_fake_pairs(root, pairs: dict[str, tuple[str, str]] | None = None) 
     for generator, (real_dir, fake_dir) in sorted(pairs.items()):
         for label, folder in ((0, Path(real_dir)), (1, Path(fake_dir))):
             folder = folder if folder.is_absolute() else root / folder
-            if not folder.is_dir():
-                raise UserError(f"{folder}: folder of generator {generator!r} not found")
-            images = _images_in(folder)
-            if not images:
-                raise UserError(f"{folder}: class folder holds no images")
-            samples.extend(Sample(p, label, generator) for p in images)
+            samples += _class_samples(folder, label, generator, f"folder of generator {generator!r} not found")
     return samples
 
 
