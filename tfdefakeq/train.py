@@ -4,7 +4,8 @@
     python -m tfdefakeq.train --data DATA --init runs/float/model.weights.h5 --scheme w4a8 --out runs/w4a8 --epochs 2 --lr 1e-4
 
 Writes OUT/model.weights.h5 + OUT/model.manifest.json + OUT/history.csv. The state is saved every epoch
-under OUT/backup (keras BackupAndRestore); `--resume` continues an interrupted run from there.
+under OUT/backup (model, optimizer and epoch in one tf.train checkpoint); `--resume` continues an
+interrupted run from there and reaches the weights the uninterrupted run would have reached.
 """
 
 from __future__ import annotations
@@ -72,6 +73,37 @@ def _build_model(args, input_shape):
         raise UserError(f"{args.init}: model input {base.input_shape} does not match --input-size {args.input_size}")
     return model, dict(backbone=base.backbone, scheme="float", preprocess=base.preprocess, build_kwargs=base.build_kwargs,
                        train_generators=base.train_generators)
+
+
+class EpochCheckpoint:
+    """Saves model + optimizer + finished epoch as one tf.train checkpoint after every epoch.
+
+    (Keras' BackupAndRestore restores the weights, but the data order of a resumed run would
+    restart from epoch 0's; with the epoch in hand we rebuild the input from that epoch on.)
+    """
+
+    def __init__(self, directory, model):
+        from tfdefakeq.tfcompat import keras, tf
+
+        self.epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2)
+        outer = self
+
+        class _Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                outer.epoch.assign(epoch)
+                outer.manager.save(checkpoint_number=epoch)  # TF writes the index file last: atomic
+
+        self.callback = _Callback()
+
+    def restore(self) -> int:
+        """Restores the last checkpoint; returns the first epoch still to run."""
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            raise UserError(f"{self.manager.directory}: no finished epoch to resume from (remove the folder to start over)")
+        self.checkpoint.restore(latest)  # optimizer slots are restored when first created
+        return int(self.epoch.numpy()) + 1
 
 
 def load_pretrained(model, backbone: str, weights: str, build_kwargs: dict) -> None:
@@ -167,24 +199,29 @@ def main(args) -> int:
 
     if not 0.0 <= args.aug_prob <= 1.0:
         raise UserError(f"--aug-prob must be in [0, 1], got {args.aug_prob}")
-    train_ds = make_dataset(train_samples, size, args.batch_size, training=True, preprocess=preprocess,
-                            seed=args.seed, augment=not args.no_augment,
-                            augment_config=AugmentConfig(blur_prob=args.aug_prob, jpeg_prob=args.aug_prob))
     val_ds = make_dataset(val_samples, size, args.batch_size, training=False, preprocess=preprocess)
-    steps = max(1, -(-len(train_samples) // args.batch_size)) * args.epochs
+    steps_per_epoch = max(1, -(-len(train_samples) // args.batch_size))
     with strategy.scope():
-        schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.01)
+        schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps_per_epoch * args.epochs, alpha=0.01)
         model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
             loss=keras.losses.BinaryCrossentropy(from_logits=True),
             metrics=[keras.metrics.AUC(from_logits=True, name="auc"), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")],
         )
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup)),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=args.resume),
-    ]
-    model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
-              verbose=1 if sys.stdout.isatty() else 2)
+        checkpoint = EpochCheckpoint(backup, model)
+    initial_epoch = checkpoint.restore() if args.resume and backup.exists() else 0
+    if initial_epoch:
+        print(f"resuming after epoch {initial_epoch} from {backup}", flush=True)
+    # Each epoch's batches depend on (seed, epoch) alone, so the resumed run sees what the
+    # uninterrupted one would have seen.
+    train_ds = make_dataset(train_samples, size, args.batch_size, training=True, preprocess=preprocess,
+                            seed=args.seed, augment=not args.no_augment,
+                            augment_config=AugmentConfig(blur_prob=args.aug_prob, jpeg_prob=args.aug_prob),
+                            epochs=(initial_epoch, max(initial_epoch, args.epochs)))
+    callbacks = [checkpoint.callback, keras.callbacks.CSVLogger(str(out / "history.csv"), append=args.resume)]
+    if initial_epoch < args.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
 
     manifest = Manifest(
         backbone=info["backbone"],
@@ -196,7 +233,7 @@ def main(args) -> int:
         activation_bits=8 if args.scheme else None,
         dataset=str(Path(args.data)),
         train_generators=sorted(args.train_generators or info.get("train_generators", [])),
-        metrics={k: float(v[-1]) for k, v in model.history.history.items()} if model.history else {},
+        metrics={k: float(v[-1]) for k, v in model.history.history.items()} if getattr(model, "history", None) else {},
         build_kwargs=info["build_kwargs"],
         versions=versions(),
         command=command_line(),

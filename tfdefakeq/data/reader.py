@@ -117,12 +117,17 @@ def make_dataset(
     augment: bool = True,
     augment_config: AugmentConfig = AugmentConfig(),
     drop_remainder: bool = False,
+    epochs: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images float32 (B, h, w, 3) = (pixel - mean) / std, labels float32 (B, 1)).
 
     training=True: reshuffled every epoch, CNNDetection augmentation (blur, JPEG, flip; when
     `augment`), then a random crop to `input_size` = (h, w). training=False: file order, center
     crop. Deterministic for a given seed (stateless random ops; a new draw each epoch).
+    epochs=(first, end), training only: one dataset holding epochs first .. end-1 back to back,
+    each epoch's order and draws a function of (seed, epoch) alone, so a run resumed at epoch
+    `first` sees exactly the batches the uninterrupted run saw (iterate it with
+    steps_per_epoch = ceil(len(samples) / batch_size)).
     Raises UserError naming the first unreadable or too-small file.
     """
     if not samples:
@@ -140,19 +145,39 @@ def make_dataset(
     def normalise(image):
         return (tf.cast(image, tf.float32) - mean) / std
 
+    def load_train(file, element_seed):
+        path, decoder, height, width, label = file
+        image = decode(path, decoder, height, width)
+        aug_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
+        if augment:
+            image = augment_image(image, aug_seed, augment_config)
+        image = tf.image.stateless_random_crop(image, [h, w, 3], crop_seed)
+        return normalise(image), label
+
+    if training and epochs is not None:
+        n = len(samples)
+
+        def load_epoch_element(epoch, position, index):
+            # the element's draws depend on (seed, epoch, position in the epoch) only
+            element_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, position])
+            path, decoder, height, width, label = (tf.gather(t, index) for t in table)
+            return load_train((path, decoder, height, width, label), element_seed)
+
+        def one_epoch(epoch):
+            order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), epoch])))
+            positions = tf.data.Dataset.range(n)
+            return tf.data.Dataset.zip((positions, tf.data.Dataset.from_tensor_slices(tf.cast(order, tf.int64)))).map(
+                lambda position, index: load_epoch_element(epoch, position, index), num_parallel_calls=tf.data.AUTOTUNE)
+
+        table = [tf.constant(paths), tf.constant(decoders), tf.constant(heights), tf.constant(widths), tf.constant(labels)]
+        first, end = epochs
+        ds = tf.data.Dataset.range(first, end).flat_map(
+            lambda epoch: one_epoch(epoch).batch(batch_size, drop_remainder=drop_remainder))
+        return ds.prefetch(tf.data.AUTOTUNE)
     if training:
         files = files.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
         # one [2] seed per element, redrawn each epoch, reproducible from `seed`
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-        def load_train(file, element_seed):
-            path, decoder, height, width, label = file
-            image = decode(path, decoder, height, width)
-            aug_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
-            if augment:
-                image = augment_image(image, aug_seed, augment_config)
-            image = tf.image.stateless_random_crop(image, [h, w, 3], crop_seed)
-            return normalise(image), label
 
         ds = tf.data.Dataset.zip((files, seeds)).map(load_train, num_parallel_calls=tf.data.AUTOTUNE)
     else:
