@@ -1,8 +1,13 @@
-"""python -m tfdefakeq.bench MODEL.tflite [--threads 1] [--warmup 10] [--runs 100] [--out results.csv]
+"""python -m tfdefakeq.bench MODEL.tflite [MODEL ...] [--threads 1 2 4] [--warmup 10] [--runs 100]
+       [--xnnpack on off | --no-xnnpack] [--int4 unpacked packed] [--device LABEL] [--profile] [--out results.csv]
 
-Times single-image invokes of a `.tflite` on this machine (no TensorFlow needed) and prints init
-time, p50/p90/mean latency in ms, threads, XNNPACK on/off, size, machine and runtime. With --out,
-appends one row (plus the command line) to a CSV, creating it with a header.
+Times single-image invokes of `.tflite` models on this machine (no TensorFlow needed) for every
+combination of the listed threads, XNNPACK settings and INT4 handling, and prints init time,
+p50/p90/p99/mean latency in ms, MACs and achieved GMAC/s, peak memory, size, machine and runtime.
+`--int4 unpacked` (default) runs packed INT4 weights unpacked to INT8 at load (int8 speed, same
+outputs); `packed` runs them as stored. With --out, appends one row per measurement (plus the
+command line) to a CSV, creating it with a header; with --profile also, per op, to OUT's
+`.ops.csv` sibling.
 """
 
 from __future__ import annotations
@@ -20,27 +25,65 @@ VERB = "bench"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tfdefakeq.bench",
-        description="Measure single-image latency of a .tflite detector.",
+        description="Measure single-image latency of .tflite detectors.",
     )
-    parser.add_argument("model", type=Path, help="the .tflite model")
-    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    parser.add_argument("model", type=Path, nargs="+", help="the .tflite model(s)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="interpreter threads, one or more (default 1)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed invokes first (default 10)")
     parser.add_argument("--runs", type=int, default=100, help="timed invokes (default 100)")
-    parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", help="run without the XNNPACK delegate")
-    parser.add_argument("--out", type=Path, default=None, help="CSV to append the result row to")
+    parser.add_argument("--xnnpack", choices=("on", "off"), nargs="+", default=None,
+                        help="XNNPACK delegate on, off or both (default on)")
+    parser.add_argument("--no-xnnpack", dest="no_xnnpack", action="store_true", help="same as --xnnpack off")
+    parser.add_argument("--int4", choices=("unpacked", "packed"), nargs="+", default=["unpacked"],
+                        help="INT4 weights unpacked to INT8 at load (default) or run packed; both to compare")
+    parser.add_argument("--device", default="", help="a label for the machine, e.g. 'rpi5' (stored in the CSV)")
+    parser.add_argument("--profile", action="store_true", help="also time every op alone (isolated per-op timings)")
+    parser.add_argument("--out", type=Path, default=None, help="CSV to append the result rows to")
     args = parser.parse_args(argv)
+    if args.no_xnnpack and args.xnnpack and "on" in args.xnnpack:
+        parser.error("--no-xnnpack contradicts --xnnpack on")
+    args.xnnpack = ["off"] if args.no_xnnpack else list(dict.fromkeys(args.xnnpack or ["on"]))
+    args.threads = list(dict.fromkeys(args.threads))
+    args.int4 = list(dict.fromkeys(args.int4))
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
 
 def main(args: argparse.Namespace) -> int:
-    from tfdefakeq.runtime.bench import append_csv_row, bench_model, format_result
+    from tfdefakeq.runtime.bench import append_csv_rows, bench_model, format_result, profile_model
+    from tfdefakeq.runtime.interpreter import check_tflite_file
+    from tfdefakeq.runtime.modelinfo import read_model_info
 
-    result = bench_model(args.model, threads=args.threads, warmup=args.warmup, runs=args.runs, use_xnnpack=args.xnnpack)
-    print(format_result(result))
+    for path in args.model:
+        check_tflite_file(path)
+    command = "python -m tfdefakeq.bench " + shlex.join(args.argv)
+    rows, op_rows = [], []
+    for path in args.model:
+        info = read_model_info(path)
+        packed = info.tensor_types.get("INT4", 0) + info.tensor_types.get("INT2", 0)
+        modes = args.int4 if packed else ["unpacked"]  # nothing to unpack: one mode only
+        for mode in modes:
+            for xnn in args.xnnpack:
+                for threads in args.threads:
+                    result = bench_model(path, threads=threads, warmup=args.warmup, runs=args.runs,
+                                         use_xnnpack=xnn == "on", unpack_int4=mode == "unpacked", device=args.device)
+                    if rows:
+                        print()
+                    print(format_result(result))
+                    rows.append({**result, "command": command})
+                    if args.profile:
+                        from tfdefakeq.runtime.profile import format_profile
+
+                        ops = profile_model(path, threads=threads, use_xnnpack=xnn == "on", unpack_int4=mode == "unpacked")
+                        print(format_profile(ops, whole_ms=result["latency_ms_p50"], top=15))
+                        for r in ops:
+                            op_rows.append({"device": args.device, "model": str(path), "int4": result["int4"],
+                                            "threads": threads, "xnnpack": xnn == "on", **r})
     if args.out is not None:
-        row = {**result, "command": "python -m tfdefakeq.bench " + shlex.join(args.argv)}
-        print(f"appended to {append_csv_row(args.out, row)}")
+        print(f"appended to {append_csv_rows(args.out, rows)} ({len(rows)} row(s))")
+        if op_rows:
+            ops_path = args.out.with_name(args.out.stem + ".ops.csv")
+            print(f"appended to {append_csv_rows(ops_path, op_rows)} ({len(op_rows)} op row(s))")
     return 0
 
 

@@ -211,7 +211,7 @@ def main(args) -> int:
         manifest.dataset = f"{data} (embedded synthetic)" if not args.data else str(data)
         manifest.metrics["test"] = {row["generator"]: {k: row[k] for k in ("ap", "auc", "acc", "real_acc", "fake_acc", "eer", "n")}
                                     for row in per_generator[f"tflite {fmt}"]}
-        manifest.metrics["latency"] = {k: bench[fmt][k] for k in ("latency_ms_p50", "latency_ms_p90", "threads", "xnnpack",
+        manifest.metrics["latency"] = {k: bench[fmt][k] for k in ("latency_ms_p50", "latency_ms_p90", "threads", "xnnpack", "int4",
                                                                    "machine", "processor", "runtime_version")}
         manifest.save(manifest_path(path), overwrite=True)
     if args.ship:

@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability above which an image is called fake")
     parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", help="run without the XNNPACK delegate")
+    parser.add_argument("--int4", choices=("unpacked", "packed"), default="unpacked",
+                        help="run INT4 weights unpacked to INT8 at load (default: int8 speed, same arithmetic) or packed")
     parser.add_argument("--curves", action="store_true",
                         help="with --out, also plot ROC and precision-recall curves per generator (needs matplotlib)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -63,7 +65,8 @@ def main(args: argparse.Namespace) -> int:
         for path in output_paths(args.out, name).values():
             if path.exists():
                 raise UserError(f"{path}: already exists (pass --overwrite to replace it)")
-    model, manifest = load_model(args.model, num_threads=args.threads, use_xnnpack=args.xnnpack)
+    model, manifest = load_model(args.model, num_threads=args.threads, use_xnnpack=args.xnnpack,
+                                 unpack_int4=args.int4 == "unpacked")
     samples = scan_dataset(args.data, split=args.split)
     progress = Progress(f"{VERB} {args.model.name}")
     start = time.perf_counter()
@@ -83,7 +86,9 @@ def main(args: argparse.Namespace) -> int:
         + f" ({len(samples)} images, {len(generators_of(samples))} generators)",
         "machine": f"{machine['machine']}, {machine['processor']}, {machine['system']}, python {machine['python']}",
         "runtime": f"{model.runtime.name} {model.runtime.version}, {args.threads} thread(s), "
-        f"XNNPACK {'on' if args.xnnpack else 'off'}, {seconds:.2f} s",
+        f"XNNPACK {'on' if args.xnnpack else 'off'}"
+        + (f", INT4 {'unpacked to INT8' if model.unpacked_tensors else 'packed'}" if args.int4 == "packed" or model.unpacked_tensors else "")
+        + f", {seconds:.2f} s",
         "threshold": f"{args.threshold}",
         "command": "python -m tfdefakeq.evaluate " + shlex.join(args.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),

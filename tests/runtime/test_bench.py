@@ -1,10 +1,12 @@
 import csv
 import io
+from pathlib import Path
 
 import pytest
 
 from tfdefakeq import bench as bench_cli
 from tfdefakeq.runtime.bench import BENCH_COLUMNS, append_csv_row, bench_model, format_result
+from tfdefakeq.runtime.modelinfo import read_model_info
 
 
 def run_cli(argv, capfd):
@@ -47,7 +49,7 @@ def test_cli_appends_rows_to_a_csv(tiny_models, tmp_path, capfd):
     assert [r["input_dtype"] for r in rows] == ["float32", "int8"]
     assert list(rows[0]) == BENCH_COLUMNS + ["command"]
     assert rows[1]["command"].startswith("python -m tfdefakeq.bench ") and "--runs 5" in rows[1]["command"]
-    assert out.read_text().count("date,model,") == 1  # one header row
+    assert out.read_text().count("date,device,model,") == 1  # one header row
     assert [p.name for p in out.parent.iterdir()] == ["bench.csv"]  # no temp files left
 
 
@@ -79,3 +81,74 @@ def test_cli_bad_model_file(tmp_path, capfd):
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"tfdefakeq bench: error: {path}: not a TFLite flatbuffer")
+
+
+# ---- issue 5: thread lists, XNNPACK on/off, INT4 handling, p99, MACs, memory, profile ---------
+
+INT4_MODEL = Path(__file__).resolve().parents[2] / "tflite_models" / "resnet18_64_int4.tflite"
+TINY_MACS = 16 * 16 * 8 * (3 * 3 * 3) + 8 * 8 * 8 * (3 * 3 * 8) + 8  # conv, strided conv, dense
+
+
+@pytest.mark.parametrize("fmt", ["float32", "int8"])
+def test_macs_from_the_flatbuffer(fmt, tiny_models):
+    info = read_model_info(tiny_models[fmt])
+    assert info.macs == TINY_MACS
+    assert info.macs_by_op()["CONV_2D"] == TINY_MACS - 8 and info.macs_by_op()["FULLY_CONNECTED"] == 8
+
+
+def test_shipped_resnet_macs():
+    info = read_model_info(INT4_MODEL)
+    # ResNet-18 at width 1/2 on 64 px (+ the 3x3 depthwise high-pass): about 40 MMAC
+    assert 39_000_000 < info.macs < 40_000_000
+    assert info.input_shapes == [(1, 64, 64, 3)] and info.output_shapes == [(1, 1)]
+
+
+def test_bench_reports_p99_throughput_and_memory(tiny_models):
+    result = bench_model(tiny_models["int8"], threads=1, warmup=2, runs=20, device="ci-box")
+    assert result["latency_ms_p50"] <= result["latency_ms_p90"] <= result["latency_ms_p99"]
+    assert result["macs"] == TINY_MACS and result["device"] == "ci-box"
+    assert result["gmacs_per_s"] == pytest.approx(TINY_MACS / (result["latency_ms_p50"] * 1e6), rel=1e-3)
+    assert result["peak_rss_mb"] > 0 and result["model_rss_mb"] >= 0
+    assert result["memory_method"] in ("VmHWM", "getrusage")
+    assert result["int4"] == "" and result["unpacked_tensors"] == 0
+    text = format_result(result)
+    assert "p99" in text and "GMAC/s" in text and "[ci-box]" in text and "peak RSS" in text
+
+
+def test_bench_int4_unpacked_and_packed():
+    unpacked = bench_model(INT4_MODEL, warmup=1, runs=5)
+    packed = bench_model(INT4_MODEL, warmup=1, runs=5, unpack_int4=False)
+    assert unpacked["int4"] == "unpacked" and unpacked["unpacked_tensors"] == 19 and unpacked["unpack_ms"] > 0
+    assert packed["int4"] == "packed" and packed["unpacked_tensors"] == 0 and packed["unpack_ms"] == 0
+    assert unpacked["size_bytes"] == packed["size_bytes"] == INT4_MODEL.stat().st_size
+    assert "INT4 unpacked to INT8" in format_result(unpacked) and "run packed" in format_result(packed)
+
+
+def test_cli_grid_of_threads_xnnpack_and_int4(tiny_models, tmp_path, capfd):
+    out = tmp_path / "grid.csv"
+    argv = [tiny_models["int8"], INT4_MODEL, "--threads", "1", "2", "--xnnpack", "on", "off",
+            "--int4", "unpacked", "packed", "--runs", "3", "--warmup", "0", "--device", "pi5-lab", "--out", out]
+    code, stdout, _ = run_cli(argv, capfd)
+    assert code == 0 and f"appended to {out} (12 row(s))" in stdout
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    # the int8 model has nothing to unpack: 2 threads x 2 XNNPACK; the int4 model: x 2 INT4 modes
+    assert len(rows) == 4 + 8
+    assert {(r["threads"], r["xnnpack"]) for r in rows} == {("1", "True"), ("2", "True"), ("1", "False"), ("2", "False")}
+    assert {r["int4"] for r in rows if r["model"].endswith("int4.tflite")} == {"unpacked", "packed"}
+    assert {r["device"] for r in rows} == {"pi5-lab"}
+    assert all(float(r["gmacs_per_s"]) > 0 for r in rows)
+
+
+def test_cli_profile_says_how_it_was_measured(tiny_models, tmp_path, capfd):
+    out = tmp_path / "prof.csv"
+    code, stdout, _ = run_cli([tiny_models["int8"], "--runs", "3", "--warmup", "0", "--profile", "--out", out], capfd)
+    assert code == 0
+    assert "exposes no op profiler" in stdout and "isolated" in stdout and "whole-model p50" in stdout
+    ops = list(csv.DictReader(io.StringIO((tmp_path / "prof.ops.csv").read_text())))
+    assert [r["op"] for r in ops].count("CONV_2D") == 2 and all(r["latency_ms_p50"] for r in ops)
+    assert sum(int(r["macs"]) for r in ops) == TINY_MACS
+
+
+def test_cli_contradicting_xnnpack_flags(tiny_models, capfd):
+    code, _, err = run_cli([tiny_models["int8"], "--no-xnnpack", "--xnnpack", "on"], capfd)
+    assert code == 2 and "contradicts" in err

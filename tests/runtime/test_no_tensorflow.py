@@ -1,12 +1,16 @@
 """The edge runtime must run where TensorFlow, pandas, sklearn and matplotlib are not installed.
 
 A fresh interpreter blocks those imports with a meta-path finder, imports every module of
-tfdefakeq.runtime plus the evaluate/bench CLIs, and runs a real evaluation and benchmark.
+tfdefakeq.runtime plus the evaluate/bench/predict/edgetpu CLIs, and runs each of them for real
+(an int4 model included, unpacked at load).
 """
 
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+INT4_MODEL = Path(__file__).resolve().parents[2] / "tflite_models" / "resnet18_64_int4.tflite"
 
 SCRIPT = textwrap.dedent(
     """
@@ -31,14 +35,17 @@ SCRIPT = textwrap.dedent(
 
     import tfdefakeq.runtime
     names = [m.name for m in pkgutil.iter_modules(tfdefakeq.runtime.__path__, "tfdefakeq.runtime.")]
-    for name in names + ["tfdefakeq.evaluate", "tfdefakeq.bench"]:
+    for name in names + ["tfdefakeq.evaluate", "tfdefakeq.bench", "tfdefakeq.predict", "tfdefakeq.edgetpu"]:
         importlib.import_module(name)
     print("imported", " ".join(sorted(names)))
 
-    from tfdefakeq import bench, evaluate
-    model, data, out = sys.argv[1:4]
+    from tfdefakeq import bench, edgetpu, evaluate, predict
+    model, data, out, int4_model = sys.argv[1:5]
     assert evaluate.main(evaluate.parse_args([model, "--data", data, "--split", "test", "--out", out])) == 0
-    assert bench.main(bench.parse_args([model, "--runs", "3", "--warmup", "1", "--out", out + "/bench.csv"])) == 0
+    assert bench.main(bench.parse_args([model, int4_model, "--runs", "3", "--warmup", "1", "--int4", "unpacked", "packed",
+                                        "--out", out + "/bench.csv"])) == 0
+    assert predict.main(predict.parse_args([model, data, "--out", out + "/scores.csv"])) == 0
+    assert edgetpu.main(edgetpu.parse_args([model, int4_model, "--no-delegate", "--json", out + "/etpu.json"])) == 0
 
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     print("attempted", attempts)
@@ -54,13 +61,14 @@ def test_runtime_runs_without_tensorflow(tiny_models, forensynths_root, tmp_path
     script.write_text(SCRIPT)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(script), str(tiny_models["int8"]), str(forensynths_root), str(out)],
+        [sys.executable, str(script), str(tiny_models["int8"]), str(forensynths_root), str(out), str(INT4_MODEL)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "NO-TENSORFLOW-OK" in proc.stdout
-    for module in ("interpreter", "metrics", "evaluate", "bench", "images"):
+    for module in ("interpreter", "metrics", "evaluate", "bench", "images", "unpack", "predict", "faces", "video", "profile"):
         assert f"tfdefakeq.runtime.{module}" in proc.stdout
-    assert (out / "tiny_int8.test.eval.csv").exists() and (out / "bench.csv").exists()
+    for name in ("tiny_int8.test.eval.csv", "bench.csv", "scores.csv", "etpu.json"):
+        assert (out / name).exists()

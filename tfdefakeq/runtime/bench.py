@@ -1,8 +1,18 @@
 """Latency of a `.tflite` detector on this machine (DESIGN.md section 7), without TensorFlow.
 
-Protocol: load (timed as init_ms), `warmup` invokes, then `runs` single invokes on one fixed random
-input (batch 1), each timed alone; report median (p50), p90 and mean in ms, with threads, XNNPACK
-on/off, model size, machine and runtime stated.
+Protocol: load (timed as init_ms: INT4 unpacking when it happens + interpreter construction +
+allocate_tensors), `warmup` invokes, then `runs` single invokes on one fixed random input
+(batch 1), each timed alone; report p50 (median), p90, p99, mean and min in ms, with threads,
+XNNPACK on/off, INT4 handling, model size, MACs and achieved GMAC/s (MACs / p50), machine and
+runtime stated.
+
+Memory: TFLite allocates natively, so `tracemalloc` sees none of it. The process's peak resident
+set (`VmHWM` in /proc/self/status) is reset before loading by writing "5" to /proc/self/clear_refs
+(Linux >= 4.0), so `peak_rss_mb` is this model's peak while loading and running, and
+`model_rss_mb` = peak minus the resident set before loading. Where that reset is unavailable
+(non-Linux, or /proc not writable), `resource.getrusage(RUSAGE_SELF).ru_maxrss` is used: it only
+grows, so the delta is exact for the first model a process loads and a lower bound after that;
+`memory_method` says which was used.
 
     >>> bench_model("m_int8.tflite", threads=1)["latency_ms_p50"]   # doctest: +SKIP
 """
@@ -11,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import time
 from pathlib import Path
 
@@ -22,18 +33,28 @@ from tfdefakeq.runtime.interpreter import TFLiteModel, machine_info
 
 BENCH_COLUMNS = [
     "date",
+    "device",
     "model",
     "size_bytes",
+    "macs",
     "input_dtype",
+    "int4",
+    "unpacked_tensors",
     "threads",
     "xnnpack",
     "init_ms",
+    "unpack_ms",
     "warmup",
     "runs",
     "latency_ms_p50",
     "latency_ms_p90",
+    "latency_ms_p99",
     "latency_ms_mean",
     "latency_ms_min",
+    "gmacs_per_s",
+    "peak_rss_mb",
+    "model_rss_mb",
+    "memory_method",
     "runtime",
     "runtime_version",
     "machine",
@@ -41,6 +62,7 @@ BENCH_COLUMNS = [
     "system",
     "python",
 ]
+INT4_MODES = ("unpacked", "packed")
 
 
 def random_input(model: TFLiteModel, seed: int = 0) -> np.ndarray:
@@ -52,16 +74,84 @@ def random_input(model: TFLiteModel, seed: int = 0) -> np.ndarray:
     return rng.integers(info.min, info.max, model.input_shape, endpoint=True).astype(model.input_dtype)
 
 
-def bench_model(path, threads: int = 1, warmup: int = 10, runs: int = 100, use_xnnpack: bool = True, seed: int = 0) -> dict:
+# ---- memory ---------------------------------------------------------------------------------
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _maxrss_kb() -> int:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return usage // 1024 if sys.platform == "darwin" else usage  # macOS reports bytes, Linux KiB
+
+
+class PeakMemory:
+    """Peak resident memory of what runs between `start()` and `stop()`; see the module docstring."""
+
+    def start(self) -> None:
+        self.method = "getrusage"
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+            if _status_kb("VmHWM") is not None:
+                self.method = "VmHWM"
+        except OSError:
+            pass
+        self.rss_before_kb = _status_kb("VmRSS") if self.method == "VmHWM" else _maxrss_kb()
+
+    def stop(self) -> tuple[float, float, str]:
+        """-> (peak_rss_mb, model_rss_mb, method)."""
+        peak_kb = _status_kb("VmHWM") if self.method == "VmHWM" else _maxrss_kb()
+        return peak_kb / 1024, max(0, peak_kb - self.rss_before_kb) / 1024, self.method
+
+
+# ---- timing ---------------------------------------------------------------------------------
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    return round(float(np.percentile(values, q)), 6)
+
+
+def bench_model(
+    path,
+    threads: int = 1,
+    warmup: int = 10,
+    runs: int = 100,
+    use_xnnpack: bool = True,
+    seed: int = 0,
+    unpack_int4: bool = True,
+    device: str = "",
+    keep_model: bool = False,
+) -> dict:
     """Times single-image invokes of `path`. Returns a dict with the keys of BENCH_COLUMNS.
 
-    init_ms: interpreter construction + allocate_tensors; latency_ms_*: one `invoke()` each.
+    `unpack_int4`: run INT4 weights unpacked to INT8 (default) or packed as stored; `int4` in the
+    result is "unpacked"/"packed" for a model with packed weights and "" otherwise. With
+    `keep_model`, the loaded TFLiteModel is returned under the extra key "_model".
     """
+    from tfdefakeq.runtime.modelinfo import read_model_info
+
     if warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {warmup}")
     if runs < 1:
         raise UserError(f"--runs must be >= 1, got {runs}")
-    model = TFLiteModel(path, num_threads=threads, use_xnnpack=use_xnnpack)
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    memory = PeakMemory()
+    memory.start()
+    model = TFLiteModel(path, num_threads=threads, use_xnnpack=use_xnnpack, unpack_int4=unpack_int4)
+    info = read_model_info(path)
+    packed = info.tensor_types.get("INT4", 0) + info.tensor_types.get("INT2", 0)
     interpreter = model.interpreter
     interpreter.set_tensor(model.input_details["index"], random_input(model, seed))
     for _ in range(warmup):
@@ -71,21 +161,33 @@ def bench_model(path, threads: int = 1, warmup: int = 10, runs: int = 100, use_x
         start = time.perf_counter_ns()
         interpreter.invoke()
         latency_ms[i] = (time.perf_counter_ns() - start) / 1e6
+    peak_mb, model_mb, method = memory.stop()
     machine = machine_info()
-    return {
+    p50 = float(np.median(latency_ms))
+    result = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "device": device,
         "model": str(path),
         "size_bytes": model.size_bytes,
+        "macs": info.macs,
         "input_dtype": np.dtype(model.input_dtype).name,
+        "int4": ("unpacked" if model.unpacked_tensors else "packed") if packed else "",
+        "unpacked_tensors": model.unpacked_tensors,
         "threads": int(threads),
         "xnnpack": bool(use_xnnpack),
         "init_ms": round(model.init_ms, 6),
+        "unpack_ms": round(model.unpack_ms, 6),
         "warmup": int(warmup),
         "runs": int(runs),
-        "latency_ms_p50": round(float(np.median(latency_ms)), 6),
-        "latency_ms_p90": round(float(np.percentile(latency_ms, 90)), 6),
+        "latency_ms_p50": round(p50, 6),
+        "latency_ms_p90": _percentile(latency_ms, 90),
+        "latency_ms_p99": _percentile(latency_ms, 99),
         "latency_ms_mean": round(float(latency_ms.mean()), 6),
         "latency_ms_min": round(float(latency_ms.min()), 6),
+        "gmacs_per_s": round(info.macs / (p50 * 1e6), 4) if p50 > 0 else 0.0,
+        "peak_rss_mb": round(peak_mb, 2),
+        "model_rss_mb": round(model_mb, 2),
+        "memory_method": method,
         "runtime": model.runtime.name,
         "runtime_version": model.runtime.version,
         "machine": machine["machine"],
@@ -93,19 +195,50 @@ def bench_model(path, threads: int = 1, warmup: int = 10, runs: int = 100, use_x
         "system": machine["system"],
         "python": machine["python"],
     }
+    if keep_model:
+        result["_model"] = model
+    return result
+
+
+def profile_model(path, threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True,
+                  warmup: int = 3, runs: int = 20, seed: int = 0) -> list[dict]:
+    """Per-op isolated timings of `path` under the same settings as `bench_model` (see runtime.profile)."""
+    from tfdefakeq.runtime.interpreter import find_runtime
+    from tfdefakeq.runtime.profile import profile_ops
+    from tfdefakeq.runtime.unpack import unpack_model
+
+    data = Path(path).read_bytes()
+    if unpack_int4:
+        data = unpack_model(data)[0]
+    runtime = find_runtime()
+    kwargs = {"num_threads": int(threads)}
+    if not use_xnnpack:
+        kwargs["experimental_op_resolver_type"] = runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return profile_ops(data, kwargs, runtime, warmup=warmup, runs=runs, seed=seed, label=str(path))
 
 
 def format_result(result: dict) -> str:
-    """A few human lines: model, runtime, machine, init and latency."""
+    """A few human lines: model, runtime, machine, init, latency, throughput and memory."""
     xnn = "on" if result["xnnpack"] else "off"
+    int4 = ""
+    if result.get("int4") == "unpacked":
+        int4 = f", INT4 unpacked to INT8 at load ({result['unpacked_tensors']} tensors, {result['unpack_ms']:.1f} ms)"
+    elif result.get("int4") == "packed":
+        int4 = ", INT4 weights run packed"
+    device = f" [{result['device']}]" if result.get("device") else ""
     return "\n".join(
         [
-            f"model       {result['model']} ({result['size_bytes']:,} bytes, {result['input_dtype']} input)",
-            f"runtime     {result['runtime']} {result['runtime_version']}, {result['threads']} thread(s), XNNPACK {xnn}",
-            f"machine     {result['machine']}, {result['processor']}",
+            f"model       {result['model']} ({result['size_bytes']:,} bytes, {result['input_dtype']} input, "
+            f"{result['macs'] / 1e6:,.1f} MMAC)",
+            f"runtime     {result['runtime']} {result['runtime_version']}, {result['threads']} thread(s), XNNPACK {xnn}{int4}",
+            f"machine     {result['machine']}, {result['processor']}{device}",
             f"init_ms     {result['init_ms']:.2f}",
             f"latency_ms  p50 {result['latency_ms_p50']:.4g}  p90 {result['latency_ms_p90']:.4g}  "
-            f"mean {result['latency_ms_mean']:.4g}  ({result['runs']} runs after {result['warmup']} warm-up)",
+            f"p99 {result['latency_ms_p99']:.4g}  mean {result['latency_ms_mean']:.4g}  "
+            f"({result['runs']} runs after {result['warmup']} warm-up)",
+            f"throughput  {result['gmacs_per_s']:.2f} GMAC/s at p50",
+            f"memory      peak RSS {result['peak_rss_mb']:.1f} MB, +{result['model_rss_mb']:.1f} MB for this model "
+            f"({result['memory_method']})",
         ]
     )
 
@@ -115,8 +248,13 @@ def append_csv_row(path, row: dict) -> Path:
 
     Raises UserError when the existing file's header differs from `row`'s keys.
     """
+    return append_csv_rows(path, [row])
+
+
+def append_csv_rows(path, rows: list[dict]) -> Path:
+    """Appends `rows` (same keys) to CSV `path`; see `append_csv_row`."""
     path = Path(path)
-    columns = list(row.keys())
+    columns = list(rows[0].keys())
     text = ""
     if path.exists():
         try:
@@ -133,5 +271,6 @@ def append_csv_row(path, row: dict) -> Path:
     if not text.strip():
         text = ""
         writer.writeheader()
-    writer.writerow(row)
+    for row in rows:
+        writer.writerow(row)
     return write_atomic(path, (text + buf.getvalue()).encode("utf-8"))

@@ -129,12 +129,13 @@ def evaluate_model(
     batch_callback: BatchCallback | None = None,
     threshold: float = 0.5,
     use_xnnpack: bool = True,
+    unpack_int4: bool = True,
 ) -> tuple[list[dict], list[dict]]:
     """Runs `model_path` (with its sidecar manifest's preprocessing) over `data_root`[/split].
 
     Returns (rows, scores): rows as `evaluate_arrays`, scores as `scores_of`.
     """
-    model, manifest = load_model(model_path, num_threads=num_threads, use_xnnpack=use_xnnpack)
+    model, manifest = load_model(model_path, num_threads=num_threads, use_xnnpack=use_xnnpack, unpack_int4=unpack_int4)
     samples = scan_dataset(data_root, split=split)
     probs = predict_samples(model, manifest.preprocess, samples, batch_callback=batch_callback)
     videos = [s.video for s in samples] if any(s.video for s in samples) else None

@@ -19,6 +19,11 @@ def load_image(path, size: tuple[int, int]) -> np.ndarray:
     Grayscale, RGBA, palette, CMYK and 16-bit images are converted to 8-bit RGB. Raises UserError
     naming the file when it cannot be decoded or is smaller than `size`.
     """
+    return center_crop(decode_image(path), size, Path(path))
+
+
+def decode_image(path) -> np.ndarray:
+    """Decodes `path` to a uint8 RGB array (H, W, 3) at its full size (see `load_image`)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -36,7 +41,7 @@ def load_image(path, size: tuple[int, int]) -> np.ndarray:
         raise UserError(f"{path}: no such image file") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UserError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from e
-    return center_crop(arr, size, path)
+    return arr
 
 
 def center_crop(arr: np.ndarray, size: tuple[int, int], path=None) -> np.ndarray:

