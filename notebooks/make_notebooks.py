@@ -100,8 +100,78 @@ Image(filename=str(plot_roc_pr(labels, probs, generators, os.path.join(WORK, "cu
 ]
 
 
+DEPLOY = [
+    new_markdown_cell(f"""# tfdefakeq 03: Raspberry Pi and Coral deployment
+
+{badge("03_deployment.ipynb")}
+
+The shipped detectors in `tflite_models/` run with the runtime alone (`pip install tfdefakeq[edge]`:
+numpy, Pillow, ai-edge-litert). This notebook does on this machine what you do on the device: copy a
+model, benchmark it, score images / folders / videos, and check whether it maps onto a Coral Edge TPU."""),
+    new_code_cell(INSTALL),
+    new_code_cell(PARAMETERS),
+    new_markdown_cell("""## 1. Copy the model to the device
+A `.tflite` travels with its `NAME.manifest.json` (preprocessing, bits per layer, measured metrics).
+On a Pi: `scp tflite_models/resnet18_64_int4.* pi@raspberrypi.local:~/models/`."""),
+    new_code_cell('''import shutil, pathlib, tfdefakeq
+
+shipped = pathlib.Path(tfdefakeq.__file__).resolve().parents[1] / "tflite_models"
+device_dir = pathlib.Path(WORK) / "device_models"
+device_dir.mkdir(parents=True, exist_ok=True)
+for name in ("resnet18_64_int8", "resnet18_64_int4"):
+    for suffix in (".tflite", ".manifest.json"):
+        shutil.copyfile(shipped / (name + suffix), device_dir / (name + suffix))
+sorted(p.name for p in device_dir.iterdir())'''),
+    new_markdown_cell("""## 2. Benchmark
+INT4 weights are unpacked to INT8 when the model loads (XNNPACK has no INT4 convolution kernels), so the
+int4 file is half the size of the int8 one and runs at int8 speed. `--int4 packed` shows the difference."""),
+    new_code_cell('''from tfdefakeq.runtime.bench import bench_model
+
+runs = 10 if SMOKE else 200
+for name in ("resnet18_64_int8", "resnet18_64_int4"):
+    for mode in (("unpacked", "packed") if "int4" in name else ("unpacked",)):
+        r = bench_model(device_dir / f"{name}.tflite", threads=1, warmup=5, runs=runs, unpack_int4=(mode == "unpacked"))
+        print(f"{name:18s} int4 {mode:8s} p50 {r['latency_ms_p50']:.3f} ms  p90 {r['latency_ms_p90']:.3f} ms  "
+              f"{r['size_bytes']:,} bytes")'''),
+    new_markdown_cell("""## 3. Score images, a folder and a video
+`python -m tfdefakeq.predict MODEL PATH` takes an image, a folder (recursive) or a video (frames sampled,
+scores averaged per video); `--face-crop` scores the largest face found by BlazeFace."""),
+    new_code_cell('''import numpy as np
+from PIL import Image
+from tfdefakeq import predict
+from tfdefakeq.data.synthetic import SyntheticConfig, generate
+
+data = generate(os.path.join(WORK, "data") if SMOKE else None,
+                SyntheticConfig(ae_steps=20, max_crops_per_photo=4) if SMOKE else SyntheticConfig(), progress=False)
+folder = data / "test" / "upsampler"
+scores_csv = pathlib.Path(WORK) / "scores.csv"
+predict.main(predict.parse_args([str(device_dir / "resnet18_64_int4.tflite"), str(folder), "--out", str(scores_csv), "--overwrite"]))'''),
+    new_code_cell('''import av
+
+# a short clip made from test crops, to show per-video aggregation
+video = pathlib.Path(WORK) / "clip.mp4"
+frames = [np.asarray(Image.open(p).convert("RGB").resize((128, 128))) for p in sorted((folder / "1_fake").glob("*.png"))[:24]]
+with av.open(str(video), "w") as container:
+    stream = container.add_stream("libx264", rate=8)
+    stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+    for frame in frames:
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+predict.main(predict.parse_args([str(device_dir / "resnet18_64_int8.tflite"), str(video), "--frames", "8"]))'''),
+    new_markdown_cell("""## 4. Coral Edge TPU
+The Edge TPU needs a full-integer int8 model with supported ops only; the first unsupported op sends the
+rest of the graph to the CPU. `python -m tfdefakeq.edgetpu MODEL` checks op by op, and runs
+`edgetpu_compiler` when it is installed (Debian/Ubuntu x86 hosts, from Coral's apt repository)."""),
+    new_code_cell('''from tfdefakeq.edgetpu import check_model, format_report
+
+for name in ("resnet18_64_int8", "resnet18_64_int4"):
+    print(format_report(check_model(device_dir / f"{name}.tflite")))
+    print()'''),
+]
+
+
 def main() -> None:
-    notebooks = {"01_quickstart.ipynb": QUICKSTART}
+    notebooks = {"01_quickstart.ipynb": QUICKSTART, "03_deployment.ipynb": DEPLOY}
     for name, cells in notebooks.items():
         nb = new_notebook(cells=cells, metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
