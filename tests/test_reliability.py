@@ -161,7 +161,8 @@ def test_model_input_size_differs_from_manifest(tmp_path, data, capsys):
     manifest = json.loads(SHIPPED_INT8.with_name("resnet18_64_int8.manifest.json").read_text())
     manifest["input_shape"] = [32, 32, 3]
     (tmp_path / "m.manifest.json").write_text(json.dumps(manifest))
-    fails(evaluate.cli, [str(model), "--data", str(data), "--split", "test"], capsys, model)
+    fails(evaluate.cli, [str(model), "--data", str(data), "--split", "test"], capsys, tmp_path / "m.manifest.json",
+          "does not match the model's [64, 64, 3]")
 
 
 def test_weights_without_manifest(tmp_path, data, capsys):
