@@ -59,9 +59,17 @@ def _build_model(args, input_shape):
     if args.init is None:
         if args.scheme:
             raise UserError("--scheme needs --init: QAT fine-tunes a trained float model")
+        import inspect
+
+        from tfdefakeq.backbones import backbone_info
+
         kwargs = {"highpass": True} if args.highpass else {}
         if args.width is not None:
-            kwargs["alpha" if args.backbone.startswith("mobilenet") else "width"] = args.width
+            params = inspect.signature(backbone_info(args.backbone).builder).parameters
+            name = next((n for n in ("width", "alpha") if n in params), None)
+            if name is None:
+                raise UserError(f"--width: backbone {args.backbone} has no width multiplier")
+            kwargs[name] = args.width
         model = build(args.backbone, input_shape=input_shape, **kwargs)
         return model, dict(backbone=args.backbone, scheme="float", preprocess=Preprocess(), build_kwargs=kwargs)
     from tfdefakeq.modelio import load_detector

@@ -88,3 +88,17 @@ def test_int4_file_is_much_smaller_than_int8(tmp_path, data):
     assert info.input_types == info.output_types == ["INT8"]
     assert "FLOAT32" not in info.weight_bytes
     assert not {"QUANTIZE", "DEQUANTIZE"} & set(info.op_counts)
+
+
+def test_w4a8_plan_for_the_zoo_keeps_depthwise_fixed_and_classifier_convs_at_8_bits():
+    from tfdefakeq.quant.schemes import plan_weight_bits
+
+    v3 = build("mobilenet_v3_small", input_shape=(32, 32, 3), alpha=0.35)
+    plan = plan_weight_bits(v3, 4)
+    assert plan["Conv"] == plan["Logits"] == 8  # stem and the 1x1-conv classifier
+    assert all(plan[l.name] == 8 for l in v3.layers if type(l).__name__ == "DepthwiseConv2D")
+    assert plan["expanded_conv_1/expand"] == plan["expanded_conv/squeeze_excite/Conv"] == 4
+    cqb = plan_weight_bits(build("cqb_resnet18", input_shape=(32, 32, 3), width=0.125), 4)
+    assert cqb["cqb2_block1_down_shortcut"] == 8 and cqb["cqb2_block1_down_conv"] == 4  # fixed shortcut vs low-bit conv
+    xcp = plan_weight_bits(build("xception", input_shape=(32, 32, 3), width=0.125, middle_blocks=1), 4)
+    assert xcp["block2_sepconv1_depthwise"] == 8 and xcp["block2_sepconv1"] == 4  # separable conv halves

@@ -46,3 +46,140 @@ def highpass_front(inputs):
     converter treat it like any other layer."""
     return layers.DepthwiseConv2D(3, padding="same", use_bias=False, depthwise_initializer=HighPassKernel(),
                                   trainable=False, name="highpass")(inputs)
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class HardSigmoid(layers.Layer):
+    """relu6(x + 3) / 6, as keras.applications MobileNetV3 computes it, but as one layer (its
+    `x + 3.0` and `* (1/6)` are TFOpLambda layers there, which tfmot rejects).
+
+    Quantized (see quant.configs.HardSigmoidQuantizeConfig), the relu6 output is fake-quantized on the
+    fixed 8-bit range [0, 6] before the division, so TFLite's ADD(+relu6) and MUL(1/6) both get
+    int8 tensors and the division by 6 is an exact rescale onto the output range [0, 1].
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.quantize_inner = False  # set by the QuantizeConfig inside a QAT wrapper
+
+    def call(self, inputs):
+        y = tf.nn.relu6(inputs + 3.0)
+        if self.quantize_inner:
+            y = tf.quantization.fake_quant_with_min_max_args(y, min=0.0, max=6.0, num_bits=8)
+        return y * (1.0 / 6.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def hard_swish(x, name: str):
+    """x * hard_sigmoid(x) as keras.applications builds it (a Multiply), from our HardSigmoid layer."""
+    gate = HardSigmoid(name=name + "_hsigmoid")(x)
+    return layers.Multiply(name=name + "_hswish")([x, gate])
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class AlphaMix(layers.Layer):
+    """QMDD's stage mix: `alpha * quantized + (1 - alpha) * shortcut`, alpha one learnable scalar.
+
+    Inputs: [quantized path, full-precision shortcut] of the same shape. Quantized (see
+    quant.configs.AlphaMixQuantizeConfig), each product gets its own 8-bit range so TFLite runs the
+    mix as two int8 MULs and an int8 ADD.
+    """
+
+    def __init__(self, alpha_init: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha_init = float(alpha_init)
+        self.term_quantizers = None  # [(quantizer, vars)] x 2, set by the QuantizeConfig in a QAT wrapper
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight("alpha", shape=(), initializer=keras.initializers.Constant(self.alpha_init),
+                                     trainable=True)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        quantized, shortcut = inputs
+        terms = [self.alpha * quantized, (1.0 - self.alpha) * shortcut]
+        if self.term_quantizers:
+            if training is None:
+                training = keras.backend.learning_phase()
+            terms = [q(t, training, qvars) for t, (q, qvars) in zip(terms, self.term_quantizers)]
+        return terms[0] + terms[1]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "alpha_init": self.alpha_init}
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class ChannelAverageKernel(keras.initializers.Initializer):
+    """1x1 conv kernel (1, 1, C, C // group) averaging each group of `group` adjacent channels: QMDD's
+    parameter-free channel-downsampling shortcut as a fixed conv the converter and the Edge TPU take.
+    Its taps (1/group, group a power of two) sit exactly on the 8-bit weight grid."""
+
+    def __init__(self, group: int = 2):
+        self.group = int(group)
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        kh, kw, channels, out = shape
+        if (kh, kw) != (1, 1) or channels != out * self.group:
+            raise ValueError(f"ChannelAverageKernel({self.group}) needs a (1, 1, {out * self.group}, {out}) kernel, got {shape}")
+        kernel = np.zeros(shape, np.float32)
+        for c in range(channels):
+            kernel[0, 0, c, c // self.group] = 1.0 / self.group
+        return tf.constant(kernel, dtype=dtype or tf.float32)
+
+    def get_config(self):
+        return {"group": self.group}
+
+
+def channel_average(x, group: int, name: str):
+    """Parameter-free channel downsampling (C -> C / group) as a fixed, non-trainable 1x1 conv."""
+    channels = int(x.shape[-1])
+    return layers.Conv2D(channels // group, 1, use_bias=False, kernel_initializer=ChannelAverageKernel(group),
+                         trainable=False, name=name)(x)
+
+
+def channel_repeat(x, times: int, name: str):
+    """Parameter-free channel upsampling (C -> C * times): the tensor concatenated with itself."""
+    if times == 1:
+        return x
+    return layers.Concatenate(name=name)([x] * times)
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class SRMKernel(keras.initializers.Initializer):
+    """The three SRM residual filters of Zhou et al. 2018 (RGB-N), each applied to every colour
+    channel: a depthwise (5, 5, 3, 3) kernel giving 9 noise-residual maps. Taps are multiples of 1/12
+    (first-order /4, second-order /12, KB /4) and quantize to 8 bits with a small error."""
+
+    FILTERS = [
+        np.array([[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]], np.float32) / 4.0,
+        np.array([[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]],
+                 np.float32) / 12.0,
+        np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]], np.float32) / 2.0,
+    ]
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        kh, kw, channels, multiplier = shape
+        if (kh, kw, multiplier) != (5, 5, 3):
+            raise ValueError(f"SRMKernel needs a (5, 5, C, 3) depthwise kernel, got {shape}")
+        kernel = np.stack(self.FILTERS, axis=-1)[:, :, None, :]  # (5, 5, 1, 3)
+        return tf.constant(np.repeat(kernel, channels, axis=2), dtype=dtype or tf.float32)
+
+    def get_config(self):
+        return {}
+
+
+def front_end(inputs, kind: str | bool | None):
+    """Optional fixed forensic front end: None/False, 'highpass' (or True) or 'srm' (9 residual maps)."""
+    if kind in (None, False, "none"):
+        return inputs
+    if kind in (True, "highpass"):
+        return highpass_front(inputs)
+    if kind == "srm":
+        return layers.DepthwiseConv2D(5, padding="same", depth_multiplier=3, use_bias=False,
+                                      depthwise_initializer=SRMKernel(), trainable=False, name="srm")(inputs)
+    raise ValueError(f"unknown front end {kind!r}: use None, 'highpass' or 'srm'")

@@ -1,11 +1,15 @@
 """MobileNet family. MobileNetV2 (Sandler et al. 2018) mirrors keras.applications.MobileNetV2 layer
 for layer (same names, same padding), so its ImageNet weights load by name: 3,538,984 parameters at
-alpha 1.0 and 1000 classes.
+alpha 1.0 and 1000 classes. MobileNetV3 Small/Large (Howard et al. 2019) mirror
+keras.applications.MobileNetV3Small/Large with include_preprocessing=False (2,554,968 / 5,507,432
+parameters): squeeze-excite blocks and hard-swish, built from our HardSigmoid layer instead of
+keras' TFOpLambda arithmetic. Our Preprocess (pixel - 128) / 128 is keras' Rescaling(1/127.5, -1)
+up to a 0.4% scale: ImageNet weights load as they are.
 """
 
 from __future__ import annotations
 
-from tfdefakeq.backbones.common import classifier_head, highpass_front, layers
+from tfdefakeq.backbones.common import HardSigmoid, classifier_head, front_end, hard_swish, highpass_front, layers
 from tfdefakeq.backbones.registry import register_backbone
 from tfdefakeq.tfcompat import keras
 
@@ -70,3 +74,94 @@ def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1, alpha: float = 1.0, d
     x = layers.ReLU(6.0, name="out_relu")(x)
     outputs = classifier_head(x, num_classes, dropout=dropout)
     return keras.Model(inputs, outputs, name="mobilenet_v2")
+
+
+def _v3_activation(kind: str, x, name: str):
+    if kind == "relu":
+        return layers.ReLU(name=name + "_relu")(x)
+    return hard_swish(x, name)
+
+
+def _v3_se_block(inputs, filters, se_ratio, prefix):
+    x = layers.GlobalAveragePooling2D(keepdims=True, name=prefix + "squeeze_excite/AvgPool")(inputs)
+    x = layers.Conv2D(make_divisible(filters * se_ratio), 1, padding="same", name=prefix + "squeeze_excite/Conv")(x)
+    x = layers.ReLU(name=prefix + "squeeze_excite/Relu")(x)
+    x = layers.Conv2D(filters, 1, padding="same", name=prefix + "squeeze_excite/Conv_1")(x)
+    x = HardSigmoid(name=prefix + "squeeze_excite/hsigmoid")(x)
+    return layers.Multiply(name=prefix + "squeeze_excite/Mul")([inputs, x])
+
+
+def _v3_block(x, expansion, filters, kernel_size, stride, se_ratio, activation, block_id):
+    shortcut = x
+    prefix = f"expanded_conv_{block_id}/" if block_id else "expanded_conv/"
+    in_filters = int(x.shape[-1])
+    if block_id:
+        x = layers.Conv2D(make_divisible(in_filters * expansion), 1, padding="same", use_bias=False, name=prefix + "expand")(x)
+        x = layers.BatchNormalization(name=prefix + "expand/BatchNorm", **_BN)(x)
+        x = _v3_activation(activation, x, prefix + "expand")
+    if stride == 2:
+        x = layers.ZeroPadding2D(padding=_correct_pad(x, kernel_size), name=prefix + "depthwise/pad")(x)
+    x = layers.DepthwiseConv2D(kernel_size, strides=stride, padding="same" if stride == 1 else "valid", use_bias=False,
+                               name=prefix + "depthwise")(x)
+    x = layers.BatchNormalization(name=prefix + "depthwise/BatchNorm", **_BN)(x)
+    x = _v3_activation(activation, x, prefix + "depthwise")
+    if se_ratio:
+        x = _v3_se_block(x, make_divisible(in_filters * expansion), se_ratio, prefix)
+    x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=prefix + "project")(x)
+    x = layers.BatchNormalization(name=prefix + "project/BatchNorm", **_BN)(x)
+    if stride == 1 and in_filters == filters:
+        x = layers.Add(name=prefix + "Add")([shortcut, x])
+    return x
+
+
+# (expansion, filters, kernel, stride, squeeze-excite, activation) as keras.applications' stack_fn
+_V3_SMALL = [(1, 16, 3, 2, True, "relu"), (72 / 16, 24, 3, 2, False, "relu"), (88 / 24, 24, 3, 1, False, "relu"),
+             (4, 40, 5, 2, True, "hswish"), (6, 40, 5, 1, True, "hswish"), (6, 40, 5, 1, True, "hswish"),
+             (3, 48, 5, 1, True, "hswish"), (3, 48, 5, 1, True, "hswish"), (6, 96, 5, 2, True, "hswish"),
+             (6, 96, 5, 1, True, "hswish"), (6, 96, 5, 1, True, "hswish")]
+_V3_LARGE = [(1, 16, 3, 1, False, "relu"), (4, 24, 3, 2, False, "relu"), (3, 24, 3, 1, False, "relu"),
+             (3, 40, 5, 2, True, "relu"), (3, 40, 5, 1, True, "relu"), (3, 40, 5, 1, True, "relu"),
+             (6, 80, 3, 2, False, "hswish"), (2.5, 80, 3, 1, False, "hswish"), (2.3, 80, 3, 1, False, "hswish"),
+             (2.3, 80, 3, 1, False, "hswish"), (6, 112, 3, 1, True, "hswish"), (6, 112, 3, 1, True, "hswish"),
+             (6, 160, 5, 2, True, "hswish"), (6, 160, 5, 1, True, "hswish"), (6, 160, 5, 1, True, "hswish")]
+
+
+def _mobilenet_v3(blocks, last_point_ch, name, input_shape, num_classes, alpha, dropout, highpass):
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = front_end(inputs, highpass)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="Conv")(x)
+    x = layers.BatchNormalization(name="Conv/BatchNorm", **_BN)(x)
+    x = hard_swish(x, "Conv")
+    for block_id, (expansion, filters, kernel, stride, se, activation) in enumerate(blocks):
+        x = _v3_block(x, expansion, make_divisible(filters * alpha), kernel, stride, 0.25 if se else None, activation,
+                      block_id)
+    last_conv_ch = make_divisible(int(x.shape[-1]) * 6)
+    if alpha > 1.0:
+        last_point_ch = make_divisible(last_point_ch * alpha)
+    x = layers.Conv2D(last_conv_ch, 1, padding="same", use_bias=False, name="Conv_1")(x)
+    x = layers.BatchNormalization(name="Conv_1/BatchNorm", **_BN)(x)
+    x = hard_swish(x, "Conv_1")
+    x = layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
+    x = layers.Conv2D(last_point_ch, 1, padding="same", use_bias=True, name="Conv_2")(x)
+    x = hard_swish(x, "Conv_2")
+    if dropout:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    x = layers.Conv2D(num_classes, 1, padding="same", name="Logits")(x)
+    x = layers.Flatten(name="flatten")(x)
+    if num_classes > 1:
+        x = layers.Activation("softmax", name="Predictions")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+@register_backbone("mobilenet_v3_small", family="mobilenet", reference_params=2_554_968,
+                   keras_application="MobileNetV3Small", reference_source="keras.applications, include_preprocessing=False")
+def mobilenet_v3_small(input_shape=(224, 224, 3), num_classes=1, alpha: float = 1.0, dropout: float = 0.2, highpass=False):
+    """MobileNetV3-Small (keras.applications layout: SE + hard-swish, 1x1-conv classifier 'Logits')."""
+    return _mobilenet_v3(_V3_SMALL, 1024, "mobilenet_v3_small", input_shape, num_classes, alpha, dropout, highpass)
+
+
+@register_backbone("mobilenet_v3_large", family="mobilenet", reference_params=5_507_432,
+                   keras_application="MobileNetV3Large", reference_source="keras.applications, include_preprocessing=False")
+def mobilenet_v3_large(input_shape=(224, 224, 3), num_classes=1, alpha: float = 1.0, dropout: float = 0.2, highpass=False):
+    """MobileNetV3-Large (keras.applications layout: SE + hard-swish, 1x1-conv classifier 'Logits')."""
+    return _mobilenet_v3(_V3_LARGE, 1280, "mobilenet_v3_large", input_shape, num_classes, alpha, dropout, highpass)

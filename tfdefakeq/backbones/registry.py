@@ -20,20 +20,27 @@ class BackboneInfo:
     name: str
     family: str
     builder: Callable
-    reference_params: int | None  # parameter count of the reference model at 1000 classes, 224 px
+    reference_params: int | None  # parameter count of the reference model (see the fields below)
     keras_application: str | None  # keras.applications model whose weights load into ours
+    reference_counts: str = "all"  # "all": count_params(); "trainable": trainable only (torchvision, MesoNet)
+    reference_input: int = 224  # input side the reference is counted at (matters with a Flatten head)
+    reference_classes: int = 1000  # classifier outputs of the reference
+    params_outside_graph: int = 0  # reference parameters that live in our Preprocess instead
+    reference_source: str = ""  # where the reference count comes from
 
 
 _REGISTRY: dict[str, BackboneInfo] = {}
 
 
-def register_backbone(name: str, family: str, reference_params: int | None = None, keras_application: str | None = None):
-    """Decorator: registers `builder(input_shape=..., num_classes=..., **kwargs) -> keras.Model`."""
+def register_backbone(name: str, family: str, reference_params: int | None = None, keras_application: str | None = None,
+                      **reference):
+    """Decorator: registers `builder(input_shape=..., num_classes=..., **kwargs) -> keras.Model`.
+    `reference`: the BackboneInfo reference_* fields (how reference_params was counted)."""
 
     def wrap(builder):
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} registered twice")
-        _REGISTRY[name] = BackboneInfo(name, family, builder, reference_params, keras_application)
+        _REGISTRY[name] = BackboneInfo(name, family, builder, reference_params, keras_application, **reference)
         return builder
 
     return wrap
@@ -68,4 +75,4 @@ def build(name: str, input_shape=(64, 64, 3), num_classes: int = 1, **kwargs):
 
 def _load_families() -> None:
     # Importing the family modules runs their @register_backbone decorators.
-    from tfdefakeq.backbones import mobilenet, resnet  # noqa: F401
+    from tfdefakeq.backbones import cqb, efficientnet, meso, mobilenet, resnet, xception  # noqa: F401

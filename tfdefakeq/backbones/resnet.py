@@ -1,11 +1,12 @@
 """ResNet family. ResNet-18/34 use basic blocks (He et al. 2016, 11,689,512 / 21,797,672 params at
 1000 classes, torchvision's counts); layer names follow keras.applications' ResNet50 scheme
-(`conv2_block1_1_conv`, ...). CNNDetection's detector is ResNet-50 (zoo issue).
+(`conv2_block1_1_conv`, ...). ResNet-50 (CNNDetection's detector, Wang et al. 2020) mirrors
+keras.applications.ResNet50 layer for layer: 25,636,712 parameters, its ImageNet weights load by name.
 """
 
 from __future__ import annotations
 
-from tfdefakeq.backbones.common import BN_EPSILON, classifier_head, highpass_front, layers
+from tfdefakeq.backbones.common import BN_EPSILON, classifier_head, front_end, highpass_front, layers
 from tfdefakeq.backbones.registry import register_backbone
 from tfdefakeq.tfcompat import keras
 
@@ -49,13 +50,55 @@ def _resnet_basic(depths, name, input_shape, num_classes, width, dropout, highpa
     return keras.Model(inputs, outputs, name=name)
 
 
-@register_backbone("resnet18", family="resnet", reference_params=11_689_512)
+@register_backbone("resnet18", family="resnet", reference_params=11_689_512, reference_counts="trainable")
 def resnet18(input_shape=(224, 224, 3), num_classes=1, width: float = 1.0, dropout: float = 0.0, highpass: bool = False):
     """ResNet-18; `width` scales every stage's channels (0.5 -> a 2.8 M-parameter detector);
     `highpass` puts a fixed high-pass filter in front (see common.HighPassKernel)."""
     return _resnet_basic([2, 2, 2, 2], "resnet18", input_shape, num_classes, width, dropout, highpass)
 
 
-@register_backbone("resnet34", family="resnet", reference_params=21_797_672)
+@register_backbone("resnet34", family="resnet", reference_params=21_797_672, reference_counts="trainable")
 def resnet34(input_shape=(224, 224, 3), num_classes=1, width: float = 1.0, dropout: float = 0.0, highpass: bool = False):
     return _resnet_basic([3, 4, 6, 3], "resnet34", input_shape, num_classes, width, dropout, highpass)
+
+
+def _bottleneck(x, filters, stride, name, conv_shortcut):
+    """keras.applications.resnet.block1: 1x1 (stride) -> 3x3 -> 1x1 x4, biased convs, BN, ReLU."""
+    if conv_shortcut:
+        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=name + "_0_conv")(x)
+        shortcut = layers.BatchNormalization(epsilon=BN_EPSILON, name=name + "_0_bn")(shortcut)
+    else:
+        shortcut = x
+    x = layers.Conv2D(filters, 1, strides=stride, name=name + "_1_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=name + "_1_bn")(x)
+    x = layers.Activation("relu", name=name + "_1_relu")(x)
+    x = layers.Conv2D(filters, 3, padding="same", name=name + "_2_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=name + "_2_bn")(x)
+    x = layers.Activation("relu", name=name + "_2_relu")(x)
+    x = layers.Conv2D(4 * filters, 1, name=name + "_3_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=name + "_3_bn")(x)
+    x = layers.Add(name=name + "_add")([shortcut, x])
+    return layers.Activation("relu", name=name + "_out")(x)
+
+
+@register_backbone("resnet50", family="resnet", reference_params=25_636_712, reference_counts="all",
+                   keras_application="ResNet50")
+def resnet50(input_shape=(224, 224, 3), num_classes=1, width: float = 1.0, dropout: float = 0.0, highpass=False):
+    """ResNet-50 as keras.applications.ResNet50 (reference: its count_params, BN statistics included;
+    torchvision's has no conv biases: 25,557,032). `width` scales channels (tests use 1/8); `highpass`:
+    False, True/'highpass' or 'srm' (see common.front_end)."""
+    widths = [max(8, int(round(c * width))) for c in (64, 128, 256, 512)]
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = front_end(inputs, highpass)
+    x = layers.ZeroPadding2D(padding=3, name="conv1_pad")(x)
+    x = layers.Conv2D(widths[0], 7, strides=2, name="conv1_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name="conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    x = layers.ZeroPadding2D(padding=1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    for stage, (blocks, filters) in enumerate(zip([3, 4, 6, 3], widths)):
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            x = _bottleneck(x, filters, stride, f"conv{stage + 2}_block{block + 1}", conv_shortcut=block == 0)
+    outputs = classifier_head(x, num_classes, dropout=dropout)
+    return keras.Model(inputs, outputs, name="resnet50")

@@ -57,3 +57,141 @@ class WeightBitsQuantizeConfig(QuantizeConfig):
             "per_axis": self.per_axis,
             "quantize_output": self.quantize_output,
         }
+
+
+LastValueQuantizer = tfmot.quantization.keras.quantizers.LastValueQuantizer
+
+
+def scalar_weight_quantizer():
+    """8-bit symmetric per-tensor weight quantizer (tfmot's default weight format)."""
+    return LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True, narrow_range=True)
+
+
+class _NoWeightsConfig(QuantizeConfig):
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_config(self):
+        return {}
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class OutputQuantizeConfig(_NoWeightsConfig):
+    """A weight-free layer whose output TFLite computes as one int8 op: Multiply (the squeeze-excite
+    gate product and keras.applications' hard-swish product), which tfmot's registry lacks."""
+
+    def get_output_quantizers(self, layer):
+        return [activation_quantizer()]
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class HardSigmoidQuantizeConfig(_NoWeightsConfig):
+    """common.HardSigmoid: fixed [0, 6] range inside (set on the layer), learned 8-bit range at the
+    output (calibrated to ~[0, 1])."""
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        layer.quantize_inner = True
+
+    def get_output_quantizers(self, layer):
+        return [activation_quantizer()]
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class PReLUQuantizeConfig(QuantizeConfig):
+    """keras PReLU -> TFLite PRELU: the per-channel slopes as an 8-bit per-tensor constant, the output
+    at 8 bits."""
+
+    def get_weights_and_quantizers(self, layer):
+        return [(layer.alpha, scalar_weight_quantizer())]
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        layer.alpha = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [activation_quantizer()]
+
+    def get_config(self):
+        return {}
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class AlphaMixQuantizeConfig(QuantizeConfig):
+    """common.AlphaMix: alpha as an 8-bit constant; `alpha * q` and `(1 - alpha) * s` each get a
+    learned 8-bit range (the operands of TFLite's int8 ADD), the sum another."""
+
+    def get_weights_and_quantizers(self, layer):
+        return [(layer.alpha, scalar_weight_quantizer())]
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        layer.alpha = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        # The two products are inside the layer, so their quantizers are too: vars built on it, once
+        # (tfmot calls this on every call of the wrapper).
+        if getattr(layer, "term_quantizers", None):
+            return
+        terms = []
+        for name in ("quantized_term", "shortcut_term"):
+            quantizer = activation_quantizer()
+            terms.append((quantizer, quantizer.build(None, name, layer)))
+        layer.term_quantizers = terms
+
+    def get_output_quantizers(self, layer):
+        return [activation_quantizer()]
+
+    def get_config(self):
+        return {}
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class PassThroughQuantizeConfig(_NoWeightsConfig):
+    """A range-preserving layer whose int8 output must keep its input's scale: AveragePooling2D
+    (TFLite's int8 AVERAGE_POOL_2D requires it) and a channel repeat (Concatenate of one tensor with
+    itself). A FakeQuant of its own would give the output another scale, and the converter would
+    insert a QUANTIZE (int8 -> int8 requantize) op in front of it."""
+
+    def get_output_quantizers(self, layer):
+        return []
+
+
+def extra_quantize_configs() -> dict:
+    """QuantizeConfig class per layer type that tfmot's default 8-bit registry lacks. Used by both the
+    tfmot_int8 and the folded schemes; see `custom_quantize_config` for the per-layer choice."""
+    from tfdefakeq.backbones.common import AlphaMix, HardSigmoid
+
+    return {
+        keras.layers.Multiply: OutputQuantizeConfig,
+        keras.layers.PReLU: PReLUQuantizeConfig,
+        keras.layers.AveragePooling2D: PassThroughQuantizeConfig,
+        HardSigmoid: HardSigmoidQuantizeConfig,
+        AlphaMix: AlphaMixQuantizeConfig,
+    }
+
+
+def custom_quantize_config(layer):
+    """A fresh QuantizeConfig of ours for `layer`, or None to use tfmot's registry."""
+    from tfdefakeq.quant.fold import inbound_layers
+
+    if type(layer) is keras.layers.Concatenate:
+        sources = inbound_layers(layer)
+        return PassThroughQuantizeConfig() if len({id(s) for s in sources}) == 1 else None
+    cls = extra_quantize_configs().get(type(layer))
+    return cls() if cls else None

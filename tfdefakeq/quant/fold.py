@@ -51,12 +51,54 @@ def _fold_weights(conv, bn) -> list[np.ndarray]:
     return [kernel.astype(np.float32), bias.astype(np.float32)]
 
 
+def split_separable(model):
+    """Returns `model` with every SeparableConv2D `name` replaced by DepthwiseConv2D `name_depthwise`
+    followed by a 1x1 Conv2D `name` (what TFLite runs anyway), so a BN after it folds into the 1x1
+    conv and each half gets its own weight quantizer. Returns `model` itself when it has none."""
+    if not any(type(layer) is layers.SeparableConv2D for layer in model.layers):
+        return model
+    tensors = {}
+    new_inputs = []
+    for inp in model.inputs:
+        name = inp.node.layer.name
+        tensors[name] = keras.Input(shape=inp.shape[1:], name=name, dtype=inp.dtype)
+        new_inputs.append(tensors[name])
+    pending = []
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        args = [tensors[src.name] for src in inbound_layers(layer)]
+        x = args[0] if len(args) == 1 else args
+        if type(layer) is layers.SeparableConv2D:
+            c = layer.get_config()
+            if c["activation"] != "linear":
+                raise UserError(f"layer {layer.name}: fused activation in SeparableConv2D is not supported")
+            depthwise = layers.DepthwiseConv2D(c["kernel_size"], strides=c["strides"], padding=c["padding"],
+                                               depth_multiplier=c["depth_multiplier"], dilation_rate=c["dilation_rate"],
+                                               use_bias=False, name=layer.name + "_depthwise")
+            pointwise = layers.Conv2D(c["filters"], 1, use_bias=c["use_bias"], name=layer.name)
+            tensors[layer.name] = pointwise(depthwise(x))
+            weights = layer.get_weights()
+            pending += [(depthwise, weights[:1]), (pointwise, weights[1:])]
+            continue
+        clone = layer.__class__.from_config(layer.get_config())
+        tensors[layer.name] = clone(x)
+        pending.append((clone, layer.get_weights()))
+    outputs = [tensors[out.node.layer.name] for out in model.outputs]
+    split = keras.Model(new_inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
+    for layer, weights in pending:
+        layer.set_weights(weights)
+    return split
+
+
 def fold_batchnorm(model):
-    """Returns a copy of the flat Functional `model` with every Conv->BN pair fused into one conv.
+    """Returns a copy of the flat Functional `model` with every Conv->BN pair fused into one conv
+    (SeparableConv2D layers are split first, see split_separable).
 
     Outputs agree with `model` in inference mode to float rounding. BN layers that do not follow a
     conv (or whose conv feeds other layers too) stay as they are.
     """
+    model = split_separable(model)
     readers = consumers(model)
     fold_pairs: dict[str, str] = {}  # bn name -> conv name
     for layer in model.layers:

@@ -7,7 +7,7 @@ import tensorflow_model_optimization as tfmot
 
 from tfdefakeq.errors import UserError
 from tfdefakeq.quant import calibrate
-from tfdefakeq.quant.schemes import SCHEMES, Scheme, apply_folded_scheme, custom_objects, plan_weight_bits
+from tfdefakeq.quant.schemes import SCHEMES, Scheme, apply_folded_scheme, apply_tfmot_int8, custom_objects, plan_weight_bits
 
 _q = tfmot.quantization.keras
 
@@ -33,7 +33,7 @@ def quantize(model, scheme: str, calib_images: np.ndarray | None = None, bit_pla
     """
     spec = get_scheme(scheme)
     if spec.weight_bits is None:
-        qat = _q.quantize_model(model)
+        qat = apply_tfmot_int8(model)
     else:
         qat = apply_folded_scheme(model, bit_plan or plan_weight_bits(model, spec.weight_bits))
         calibrate.init_weight_ranges(qat)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import tensorflow_model_optimization as tfmot
 
-from tfdefakeq.quant.configs import WeightBitsQuantizeConfig
+from tfdefakeq.quant.configs import WeightBitsQuantizeConfig, custom_quantize_config, extra_quantize_configs
 from tfdefakeq.quant.fold import consumers, fold_batchnorm
 from tfdefakeq.tfcompat import keras
 
@@ -63,18 +63,39 @@ class FoldedScheme(_q.QuantizeScheme):
         return _default8.Default8BitQuantizeScheme().get_quantize_registry()
 
 
+# Depthwise kernels stay at 8 bits: see plan_weight_bits.
+_LOW_BIT_TYPES = (layers.Conv2D, layers.Dense)
+
+
 def plan_weight_bits(model, body_bits: int) -> dict[str, int]:
-    """Bits per weighted layer: `body_bits` everywhere but the stem (every weighted layer up to and
-    including the first Conv2D, e.g. a high-pass front end) and the last Dense, which keep 8."""
-    weighted = [layer for layer in model.layers if type(layer) in _WEIGHT_ATTR]
-    plan = {layer.name: body_bits for layer in weighted}
+    """Bits per weighted layer: `body_bits` everywhere but
+    - the stem (every weighted layer up to and including the first Conv2D, e.g. a high-pass front end)
+      and the classifier (the last weighted layer: a Dense, or MobileNetV3's 1x1 'Logits' conv);
+    - fixed, non-trainable layers (high-pass / SRM filters, CQB channel-average shortcuts): their
+      taps sit exactly on the 8-bit grid, and QMDD keeps shortcuts at full precision;
+    - depthwise kernels. The TF 2.21 converter does store a 4-bit depthwise FakeQuant as a packed
+      INT4 DEPTHWISE_CONV_2D filter (measured on MobileNetV2; ai-edge-quantizer has no such recipe),
+      but LearnedRangeWeightQuantizer's ranges run along the kernel's last axis, which for a Keras
+      depthwise kernel (kh, kw, C, 1) is the multiplier: one range for all channels (at 8 bits too).
+      Per-tensor low-bit depthwise kernels are the classic MobileNet quantization failure (channel
+      ranges differ widely; not re-measured here) and depthwise weights are a small share of the
+      bytes, so they keep 8 bits until the quantizer ranges run along the channel axis; pass a
+      bit_plan to override.
+    SeparableConv2D layers count as their depthwise + pointwise halves (split by fold_batchnorm)."""
+    weighted = [layer for layer in model.layers if type(layer) in _WEIGHT_ATTR or type(layer) is layers.SeparableConv2D]
+    plan = {}
+    for layer in weighted:
+        if type(layer) is layers.SeparableConv2D:
+            plan[layer.name + "_depthwise"] = 8
+            plan[layer.name] = body_bits
+        else:
+            low = isinstance(layer, _LOW_BIT_TYPES) and type(layer) is not layers.DepthwiseConv2D and layer.trainable
+            plan[layer.name] = body_bits if low else 8
     for layer in weighted:
         plan[layer.name] = 8
         if type(layer) is layers.Conv2D:
             break
-    dense = [layer.name for layer in weighted if isinstance(layer, layers.Dense)]
-    if dense:
-        plan[dense[-1]] = 8
+    plan[weighted[-1].name] = 8
     return plan
 
 
@@ -85,8 +106,11 @@ def _layer_configs(model, bit_plan: dict[str, int]) -> dict:
     readers = consumers(model)
     configs = {}
     for layer in model.layers:
-        next_is_relu = [type(model.get_layer(n)) for n in readers[layer.name]] == [layers.ReLU]
-        if layer.name in bit_plan:
+        next_is_relu = [_is_relu(model.get_layer(n)) for n in readers[layer.name]] == [True]
+        custom = None if isinstance(layer, layers.InputLayer) else custom_quantize_config(layer)
+        if custom is not None:
+            configs[layer.name] = custom
+        elif layer.name in bit_plan:
             cls = type(layer)
             configs[layer.name] = WeightBitsQuantizeConfig(
                 _WEIGHT_ATTR[cls], bit_plan[layer.name], per_axis=cls is not layers.Dense, quantize_output=not next_is_relu
@@ -95,6 +119,30 @@ def _layer_configs(model, bit_plan: dict[str, int]) -> dict:
             # no FakeQuant between Add and ReLU, so the converter fuses them (as tfmot does)
             configs[layer.name] = default_8bit_quantize_configs.NoOpQuantizeConfig()
     return configs
+
+
+def _is_relu(layer) -> bool:
+    """A ReLU / ReLU6 the converter fuses into the op before it (so that op's output is not quantized)."""
+    if type(layer) is layers.ReLU:
+        return True
+    return type(layer) is layers.Activation and layer.activation.__name__ in ("relu", "relu6")
+
+
+def apply_tfmot_int8(model):
+    """tfmot's default 8-bit QAT (`quantize_model`), with our QuantizeConfigs on the layer types
+    tfmot's registry lacks (squeeze-excite Multiply, HardSigmoid, PReLU, AlphaMix)."""
+    configs = {layer.name: custom_quantize_config(layer) for layer in model.layers if not isinstance(layer, layers.InputLayer)}
+
+    def annotate(layer):
+        clone = layer.__class__.from_config(layer.get_config())
+        if isinstance(layer, layers.InputLayer):
+            return clone
+        return _q.quantize_annotate_layer(clone, quantize_config=configs[layer.name])
+
+    with _q.quantize_scope(custom_objects()):
+        annotated = keras.models.clone_model(model, clone_function=annotate)
+        annotated.set_weights(model.get_weights())
+        return _q.quantize_apply(annotated)
 
 
 def apply_folded_scheme(model, bit_plan: dict[str, int]):
@@ -115,6 +163,13 @@ def apply_folded_scheme(model, bit_plan: dict[str, int]):
 
 
 def custom_objects() -> dict:
+    from tfdefakeq.backbones import common
+    from tfdefakeq.quant import configs
     from tfdefakeq.quant.quantizers import LearnedRangeWeightQuantizer
 
-    return {"WeightBitsQuantizeConfig": WeightBitsQuantizeConfig, "LearnedRangeWeightQuantizer": LearnedRangeWeightQuantizer}
+    objects = {"WeightBitsQuantizeConfig": WeightBitsQuantizeConfig, "LearnedRangeWeightQuantizer": LearnedRangeWeightQuantizer}
+    for cls in list(extra_quantize_configs().values()) + [common.HardSigmoid, common.AlphaMix, configs.PassThroughQuantizeConfig]:
+        objects[cls.__name__] = cls
+    for name in ("HighPassKernel", "ChannelAverageKernel", "SRMKernel"):
+        objects[name] = getattr(common, name)
+    return objects

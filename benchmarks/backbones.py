@@ -1,0 +1,201 @@
+"""Backbone zoo benchmark: every registered backbone at 224 px (MesoNets at their native 256 px),
+untrained weights, built -> float32 / tfmot_int8 / w4a8 .tflite -> size, latency, parity, Edge TPU.
+
+    python benchmarks/backbones.py [--names resnet50,meso4] [--runs 30] [--fresh]
+
+Writes benchmarks/results/backbones.csv and .md, one row per backbone as soon as it is done; a rerun
+skips the backbones already in the CSV (--fresh starts over). Per backbone:
+- params: Keras count_params() of the single-logit detector at that input size;
+- macs: multiply-accumulates of one invoke, counted from the float32 flatbuffer's CONV_2D,
+  DEPTHWISE_CONV_2D and FULLY_CONNECTED ops (tfdefakeq.runtime.modelinfo);
+- sizes: bytes of the .tflite files; int4 = w4a8 (packed INT4 conv/dense weights, int8 depthwise);
+- latency: ai-edge-litert, 1 thread, XNNPACK, median of single invokes (runtime.bench.bench_model;
+  the int4 model runs with its INT4 weights unpacked to INT8 at load, the runtime's default);
+- e2e_int8 / e2e_int4: tfmot_int8 / w4a8 QAT (ranges calibrated on synthetic images with
+  quantize(..., calib_images)) -> convert.convert_model, whose parity check passes when every logit
+  is within convert.MAX_LOGIT_LSB output steps of the Keras QAT model; max_lsb_* is the measured max;
+- edgetpu_full: tfdefakeq.edgetpu.check_model on the int8 model: every op maps to the Edge TPU;
+  edgetpu_cpu_from names the first op that would fall back to the CPU (empty when none).
+Untrained weights make the latency and size figures real and the accuracy meaningless. They also
+make the parity check weaker than in the tests (tests/backbones/test_zoo_export.py, trained tiny
+models): an untrained net's logits barely vary across images, so the output step is set by a small
+logit range and internal rounding weighs more in output steps (a scale-free measure: rescaling the
+classifier changes nothing, and centring the logits overflows XNNPACK's requantization range).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+COLUMNS = ["backbone", "input", "params", "macs", "size_fp32", "size_int8", "size_int4", "latency_fp32_ms",
+           "latency_int8_ms", "latency_int4_ms", "e2e_int8", "e2e_int4", "max_lsb_int8", "max_lsb_int4",
+           "edgetpu_full", "edgetpu_ops", "edgetpu_cpu_from", "int4_tensors", "seconds", "error"]
+NATIVE = {"meso4": 256, "mesoinception4": 256}
+
+
+def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """uint8 (n, size, size, 3): smooth colour waves plus noise, a stand-in for photos."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = 127 + 80 * np.sin(2 * np.pi * (xx[None, ..., None] * rng.uniform(0.5, 3, (n, 1, 1, 3))
+                                          + yy[None, ..., None] * rng.uniform(0.5, 3, (n, 1, 1, 3))))
+    return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+
+
+def bench_one(name: str, runs: int, warmup: int, calib: int, out_dir: Path) -> dict:
+    from tfdefakeq import edgetpu
+    from tfdefakeq.backbones import build
+    from tfdefakeq.convert import ParityError, convert_model, to_tflite
+    from tfdefakeq.manifest import Manifest, Preprocess
+    from tfdefakeq.quant import quantize, weight_bits
+    from tfdefakeq.runtime.bench import bench_model
+    from tfdefakeq.runtime.modelinfo import read_model_info
+
+    start = time.time()
+    size = NATIVE.get(name, 224)
+    row = {"backbone": name, "input": size, "error": ""}
+    images = synthetic_images(calib, size)
+    x = Preprocess().apply(images)
+    model = build(name, input_shape=(size, size, 3))
+    row["params"] = model.count_params()
+    fp32 = out_dir / f"{name}_fp32.tflite"
+    fp32.write_bytes(to_tflite(model, "float32"))
+    row["macs"] = read_model_info(fp32).macs
+    row["size_fp32"] = fp32.stat().st_size
+    row["latency_fp32_ms"] = bench_model(fp32, threads=1, warmup=warmup, runs=runs)["latency_ms_p50"]
+    errors = []
+    for scheme, fmt in (("tfmot_int8", "int8"), ("w4a8", "int4")):
+        path = out_dir / f"{name}_{fmt}.tflite"
+        try:
+            qat = quantize(model, scheme, x)
+            manifest = Manifest(backbone=name, input_shape=[size, size, 3], format="keras", scheme=scheme,
+                                weight_bits=weight_bits(qat))
+            written = convert_model(qat, manifest, fmt, images, path)
+            row[f"e2e_{fmt}"] = True
+            row[f"max_lsb_{fmt}"] = round(written.metrics["parity"]["max_diff_lsb"], 2)
+        except ParityError as e:
+            row[f"e2e_{fmt}"] = False
+            errors.append(f"{fmt}: {e}")
+            # the file was not written; convert again without the check to still time it
+            path.write_bytes(to_tflite(qat, fmt, x))
+        except Exception as e:  # noqa: BLE001 - the table records what broke
+            row[f"e2e_{fmt}"] = False
+            errors.append(f"{fmt}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            traceback.print_exc()
+            continue
+        row[f"size_{fmt}"] = path.stat().st_size
+        row[f"latency_{fmt}_ms"] = bench_model(path, threads=1, warmup=warmup, runs=runs)["latency_ms_p50"]
+        if fmt == "int8":
+            report = edgetpu.check_model(path)
+            row["edgetpu_full"] = bool(report.compatible)
+            row["edgetpu_ops"] = f"{report.ops_on_edgetpu}/{report.ops_total}"
+            first = report.first_unsupported
+            row["edgetpu_cpu_from"] = f"#{first['index']} {first['op']}" if first else ""
+        else:
+            row["int4_tensors"] = read_model_info(path).tensor_types.get("INT4", 0)
+    row["error"] = " | ".join(errors)
+    row["seconds"] = round(time.time() - start)
+    return row
+
+
+def header(command: str) -> str:
+    from tfdefakeq.manifest import versions
+    from tfdefakeq.runtime.interpreter import machine_info
+
+    v = versions()
+    machine = machine_info()
+    lines = [
+        "# Backbone zoo: size, latency, int8/int4 export parity, Edge TPU mapping",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {', '.join(f'{k}={val}' for k, val in machine.items())}; {platform.platform()}",
+        f"- versions: {', '.join(f'{k} {val}' for k, val in v.items())}",
+        "- input 224 px (MesoNets 256), untrained weights,"
+        " activation ranges calibrated on 16 synthetic images (also the parity images);"
+        " latency: ai-edge-litert, 1 thread, XNNPACK, median (int4: INT4 weights unpacked to INT8 at load);"
+        " macs from the float32 flatbuffer (conv, depthwise, fully connected);"
+        " e2e: the .tflite's logits within convert.MAX_LOGIT_LSB output steps of the Keras QAT model;"
+        " edgetpu: tfdefakeq.edgetpu.check_model on the int8 model (op mapping in execution order).",
+        "- caveat (run of 2026-11-22): other test processes shared the 2 cores during most rows, so absolute"
+        " latencies are noisy; untrained logits barely vary, so max_lsb here is weaker evidence than the"
+        " trained tiny models of tests/backbones/test_zoo_export.py.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_tables(rows: list[dict], csv_path: Path, command: str) -> None:
+    import pandas as pd
+
+    from tfdefakeq.fileio import write_atomic
+
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    head = header(command)
+    comment = "".join(f"# {line}\n" for line in head.splitlines() if line.strip())
+    write_atomic(csv_path, (comment + df.to_csv(index=False)).encode(), overwrite=True)
+    write_atomic(csv_path.with_suffix(".md"), (head + "\n" + df.to_markdown(index=False) + "\n").encode(), overwrite=True)
+
+
+def read_rows(csv_path: Path) -> list[dict]:
+    import pandas as pd
+
+    if not csv_path.exists():
+        return []
+    df = pd.read_csv(csv_path, comment="#", keep_default_na=False)
+    return df.to_dict("records")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--names", default="", help="comma-separated backbones (default: every registered one)")
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--calib", type=int, default=16, help="calibration / parity images")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "backbones.csv"))
+    p.add_argument("--fresh", action="store_true", help="ignore rows already in the CSV")
+    p.add_argument("--redo", default="", help="comma-separated backbones to measure again (their rows are replaced)")
+    return p.parse_args(argv)
+
+
+def main(args) -> int:
+    from tfdefakeq.backbones import list_backbones
+    from tfdefakeq.manifest import command_line
+
+    csv_path = Path(args.out)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [] if args.fresh else read_rows(csv_path)
+    redo = set(filter(None, args.redo.split(",")))
+    rows = [r for r in rows if r["backbone"] not in redo]
+    done = {r["backbone"] for r in rows}
+    names = [n for n in (args.names.split(",") if args.names else list_backbones()) if n not in done]
+    command = command_line()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
+            try:
+                row = bench_one(name, args.runs, args.warmup, args.calib, Path(tmp))
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                row = {"backbone": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+            rows.append(row)
+            rows.sort(key=lambda r: r["backbone"])
+            write_tables(rows, csv_path, command)
+            print({k: row.get(k) for k in COLUMNS}, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,87 @@
+"""The zoo's custom layers and their QuantizeConfigs: float behaviour, and what tfmot builds."""
+
+import numpy as np
+import pytest
+
+from tfdefakeq.backbones.common import AlphaMix, HardSigmoid, channel_average, channel_repeat, front_end
+from tfdefakeq.quant.fold import fold_batchnorm, split_separable
+from tfdefakeq.tfcompat import keras
+
+layers = keras.layers
+
+
+def test_hard_sigmoid_is_relu6_of_x_plus_3_over_6():
+    x = np.linspace(-5, 5, 41, dtype=np.float32)[None]
+    np.testing.assert_allclose(HardSigmoid()(x).numpy(), np.clip(x + 3, 0, 6) / 6, atol=1e-7)
+
+
+def test_alpha_mix_mixes_with_one_learnable_weight():
+    mix = AlphaMix(alpha_init=0.25)
+    a, b = np.ones((1, 2, 2, 4), np.float32), np.full((1, 2, 2, 4), 5.0, np.float32)
+    np.testing.assert_allclose(mix([a, b]).numpy(), 0.25 * 1 + 0.75 * 5)
+    assert [w.shape for w in mix.trainable_weights] == [()]
+
+
+def test_parameter_free_shortcuts():
+    inputs = keras.Input((4, 4, 8))
+    down = channel_average(inputs, 2, "down")
+    up = channel_repeat(down, 4, "up")
+    model = keras.Model(inputs, [down, up])
+    x = np.random.default_rng(0).normal(size=(1, 4, 4, 8)).astype(np.float32)
+    d, u = model(x)
+    np.testing.assert_allclose(d.numpy(), (x[..., 0::2] + x[..., 1::2]) / 2, atol=1e-6)
+    np.testing.assert_allclose(u.numpy(), np.concatenate([d.numpy()] * 4, axis=-1))
+    assert not model.trainable_weights
+
+
+def test_srm_front_end_gives_nine_residual_maps_of_a_flat_image_zero():
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, front_end(inputs, "srm"))
+    out = model(np.full((1, 16, 16, 3), 0.5, np.float32)).numpy()
+    assert out.shape == (1, 16, 16, 9)
+    np.testing.assert_allclose(out[:, 2:-2, 2:-2], 0, atol=1e-6)  # residual filters sum to zero
+    with pytest.raises(ValueError, match="unknown front end"):
+        front_end(inputs, "dct")
+
+
+def test_split_separable_then_fold_keeps_outputs():
+    inputs = keras.Input((8, 8, 4))
+    x = layers.SeparableConv2D(6, 3, padding="same", use_bias=False, name="sep")(inputs)
+    x = layers.BatchNormalization(name="sep_bn")(x)
+    model = keras.Model(inputs, layers.ReLU()(x))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) if "variance" not in w.name
+                       else rng.uniform(0.5, 2, w.shape).astype(np.float32) for w in model.weights])
+    split = split_separable(model)
+    assert [type(l).__name__ for l in split.layers[1:3]] == ["DepthwiseConv2D", "Conv2D"]
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(l, layers.BatchNormalization) for l in folded.layers)
+    x = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+    np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("scheme", ["tfmot_int8", "w4a8"])
+def test_custom_layers_get_their_quantize_configs(scheme):
+    """Multiply, HardSigmoid, PReLU and AlphaMix (no tfmot config) quantize under both schemes, and
+    calibration reaches the AlphaMix products' ranges."""
+    from tfdefakeq.quant import quantize
+    from tfdefakeq.quant.calibrate import _ema_range_vars
+
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    gate = HardSigmoid(name="hsig")(layers.Conv2D(8, 1, name="gate_conv")(x))
+    x = layers.Multiply(name="mul")([x, gate])
+    y = layers.Conv2D(8, 3, padding="same", name="conv2")(x)
+    x = AlphaMix(name="mix")([y, x])
+    x = layers.PReLU(shared_axes=[1, 2], name="prelu")(x)
+    outputs = layers.Dense(1, name="predictions")(layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 3)).astype(np.float32)
+    qat = quantize(model, scheme, images)
+    wrapped = {l.layer.name: l for l in qat.layers if hasattr(l, "quantize_config")}
+    assert {"hsig", "mul", "mix", "prelu"} <= set(wrapped)
+    assert wrapped["hsig"].layer.quantize_inner
+    assert len(wrapped["mix"].layer.term_quantizers) == 2
+    ranges = [(lo.numpy(), hi.numpy()) for lo, hi in _ema_range_vars(qat)]
+    assert all(lo > -6 or hi < 6 for lo, hi in ranges)  # every range calibrated away from tfmot's +-6
+    np.testing.assert_allclose(qat(images).numpy(), model(images).numpy(), atol=0.1 * np.abs(model(images)).max() + 0.05)
