@@ -130,18 +130,9 @@ class PReLUQuantizeConfig(QuantizeConfig):
 
 
 @keras.utils.register_keras_serializable(package="tfdefakeq")
-class AlphaMixQuantizeConfig(QuantizeConfig):
-    """common.AlphaMix: alpha as an 8-bit constant; `alpha * q` and `(1 - alpha) * s` each get a
-    learned 8-bit range (the operands of TFLite's int8 ADD), the sum another."""
-
-    def get_weights_and_quantizers(self, layer):
-        return [(layer.alpha, scalar_weight_quantizer())]
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        layer.alpha = quantize_weights[0]
+class AlphaMixQuantizeConfig(PReLUQuantizeConfig):
+    """common.AlphaMix: alpha as an 8-bit constant (as PReLU's slopes); `alpha * q` and
+    `(1 - alpha) * s` each get a learned 8-bit range (the operands of TFLite's int8 ADD), the sum another."""
 
     def set_quantize_activations(self, layer, quantize_activations):
         # The two products are inside the layer, so their quantizers are too: vars built on it, once
@@ -153,12 +144,6 @@ class AlphaMixQuantizeConfig(QuantizeConfig):
             quantizer = activation_quantizer()
             terms.append((quantizer, quantizer.build(None, name, layer)))
         layer.term_quantizers = terms
-
-    def get_output_quantizers(self, layer):
-        return [activation_quantizer()]
-
-    def get_config(self):
-        return {}
 
 
 @keras.utils.register_keras_serializable(package="tfdefakeq")

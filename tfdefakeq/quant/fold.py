@@ -51,12 +51,10 @@ def _fold_weights(conv, bn) -> list[np.ndarray]:
     return [kernel.astype(np.float32), bias.astype(np.float32)]
 
 
-def split_separable(model):
-    """Returns `model` with every SeparableConv2D `name` replaced by DepthwiseConv2D `name_depthwise`
-    followed by a 1x1 Conv2D `name` (what TFLite runs anyway), so a BN after it folds into the 1x1
-    conv and each half gets its own weight quantizer. Returns `model` itself when it has none."""
-    if not any(type(layer) is layers.SeparableConv2D for layer in model.layers):
-        return model
+def rebuild(model, replace):
+    """Rebuilds the flat Functional `model` layer by layer: a fresh copy of each layer with its
+    weights, except where `replace(layer, x, tensors)` returns (output tensor, [(new layer, weights)])
+    to put something else in its place (x: the layer's input tensor(s) in the new graph)."""
     tensors = {}
     new_inputs = []
     for inp in model.inputs:
@@ -69,26 +67,42 @@ def split_separable(model):
             continue
         args = [tensors[src.name] for src in inbound_layers(layer)]
         x = args[0] if len(args) == 1 else args
-        if type(layer) is layers.SeparableConv2D:
-            c = layer.get_config()
-            if c["activation"] != "linear":
-                raise UserError(f"layer {layer.name}: fused activation in SeparableConv2D is not supported")
-            depthwise = layers.DepthwiseConv2D(c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                                               depth_multiplier=c["depth_multiplier"], dilation_rate=c["dilation_rate"],
-                                               use_bias=False, name=layer.name + "_depthwise")
-            pointwise = layers.Conv2D(c["filters"], 1, use_bias=c["use_bias"], name=layer.name)
-            tensors[layer.name] = pointwise(depthwise(x))
-            weights = layer.get_weights()
-            pending += [(depthwise, weights[:1]), (pointwise, weights[1:])]
+        replaced = replace(layer, x, tensors)
+        if replaced is not None:
+            tensors[layer.name], new_weights = replaced
+            pending += new_weights
             continue
         clone = layer.__class__.from_config(layer.get_config())
         tensors[layer.name] = clone(x)
         pending.append((clone, layer.get_weights()))
     outputs = [tensors[out.node.layer.name] for out in model.outputs]
-    split = keras.Model(new_inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
+    rebuilt = keras.Model(new_inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
     for layer, weights in pending:
         layer.set_weights(weights)
-    return split
+    return rebuilt
+
+
+def split_separable(model):
+    """Returns `model` with every SeparableConv2D `name` replaced by DepthwiseConv2D `name_depthwise`
+    followed by a 1x1 Conv2D `name` (what TFLite runs anyway), so a BN after it folds into the 1x1
+    conv and each half gets its own weight quantizer. Returns `model` itself when it has none."""
+    if not any(type(layer) is layers.SeparableConv2D for layer in model.layers):
+        return model
+
+    def split(layer, x, tensors):
+        if type(layer) is not layers.SeparableConv2D:
+            return None
+        c = layer.get_config()
+        if c["activation"] != "linear":
+            raise UserError(f"layer {layer.name}: fused activation in SeparableConv2D is not supported")
+        depthwise = layers.DepthwiseConv2D(c["kernel_size"], strides=c["strides"], padding=c["padding"],
+                                           depth_multiplier=c["depth_multiplier"], dilation_rate=c["dilation_rate"],
+                                           use_bias=False, name=layer.name + "_depthwise")
+        pointwise = layers.Conv2D(c["filters"], 1, use_bias=c["use_bias"], name=layer.name)
+        weights = layer.get_weights()
+        return pointwise(depthwise(x)), [(depthwise, weights[:1]), (pointwise, weights[1:])]
+
+    return rebuild(model, split)
 
 
 def fold_batchnorm(model):
@@ -108,35 +122,16 @@ def fold_batchnorm(model):
                 fold_pairs[layer.name] = src.name
     folded_convs = set(fold_pairs.values())
 
-    tensors = {}
-    new_inputs = []
-    for inp in model.inputs:
-        name = inp.node.layer.name
-        tensors[name] = keras.Input(shape=inp.shape[1:], name=name, dtype=inp.dtype)
-        new_inputs.append(tensors[name])
-    pending_weights = []
-    for layer in model.layers:
-        if isinstance(layer, layers.InputLayer):
-            continue
-        args = [tensors[src.name] for src in inbound_layers(layer)]
-        x = args[0] if len(args) == 1 else args
+    def fold(layer, x, tensors):
         if layer.name in fold_pairs:
             conv = model.get_layer(fold_pairs[layer.name])
             config = conv.get_config()
             config["use_bias"] = True
             new_conv = conv.__class__.from_config(config)
-            tensors[layer.name] = new_conv(tensors[conv.name])
-            pending_weights.append((new_conv, _fold_weights(conv, layer)))
-            continue
+            return new_conv(tensors[conv.name]), [(new_conv, _fold_weights(conv, layer))]
         if layer.name in folded_convs:
             # the conv is built when its BN is reached; until then pass its input through
-            tensors[layer.name] = x
-            continue
-        clone = layer.__class__.from_config(layer.get_config())
-        tensors[layer.name] = clone(x)
-        pending_weights.append((clone, layer.get_weights()))
-    outputs = [tensors[out.node.layer.name] for out in model.outputs]
-    folded = keras.Model(new_inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
-    for layer, weights in pending_weights:
-        layer.set_weights(weights)
-    return folded
+            return x, []
+        return None
+
+    return rebuild(model, fold)
