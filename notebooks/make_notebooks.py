@@ -100,6 +100,237 @@ Image(filename=str(plot_roc_pr(labels, probs, generators, os.path.join(WORK, "cu
 ]
 
 
+ADAPTIVE = [
+    new_markdown_cell(f"""# tfdefakeq 02: adaptive bidirectional quantization
+
+{badge("02_adaptive_quantization.ipynb")}
+
+W4A8 gives every layer 4 bits. Layers are not equally fragile: some lose nothing at 2 bits, others
+hurt the detector already at 4. The adaptive scheme (after DeFakeQ) measures this on calibration images
+and spends a bit budget where it matters, in two directions: horizontally, bits per layer (8, 4, 3 or
+2); vertically, inside a low-bit convolution, the few input channels that carry most of the forgery
+signal stay on an 8-bit path. This notebook makes a plan and looks at it, fine-tunes and converts at two
+budgets, compares with uniform 4-bit weights and the float model, and reuses an edited plan."""),
+    new_code_cell(INSTALL),
+    new_code_cell(PARAMETERS),
+    new_markdown_cell("""## 1. Data and a float detector
+The data and the float ResNet-18 of notebook 01 (reused when notebook 01 ran with the same
+`TFDEFAKEQ_WORK`)."""),
+    new_code_cell('''from tfdefakeq.data.synthetic import SyntheticConfig, generate
+from tfdefakeq import train
+
+config = SyntheticConfig(ae_steps=20, max_crops_per_photo=4, upsampler_sigma=0.1) if SMOKE else SyntheticConfig()
+data = generate(os.path.join(WORK, "data") if SMOKE else None, config, progress=not SMOKE)
+common = ["--data", str(data), "--input-size", str(INPUT_SIZE), "--batch-size", str(BATCH), "--aug-prob", "0.1"]
+float_dir = os.path.join(WORK, "float")
+float_weights = os.path.join(float_dir, "model.weights.h5")
+if not os.path.exists(float_weights):
+    train.main(train.parse_args(common + ["--out", float_dir, "--backbone", "resnet18", "--width", str(WIDTH),
+                                          "--highpass", "--epochs", str(EPOCHS), "--lr", "3e-3" if SMOKE else "2e-3"]))'''),
+    new_markdown_cell("""## 2. The plan
+`quantize(model, "adaptive", calib_images, budget=3)` returns the QAT model, with its plan in
+`.quant_plan`. The budget is the average number of bits per weight of the whole `.tflite`: scales,
+biases and graph count too, so a budget of 3 leaves fewer bits than that to the weights themselves.
+The calibration images here are the ones `tfdefakeq.train` measures with (128 train crops, seed 0),
+so this plan is the one the 3-bit run of section 3 makes."""),
+    new_code_cell('''import numpy as np
+import pandas as pd
+import matplotlib.pyplot as plt
+from tfdefakeq import quant
+from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+from tfdefakeq.modelio import load_detector
+from tfdefakeq.runtime.images import load_images
+
+BUDGETS = (3.0, 2.75) if SMOKE else (3.0, 2.5)  # a 32 px, width 0.25 ResNet-18 cannot go below ~2.56 bits
+model, manifest = load_detector(float_weights)
+calib = balanced_subset(scan_forensynths(data, "train"), 128, seed=0)
+calib_images = manifest.preprocess.apply(load_images([s.path for s in calib], (INPUT_SIZE, INPUT_SIZE)))
+qat = quant.quantize(model, "adaptive", calib_images, budget=BUDGETS[0])
+plan = qat.quant_plan
+plan.budget'''),
+    new_markdown_cell("""### Sensitivity
+Each layer alone is put on the b-bit grid (everything else float) and scored by the mean squared change
+of the detector's logit on the calibration images. Options: the bits, and with `s` the same bits with
+the layer's salient input channels kept at 8 bits. The high-pass front end, the first convolution and
+the classifier stay at 8 bits and are not measured. The allocator picks one option per layer (white
+dots) that minimises the summed score within the budget; a split costs file bytes too (a second
+convolution, gather indices), so it must earn its place."""),
+    new_code_cell('''from tfdefakeq.quant.horizontal import option_key
+
+options = ["8", "4", "4s", "3", "3s", "2", "2s"]
+sens = pd.DataFrame(plan.sensitivity).T.reindex(columns=options)
+chosen = {n: option_key(plan.weight_bits[n], n in plan.salient_channels) for n in sens.index}
+fig, ax = plt.subplots(figsize=(7, 0.3 * len(sens) + 1.5))
+im = ax.imshow(np.log10(sens.to_numpy(dtype=float)), aspect="auto", cmap="viridis")
+ax.scatter([options.index(chosen[n]) for n in sens.index], range(len(sens)), color="white", s=25)
+ax.set_xticks(range(len(options)), options)
+ax.set_yticks(range(len(sens)), sens.index, fontsize=8)
+ax.set_xlabel("option (bits; s: salient input channels at 8 bits)")
+ax.set_title(f"sensitivity per layer; white: chosen at {BUDGETS[0]:g} bits")
+fig.colorbar(im, label="log10 mean squared logit change")
+plt.show()'''),
+    new_markdown_cell("""### The bit map
+Bits per layer (BatchNorm folded into the convolutions, as the plan names them) next to the layers'
+sizes: the budget goes to the small, sensitive layers; the large late layers go to 2 bits."""),
+    new_code_cell('''from tfdefakeq.quant.fold import fold_batchnorm
+
+folded = fold_batchnorm(model)  # the plan's layers are those of the BN-folded model
+kernels = {n: folded.get_layer(n).weights[0].shape for n in plan.weight_bits}
+sizes = {n: int(np.prod(shape)) for n, shape in kernels.items()}
+bitmap = pd.DataFrame({
+    "weights": sizes,
+    "bits": plan.weight_bits,
+    "input channels": {n: int(shape[-2]) for n, shape in kernels.items()},
+    "at 8 bits": {n: len(plan.salient_channels.get(n, [])) for n in plan.weight_bits},
+    "sensitivity": {n: plan.sensitivity[n][chosen[n]] for n in sens.index},
+})
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+colors = bitmap["bits"].map({8: "tab:blue", 4: "tab:green", 3: "tab:olive", 2: "tab:orange"})
+top.bar(bitmap.index, bitmap["bits"], color=colors, hatch=["//" if k else "" for k in bitmap["at 8 bits"]])
+top.set_ylabel("weight bits")
+top.set_yticks([2, 3, 4, 8])
+top.set_title(f"plan at {BUDGETS[0]:g} bits: weights {plan.budget['weight_bits_avg']:.2f}, file "
+              f"{plan.budget['file_bits_avg']:.2f} bits per weight (hatched: salient channels split off)", fontsize=9)
+bottom.bar(bitmap.index, bitmap["weights"], color="gray")
+bottom.set_yscale("log")
+bottom.set_ylabel("weights")
+bottom.tick_params(axis="x", labelrotation=90, labelsize=8)
+plt.show()
+bitmap'''),
+    new_markdown_cell("""### Salient channels
+Saliency of input channel c of a convolution: the mean over calibration images of |sum over the image
+of x_c * dz/dx_c| (how much the logit z moves with that channel). Every low-bit convolution is offered
+its top 1/32 of channels (at least one) as an 8-bit path; where the allocator takes the offer, those
+channels go through a separate 8-bit convolution whose output is added to the low-bit one's."""),
+    new_code_cell('''from tfdefakeq.quant.vertical import channel_saliency, pick_salient
+
+offered = [n for n in plan.sensitivity if any(k.endswith("s") for k in plan.sensitivity[n])]
+saliency = channel_saliency(model, offered, calib_images)  # a conv's inputs are the same with BN folded or not
+candidates = pick_salient(saliency, 1 / 32)
+share = {n: saliency[n][candidates[n]].sum() / saliency[n].sum() for n in offered}
+print(f"{len(offered)} convolutions offered a split; kept in {len(plan.salient_channels)}: "
+      + (", ".join(f"{n} (channels {c})" for n, c in plan.salient_channels.items()) or "none"))
+print("saliency held by the offered channels:\\n" + "\\n".join(
+    f"  {n}: {len(candidates[n])} of {len(saliency[n])} channels hold {share[n]:.0%}" for n in offered))
+
+name = next(iter(plan.salient_channels), max(offered, key=lambda n: sizes[n]))
+order = np.argsort(-saliency[name])
+fig, ax = plt.subplots(figsize=(8, 3))
+ax.bar(range(len(order)), saliency[name][order],
+       color=["tab:red" if c in candidates[name] else "tab:gray" for c in order])
+ax.set_xlabel("input channel, by saliency")
+ax.set_ylabel("saliency")
+ax.set_title(f"{name}: in red the channels kept at 8 bits" + ("" if name in plan.salient_channels else " if split"))
+plt.show()'''),
+    new_markdown_cell("""### A budget has a floor
+The first convolution, the classifier and every layer's scales and biases cost what they cost: a budget
+below the cheapest plan is refused with one line, before any training."""),
+    new_code_cell('''from tfdefakeq.errors import UserError
+
+try:
+    quant.quantize(model, "adaptive", calib_images, budget=2.0)
+except UserError as e:
+    print("UserError:", e)'''),
+    new_markdown_cell("""## 3. Fine-tune and convert
+`python -m tfdefakeq.convert FLOAT --scheme adaptive --avg-bits B --out X.tflite` makes the plan,
+fine-tunes the QAT model in `X.qat/` (distilling from the float model, logits and features: see
+`--distill`) and converts it: 4- and 3-bit weights are stored as INT4 tensors, 2-bit ones as INT2, and
+the runtime unpacks them to INT8 when it loads the model. For comparison: `lsq_w4a8` (4 bits in every
+body layer, learned step sizes), `w4a8` (not in smoke runs) and the float32 model."""),
+    new_code_cell('''from tfdefakeq import convert
+
+out_dir = os.path.join(WORK, "adaptive")
+runs = {"float32": ["--format", "float32"]}
+runs.update({f"adaptive {b:g} bits": ["--scheme", "adaptive", "--avg-bits", str(b)] for b in BUDGETS})
+runs.update({s: ["--scheme", s] for s in (["lsq_w4a8"] if SMOKE else ["lsq_w4a8", "w4a8"])})
+os.makedirs(out_dir, exist_ok=True)
+paths = {}
+for name, extra in runs.items():
+    paths[name] = os.path.join(out_dir, name.replace(" ", "_") + ".tflite")
+    if not os.path.exists(paths[name]):
+        convert.main(convert.parse_args([float_weights, "--data", str(data), "--out", paths[name],
+                                         "--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH)] + extra))'''),
+    new_markdown_cell("""Each `.tflite` evaluated on the test split by the runtime. `bits/weight` is the file's size over the
+model's weights, what the budget is about; `planned` is the plan's own estimate of it (`file_bits_avg` in
+`X.qat/bit_plan.json`); `kernels` counts the constant tensors by type."""),
+    new_code_cell('''from tfdefakeq.runtime.evaluate import evaluate_model
+from tfdefakeq.runtime.modelinfo import read_model_info
+from tfdefakeq.quant.horizontal import QuantPlan
+
+n_weights = sum(sizes.values())
+
+
+def result(path):
+    rows, _ = evaluate_model(path, data, split="test")
+    info = read_model_info(path)
+    types = {t: c for t, c in info.tensor_types.items() if t in ("FLOAT32", "INT8", "INT4", "INT2")}
+    plan_json = path.replace(".tflite", ".qat/bit_plan.json")
+    planned = QuantPlan.load(plan_json).budget["file_bits_avg"] if os.path.exists(plan_json) else ""
+    return {"bytes": info.size_bytes, "bits/weight": round(8 * info.size_bytes / n_weights, 3), "planned": planned,
+            "AP": round(rows[-1]["ap"], 4), "AUC": round(rows[-1]["auc"], 4),
+            "kernels": ", ".join(f"{c} {t}" for t, c in sorted(types.items()))}
+
+
+results = pd.DataFrame({name: result(path) for name, path in paths.items()}).T
+results'''),
+    new_code_cell('''from matplotlib.ticker import FuncFormatter
+
+
+def plot_results(results):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, r in results.iterrows():
+        point = "float32" in name
+        ax.scatter(r["bytes"] / 1024, r["AP"], s=120 if point else 50, marker="*" if point else "o",
+                   color="black" if point else None)
+        ax.annotate(name, (r["bytes"] / 1024, r["AP"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.margins(x=0.15)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+    ax.set_xlabel(".tflite size (KiB, log scale)")
+    ax.set_ylabel("AP, test split")
+    ax.set_title("AP against file size" + (" (smoke size: AP is noise)" if SMOKE else ""))
+    ax.grid(alpha=0.3)
+    plt.show()
+
+
+plot_results(results)'''),
+    new_markdown_cell("""## 4. Reuse a plan
+Each adaptive run writes its plan to `X.qat/bit_plan.json`; `--bit-plan FILE` fine-tunes with a plan as
+it is, without measuring: to train longer, on other data, or with a plan edited by hand. Here the layer
+that suffers most at 2 bits goes back to 4 bits."""),
+    new_code_cell('''edited = QuantPlan.load(os.path.join(out_dir, f"adaptive_{BUDGETS[0]:g}_bits.qat", "bit_plan.json"))
+at_two = {n: s[option_key(2, n in edited.salient_channels)]  # its score as planned (with or without the split)
+          for n, s in edited.sensitivity.items() if edited.weight_bits[n] == 2}
+if at_two:
+    worst = max(at_two, key=at_two.get)
+    edited.weight_bits[worst] = 4
+    print(f"{worst}: 2 -> 4 bits")
+plan_file = edited.save(os.path.join(out_dir, "edited_plan.json"), overwrite=True)
+# without salient channels in the file, --bit-plan picks 1/32 of each low-bit conv's channels again
+keep_split = [] if edited.salient_channels else ["--salient-ratio", "0"]
+paths["adaptive edited"] = os.path.join(out_dir, "adaptive_edited.tflite")
+if not os.path.exists(paths["adaptive edited"]):
+    convert.main(convert.parse_args([float_weights, "--data", str(data), "--out", paths["adaptive edited"],
+                                     "--scheme", "adaptive", "--bit-plan", str(plan_file),
+                                     "--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH)] + keep_split))
+used = QuantPlan.load(os.path.join(out_dir, "adaptive_edited.qat", "bit_plan.json"))
+same = used.weight_bits == edited.weight_bits and used.salient_channels == edited.salient_channels
+print(f"fine-tuned with the edited plan: {same} (file {used.budget['file_bits_avg']:.3f} bits per weight)")
+results.loc["adaptive edited"] = result(paths["adaptive edited"])
+plot_results(results)
+results'''),
+    new_markdown_cell("""## Where to go next
+- `benchmarks/quant_methods.py` runs every method on the full-size data with three backbones: float,
+  PTQ, tfmot, ai-edge-quantizer, LSQ at 4 and 2 bits, adaptive at 3 and 2.5 bits and its ablations
+  (without the horizontal direction, without the split `--salient-ratio 0`, random channels as DeFakeQ
+  picks them `--channel-choice random`, without distillation `--distill off`). Results:
+  `benchmarks/results/quant_methods.md`.
+- `--budget-bytes N` instead of `--avg-bits B` sets the budget as a file size.
+- The adaptive `.tflite` files run with the runtime alone, like the others (notebook 03)."""),
+]
+
+
 DEPLOY = [
     new_markdown_cell(f"""# tfdefakeq 03: Raspberry Pi and Coral deployment
 
@@ -170,9 +401,20 @@ for name in ("resnet18_64_int8", "resnet18_64_int4"):
 ]
 
 
+def cell_ids(name: str, count: int) -> list[str]:
+    """Ids for a notebook's cells: those of the file already written, so that regenerating leaves it as
+    it is (nbformat draws new ids at random); new cells get ids from the name and position."""
+    import hashlib
+
+    old = [cell.get("id") for cell in nbformat.read(HERE / name, as_version=4).cells] if (HERE / name).exists() else []
+    return [old[i] if i < len(old) and old[i] else hashlib.sha1(f"{name}:{i}".encode()).hexdigest()[:8] for i in range(count)]
+
+
 def main() -> None:
-    notebooks = {"01_quickstart.ipynb": QUICKSTART, "03_deployment.ipynb": DEPLOY}
+    notebooks = {"01_quickstart.ipynb": QUICKSTART, "02_adaptive_quantization.ipynb": ADAPTIVE, "03_deployment.ipynb": DEPLOY}
     for name, cells in notebooks.items():
+        for cell, cell_id in zip(cells, cell_ids(name, len(cells))):
+            cell["id"] = cell_id
         nb = new_notebook(cells=cells, metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
             "colab": {"provenance": []},

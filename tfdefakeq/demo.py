@@ -80,7 +80,7 @@ def main(args) -> int:
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
     from tfdefakeq.manifest import command_line, manifest_path, versions
     from tfdefakeq.modelio import load_detector
-    from tfdefakeq.report import markdown_table, plot_model_comparison, write_models_index, write_table
+    from tfdefakeq.report import markdown_table, plot_model_comparison, record_measurements, write_models_index, write_table
     from tfdefakeq.runtime.bench import bench_model
     from tfdefakeq.runtime.evaluate import evaluate_arrays, evaluate_model, format_table
     from tfdefakeq.runtime.images import load_images
@@ -204,16 +204,9 @@ def main(args) -> int:
     print(f"\nreport: {out / 'report.md'}, {out / 'report.png'}; total {total:.0f} s")
 
     # The models' manifests carry what was measured on them, so a shipped file explains itself.
-    from tfdefakeq.manifest import Manifest
-
     for fmt, path in tflite.items():
-        manifest = Manifest.load(manifest_path(path))
-        manifest.dataset = f"{data} (embedded synthetic)" if not args.data else str(data)
-        manifest.metrics["test"] = {row["generator"]: {k: row[k] for k in ("ap", "auc", "acc", "real_acc", "fake_acc", "eer", "n")}
-                                    for row in per_generator[f"tflite {fmt}"]}
-        manifest.metrics["latency"] = {k: bench[fmt][k] for k in ("latency_ms_p50", "latency_ms_p90", "threads", "xnnpack", "int4",
-                                                                   "machine", "processor", "runtime_version")}
-        manifest.save(manifest_path(path), overwrite=True)
+        record_measurements(path, per_generator[f"tflite {fmt}"], bench[fmt],
+                            f"{data} (embedded synthetic)" if not args.data else str(data))
     if args.ship:
         for target in ship_targets:
             source = out / "tflite" / target.name

@@ -50,6 +50,11 @@ def build_detector(manifest: Manifest, calib_images=None):
         return model
     from tfdefakeq.quant import quantize
 
+    from tfdefakeq.quant.qat import get_scheme
+
+    if get_scheme(manifest.scheme).adaptive:  # the plan is in the manifest: nothing to measure
+        return quantize(model, manifest.scheme, calib_images, bit_plan=manifest.weight_bits,
+                        salient_channels=manifest.salient_channels)
     return quantize(model, manifest.scheme, calib_images, bit_plan=manifest.weight_bits or None)
 
 

@@ -80,6 +80,20 @@ def plot_model_comparison(df, path, title: str) -> Path:
     return out
 
 
+def record_measurements(tflite_path, rows: list[dict], bench: dict, dataset: str) -> None:
+    """Writes the test metrics per generator (`rows` from runtime.evaluate) and the latency (`bench`
+    from runtime.bench.bench_model) into the model's manifest, so a shipped file explains itself."""
+    from tfdefakeq.manifest import Manifest, manifest_path
+
+    manifest = Manifest.load(manifest_path(tflite_path))
+    manifest.dataset = dataset
+    manifest.metrics["test"] = {row["generator"]: {k: row[k] for k in ("ap", "auc", "acc", "real_acc", "fake_acc", "eer", "n")}
+                                for row in rows}
+    manifest.metrics["latency"] = {k: bench[k] for k in ("latency_ms_p50", "latency_ms_p90", "threads", "xnnpack", "int4",
+                                                          "machine", "processor", "runtime_version")}
+    manifest.save(manifest_path(tflite_path), overwrite=True)
+
+
 def write_models_index(folder) -> Path:
     """(Re)writes FOLDER/README.md: one row per `.tflite` with what its manifest records."""
     import pandas as pd
@@ -105,7 +119,8 @@ def write_models_index(folder) -> Path:
     machines = sorted({Manifest.load(manifest_path(p)).metrics.get("latency", {}).get("processor", "?") for p in folder.glob("*.tflite")})
     text = (
         "# Shipped detectors\n\n"
-        "Made by `python -m tfdefakeq.demo --ship tflite_models` on the embedded synthetic data (64 px crops, test split\n"
+        "Made by `python -m tfdefakeq.demo --ship tflite_models` (int8, int4) and `python benchmarks/quant_methods.py\n"
+        "--ship tflite_models` (adaptive) on the embedded synthetic data (64 px crops, test split\n"
         "of held-out source photos; AP/AUC/acc are means over the test generators). Each `NAME.tflite` has its\n"
         "`NAME.manifest.json`: preprocessing, bits per layer, per-generator metrics, Keras parity, versions and the\n"
         "command that made it. Latency: ai-edge-litert, 1 thread, XNNPACK, median of single-image invokes on "

@@ -30,8 +30,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--highpass", action="store_true", help="fixed high-pass filter in front of the backbone")
     p.add_argument("--input-size", type=int, default=64, help="square input side in pixels")
     p.add_argument("--init", default=None, help="start from this float model.weights.h5 (QAT fine-tuning)")
-    p.add_argument("--scheme", default=None, help="quantization scheme for QAT: tfmot_int8, w8a8, w4a8")
+    p.add_argument("--scheme", default=None, help="quantization scheme for QAT: tfmot_int8, w8a8, w4a8, lsq_w4a8, adaptive, ...")
     p.add_argument("--calib-images", type=int, default=128, help="images used to calibrate QAT ranges")
+    add_adaptive_args(p)
     p.add_argument("--train-generators", nargs="+", default=None,
                    help="train (and validate) on these generators only; evaluation marks the rest as unseen")
     p.add_argument("--epochs", type=int, default=6)
@@ -81,6 +82,52 @@ def _build_model(args, input_shape):
         raise UserError(f"{args.init}: model input {base.input_shape} does not match --input-size {args.input_size}")
     return model, dict(backbone=base.backbone, scheme="float", preprocess=base.preprocess, build_kwargs=base.build_kwargs,
                        train_generators=base.train_generators)
+
+
+def add_adaptive_args(p: argparse.ArgumentParser) -> None:
+    """Options of the adaptive scheme and of distillation (shared with tfdefakeq.convert)."""
+    g = p.add_argument_group("adaptive bidirectional quantization (--scheme adaptive)")
+    g.add_argument("--avg-bits", type=float, default=None, help="budget: average storage bits per weight (e.g. 3)")
+    g.add_argument("--budget-bytes", type=int, default=None, help="budget: total weight bytes")
+    g.add_argument("--bit-plan", default=None, help="reuse a plan (bit_plan.json written by an earlier run)")
+    g.add_argument("--salient-ratio", type=float, default=None, help="share of input channels kept at 8 bits (0: off; default 1/32)")
+    g.add_argument("--channel-choice", choices=("saliency", "random"), default="saliency")
+    g = p.add_argument_group("distillation from the float teacher (QAT)")
+    g.add_argument("--distill", choices=("auto", "on", "off"), default="auto", help="auto: on for --scheme adaptive")
+    g.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the logit distillation term")
+    g.add_argument("--temperature", type=float, default=2.0)
+    g.add_argument("--feature-weight", type=float, default=1.0, help="initial weight of the feature term (cosine decay to 0)")
+
+
+def adaptive_options(args, out: Path) -> dict:
+    """quantize() keyword arguments from the adaptive flags; a plan saved in `out` (a resumed run)
+    or given with --bit-plan is reused as it is."""
+    from tfdefakeq.quant.horizontal import QuantPlan
+
+    scheme = args.scheme or ""
+    given = [flag for flag, v in (("--avg-bits", args.avg_bits), ("--budget-bytes", args.budget_bytes),
+                                  ("--bit-plan", args.bit_plan), ("--salient-ratio", args.salient_ratio)) if v is not None]
+    if scheme != "adaptive":
+        if given:
+            raise UserError(f"{given[0]} needs --scheme adaptive")
+        return {}
+    if args.avg_bits is not None and args.budget_bytes is not None:
+        raise UserError("give one budget: --avg-bits or --budget-bytes")
+    saved = out / "bit_plan.json"
+    plan_file = args.bit_plan or (saved if args.resume and saved.exists() else None)
+    options = {}
+    if args.salient_ratio is not None:
+        if not 0 <= args.salient_ratio < 1:
+            raise UserError(f"--salient-ratio must be in [0, 1), got {args.salient_ratio}")
+        options["salient_ratio"] = args.salient_ratio
+    if plan_file:
+        # the file's split is used as it is ({} = none); --salient-ratio picks channels for a plan without any
+        plan = QuantPlan.load(plan_file)
+        pick = not plan.salient_channels and args.salient_ratio is not None
+        return dict(options, bit_plan=plan.weight_bits, salient_channels=None if pick else plan.salient_channels,
+                    channel_choice=args.channel_choice)
+    budget = {"bytes": args.budget_bytes} if args.budget_bytes is not None else args.avg_bits
+    return dict(options, budget=budget, channel_choice=args.channel_choice)
 
 
 class EpochCheckpoint:
@@ -199,17 +246,30 @@ def main(args) -> int:
         if args.weights:
             load_pretrained(model, info["backbone"], args.weights, info["build_kwargs"])
         preprocess = info["preprocess"]
+        teacher = None
         if args.scheme:
             calib = balanced_subset(train_samples, args.calib_images, seed=args.seed)
             calib_images = preprocess.apply(load_images([s.path for s in calib], size))
-            model = quant.quantize(model, args.scheme, calib_images)
+            teacher = model  # quantize() builds a new graph; the float model stays as it is
+            model = quant.quantize(model, args.scheme, calib_images, **adaptive_options(args, out))
             info["scheme"] = args.scheme
+            if model.quant_plan is not None:
+                model.quant_plan.save(out / "bit_plan.json", overwrite=True)
 
     if not 0.0 <= args.aug_prob <= 1.0:
         raise UserError(f"--aug-prob must be in [0, 1], got {args.aug_prob}")
     val_ds = make_dataset(val_samples, size, args.batch_size, training=False, preprocess=preprocess)
     steps_per_epoch = max(1, -(-len(train_samples) // args.batch_size))
+    distill = args.distill == "on" or (args.distill == "auto" and args.scheme == "adaptive")
+    if distill and teacher is None:
+        raise UserError("--distill needs QAT (--init FLOAT --scheme S): the float model is the teacher")
+    student = model
     with strategy.scope():
+        if distill:
+            from tfdefakeq.quant.distill import Distiller
+
+            model = Distiller(student, teacher, alpha=args.kd_alpha, temperature=args.temperature,
+                              feature_weight=args.feature_weight, total_steps=steps_per_epoch * args.epochs)
         schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps_per_epoch * args.epochs, alpha=0.01)
         model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
@@ -237,7 +297,8 @@ def main(args) -> int:
         format="keras",
         scheme=info["scheme"],
         preprocess=preprocess,
-        weight_bits=quant.weight_bits(model) if args.scheme else {},
+        weight_bits=quant.weight_bits(student) if args.scheme else {},
+        salient_channels=student.quant_plan.salient_channels if getattr(student, "quant_plan", None) else {},
         activation_bits=8 if args.scheme else None,
         dataset=str(Path(args.data)),
         train_generators=sorted(args.train_generators or info.get("train_generators", [])),
@@ -246,7 +307,7 @@ def main(args) -> int:
         versions=versions(),
         command=command_line(),
     )
-    save_detector(model, final, manifest, overwrite=True)
+    save_detector(student, final, manifest, overwrite=True)
     shutil.rmtree(backup, ignore_errors=True)
     print(f"saved {final}")
     return 0

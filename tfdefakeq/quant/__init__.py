@@ -1,5 +1,13 @@
-"""Quantization-aware training: schemes (tfmot default 8-bit, W4A8 with learned ranges), BatchNorm
-folding, activation-range calibration. Entry point: `quantize(model, scheme, calib_images)`.
+"""Quantization-aware training and the adaptive bidirectional scheme.
+
+- schemes.py / qat.py: the schemes (tfmot default 8-bit, tfmot n-bit W4A8, our learned-range W8A8 /
+  W4A8, LSQ W4A8 / W3A8 / W2A8, adaptive) and the entry point
+  `quantize(model, scheme, calib_images, budget=...)`;
+- quantizers.py / configs.py: tfmot Quantizers (learned ranges, LSQ steps for 8/4/3/2 bits, learned
+  activation ranges) and QuantizeConfigs; fold.py: BN folding; calibrate.py: ranges from data;
+- horizontal.py (sensitivity, bit allocation, QuantPlan), vertical.py (salient channels, two-conv
+  split), adaptive.py (the plan from both), distill.py (fine-tuning against the float teacher);
+- baselines.py: tfmot n-bit and ai-edge-quantizer PTQ, for honest comparisons.
 """
 
 from tfdefakeq.quant.qat import SCHEMES, list_schemes, quantize, quantize_scope, weight_bits

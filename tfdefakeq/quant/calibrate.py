@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from tfdefakeq.quant.quantizers import LearnedRangeWeightQuantizer, mse_clip
+from tfdefakeq.quant.quantizers import CalibrationSwitch, init_weight_quantizer, weight_scale
 from tfdefakeq.tfcompat import tf
 
 _q = tfmot.quantization.keras
@@ -24,13 +24,12 @@ def _wrappers(model):
 
 
 def init_weight_ranges(qat_model) -> int:
-    """Sets every learned weight range to its MSE-optimal clip; returns how many were set."""
+    """Sets every learned weight quantizer (range or LSQ step) to its MSE-optimal grid; returns how
+    many were set."""
     count = 0
     for wrapper in _wrappers(qat_model):
         for weight, quantizer, qvars in wrapper._weight_vars:
-            if isinstance(quantizer, LearnedRangeWeightQuantizer):
-                qvars["range_var"].assign(mse_clip(weight.numpy(), quantizer.num_bits, quantizer.per_axis))
-                count += 1
+            count += init_weight_quantizer(quantizer, qvars, weight.numpy())
     return count
 
 
@@ -81,6 +80,7 @@ def calibrate_activation_ranges(qat_model, images: np.ndarray, passes: int = 2) 
     try:
         for bn in batchnorms:
             bn.trainable = False
+        CalibrationSwitch.active = True  # learned activation ranges take the batch's range directly
         for _ in range(passes):
             before = [(lo.numpy(), hi.numpy()) for lo, hi in pairs]
             qat_model(images, training=True)
@@ -90,6 +90,7 @@ def calibrate_activation_ranges(qat_model, images: np.ndarray, passes: int = 2) 
                 lo.assign(np.minimum(observed_lo, 0.0))  # TFLite needs 0 inside the range
                 hi.assign(np.maximum(observed_hi, 1e-3))
     finally:
+        CalibrationSwitch.active = False
         for bn, trainable in zip(batchnorms, was_trainable):
             bn.trainable = trainable
     return len(pairs)
@@ -125,16 +126,14 @@ def snap_biases(qat_model) -> int:
 
     snapped = 0
     for wrapper in _wrappers(qat_model):
-        learned = [(q, v) for _, q, v in wrapper._weight_vars if isinstance(q, LearnedRangeWeightQuantizer)]
+        learned = [(q, v) for _, q, v in wrapper._weight_vars if weight_scale(q, v) is not None]
         bias = getattr(wrapper.layer, "bias", None)
         if not learned or bias is None or len(inbound_layers(wrapper)) != 1:
             continue
         input_scale = _output_scale(inbound_layers(wrapper)[0])
         if not input_scale:
             continue
-        quantizer, qvars = learned[0]
-        weight_scale = (np.abs(qvars["range_var"].numpy()) + 1e-8) / (2 ** (quantizer.num_bits - 1) - 1)
-        step = input_scale * weight_scale
+        step = input_scale * weight_scale(*learned[0])
         bias.assign((np.round(bias.numpy() / step) * step).astype(np.float32))
         snapped += 1
     return snapped

@@ -5,15 +5,18 @@ from __future__ import annotations
 import tensorflow_model_optimization as tfmot
 
 from tfdefakeq.errors import UserError
-from tfdefakeq.quant.quantizers import LearnedRangeWeightQuantizer
+from tfdefakeq.quant.quantizers import LearnedActivationQuantizer, LearnedRangeWeightQuantizer, LSQWeightQuantizer
 from tfdefakeq.tfcompat import keras
 
 QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 MovingAverageQuantizer = tfmot.quantization.keras.quantizers.MovingAverageQuantizer
 
 
-def activation_quantizer():
-    """8-bit asymmetric per-tensor activation quantizer (TFLite's int8 activation format)."""
+def activation_quantizer(learned: bool = False):
+    """8-bit asymmetric per-tensor activation quantizer (TFLite's int8 activation format): tfmot's
+    moving-average one, or with `learned` a range trained by gradient (the LSQ schemes)."""
+    if learned:
+        return LearnedActivationQuantizer(num_bits=8)
     return MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
 
 
@@ -26,17 +29,23 @@ class WeightBitsQuantizeConfig(QuantizeConfig):
     the FakeQuant lands after ReLU, where the converter expects it.
     """
 
-    def __init__(self, weight_attr: str = "kernel", num_bits: int = 4, per_axis: bool = True, quantize_output: bool = True):
+    def __init__(self, weight_attr: str = "kernel", num_bits: int = 4, per_axis: bool = True, quantize_output: bool = True,
+                 lsq: bool = False):
         self.weight_attr = weight_attr
         self.num_bits = int(num_bits)
         self.per_axis = bool(per_axis)
         self.quantize_output = bool(quantize_output)
+        self.lsq = bool(lsq)  # LSQ step sizes (8/4/3/2 bits) and learned activation ranges
 
     def get_weights_and_quantizers(self, layer):
         activation = getattr(layer, "activation", None)
         if activation is not None and activation.__name__ != "linear":
             raise UserError(f"layer {layer.name}: fused activation {activation.__name__!r} is not supported; use a separate activation layer")
-        return [(getattr(layer, self.weight_attr), LearnedRangeWeightQuantizer(self.num_bits, self.per_axis))]
+        if self.lsq:
+            quantizer = LSQWeightQuantizer(self.num_bits, self.per_axis, depthwise=self.weight_attr == "depthwise_kernel")
+        else:
+            quantizer = LearnedRangeWeightQuantizer(self.num_bits, self.per_axis)
+        return [(getattr(layer, self.weight_attr), quantizer)]
 
     def get_activations_and_quantizers(self, layer):
         return []
@@ -48,7 +57,7 @@ class WeightBitsQuantizeConfig(QuantizeConfig):
         pass
 
     def get_output_quantizers(self, layer):
-        return [activation_quantizer()] if self.quantize_output else []
+        return [activation_quantizer(self.lsq)] if self.quantize_output else []
 
     def get_config(self):
         return {
@@ -56,6 +65,7 @@ class WeightBitsQuantizeConfig(QuantizeConfig):
             "num_bits": self.num_bits,
             "per_axis": self.per_axis,
             "quantize_output": self.quantize_output,
+            "lsq": self.lsq,
         }
 
 
@@ -87,10 +97,17 @@ class _NoWeightsConfig(QuantizeConfig):
 @keras.utils.register_keras_serializable(package="tfdefakeq")
 class OutputQuantizeConfig(_NoWeightsConfig):
     """A weight-free layer whose output TFLite computes as one int8 op: Multiply (the squeeze-excite
-    gate product and keras.applications' hard-swish product), which tfmot's registry lacks."""
+    gate product and keras.applications' hard-swish product), which tfmot's registry lacks; and,
+    with `learned`, ReLU / Add / pooling outputs under the LSQ schemes."""
+
+    def __init__(self, learned: bool = False):
+        self.learned = bool(learned)
 
     def get_output_quantizers(self, layer):
-        return [activation_quantizer()]
+        return [activation_quantizer(self.learned)]
+
+    def get_config(self):
+        return {"learned": self.learned}
 
 
 @keras.utils.register_keras_serializable(package="tfdefakeq")
@@ -161,8 +178,10 @@ def extra_quantize_configs() -> dict:
     """QuantizeConfig class per layer type that tfmot's default 8-bit registry lacks. Used by both the
     tfmot_int8 and the folded schemes; see `custom_quantize_config` for the per-layer choice."""
     from tfdefakeq.backbones.common import AlphaMix, HardSigmoid
+    from tfdefakeq.quant.vertical import ChannelGather
 
     return {
+        ChannelGather: PassThroughQuantizeConfig,
         keras.layers.Multiply: OutputQuantizeConfig,
         keras.layers.PReLU: PReLUQuantizeConfig,
         keras.layers.AveragePooling2D: PassThroughQuantizeConfig,

@@ -135,3 +135,18 @@ def fold_batchnorm(model):
         return None
 
     return rebuild(model, fold)
+
+
+def run_layers(model, x, before=None):
+    """Runs the flat Functional `model` eagerly, layer by layer, on `x`; `before(layer, inputs)`
+    may return replacement inputs for a layer (e.g. a watched gate product). Returns the output."""
+    tensors = {model.inputs[0].node.layer.name: x}
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        args = [tensors[src.name] for src in inbound_layers(layer)]
+        args = args[0] if len(args) == 1 else args
+        if before is not None:
+            args = before(layer, args)
+        tensors[layer.name] = layer(args, training=False)
+    return tensors[model.outputs[0].node.layer.name]

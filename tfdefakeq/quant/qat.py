@@ -23,23 +23,40 @@ def get_scheme(name: str) -> Scheme:
 
 
 def quantize(model, scheme: str, calib_images: np.ndarray | None = None, bit_plan: dict[str, int] | None = None,
-             input_range=(-1.0, 127.0 / 128.0)):
+             input_range=(-1.0, 127.0 / 128.0), budget=None, salient_channels: dict | None = None, **adaptive_options):
     """Returns the QAT model for float `model` under `scheme`, ready to fine-tune or convert.
 
     calib_images: (N, H, W, 3) float32, already normalised. With them, activation ranges start at
     the observed ranges instead of tfmot's [-6, 6]. bit_plan: layer name -> weight bits, replacing
     the scheme's default plan (folded schemes only). input_range: the normalised pixel range, fixed
     exactly so the int8 input keeps every pixel value (see manifest.Preprocess).
+    Adaptive scheme: `budget` (average storage bits per weight, or {"bytes": n}), `salient_channels`
+    (conv -> channels kept at 8 bits) and `adaptive_options` (salient_ratio, channel_choice) go to
+    `adaptive.plan_adaptive`; the plan is attached to the returned model as `quant_plan`.
     """
     spec = get_scheme(scheme)
-    if spec.weight_bits is None:
+    plan = None
+    if spec.adaptive:
+        from tfdefakeq.quant.adaptive import plan_adaptive
+
+        plan = plan_adaptive(model, calib_images, budget, bit_plan, salient_channels, low_bits=spec.weight_bits, **adaptive_options)
+        qat = apply_folded_scheme(model, plan.weight_bits, lsq=True, salient_channels=plan.salient_channels)
+        calibrate.init_weight_ranges(qat)
+    elif budget is not None or salient_channels:
+        raise UserError(f"a bit budget and salient channels need --scheme adaptive (not {scheme})")
+    elif spec.name == "tfmot_nbit_w4a8":
+        from tfdefakeq.quant.baselines import apply_tfmot_nbit
+
+        qat = apply_tfmot_nbit(model, weight_bits=4, activation_bits=8)
+    elif spec.weight_bits is None:
         qat = apply_tfmot_int8(model)
     else:
-        qat = apply_folded_scheme(model, bit_plan or plan_weight_bits(model, spec.weight_bits))
+        qat = apply_folded_scheme(model, bit_plan or plan_weight_bits(model, spec.weight_bits), lsq=spec.lsq)
         calibrate.init_weight_ranges(qat)
     calibrate.set_input_range(qat, *input_range)
     if calib_images is not None:
         calibrate.calibrate_activation_ranges(qat, calib_images)
+    qat.quant_plan = plan
     return qat
 
 

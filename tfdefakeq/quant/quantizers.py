@@ -74,3 +74,178 @@ class LearnedRangeWeightQuantizer(Quantizer):
 
     def __ne__(self, other):
         return not self.__eq__(other)
+
+
+# Signed integer levels of each weight bit-width, and the FakeQuant container that stores them.
+# 8 and 4 bits are TFLite's symmetric narrow ranges. Below 4 bits the full signed range is used
+# (LSQ's choice: 2 bits = {-2, -1, 0, 1}, not a 3-level ternary grid), emitted as a 4-bit
+# FakeQuant of range +-7 steps with the weights first clamped to the levels: the converter then
+# stores exactly these integers in an INT4 tensor instead of re-rounding a 3-bit grid onto int4
+# (DESIGN.md section 5).
+WEIGHT_LEVELS = {8: (-127, 127), 4: (-7, 7), 3: (-4, 3), 2: (-2, 1)}
+# Bits each value costs in the .tflite: 3-bit values live in INT4 containers; 2-bit tensors are
+# repacked as INT2 after conversion (`tfdefakeq.runtime.unpack.pack_int2_tensors`).
+STORAGE_BITS = {8: 8, 4: 4, 3: 4, 2: 2}
+
+
+def weight_levels(num_bits: int) -> tuple[int, int]:
+    if num_bits not in WEIGHT_LEVELS:
+        raise ValueError(f"weight bits must be one of {sorted(WEIGHT_LEVELS)}, got {num_bits}")
+    return WEIGHT_LEVELS[num_bits]
+
+
+def mse_step(weights: np.ndarray, num_bits: int, per_axis: bool, grid: int = 40) -> np.ndarray:
+    """Step size per output channel (last axis; shape () if not per_axis) minimising the
+    quantization MSE of `weights` on the levels of `num_bits`."""
+    qmin, qmax = weight_levels(num_bits)
+    w = weights.reshape(-1, weights.shape[-1]) if per_axis else weights.reshape(-1, 1)
+    largest = np.maximum(np.abs(w).max(axis=0), 1e-8) / max(-qmin, qmax)
+    best_err = np.full(largest.shape, np.inf)
+    best = largest.copy()
+    for ratio in np.linspace(0.15, 1.0, grid):
+        step = largest * ratio
+        err = ((np.clip(np.floor(w / step + 0.5), qmin, qmax) * step - w) ** 2).mean(axis=0)
+        better = err < best_err
+        best_err[better] = err[better]
+        best[better] = step[better]
+    return best.astype(np.float32) if per_axis else np.float32(best[0])
+
+
+def _lsq_round(w, step, qmin: int, qmax: int, grad_scale: float):
+    """LSQ (Esser et al. 2020) forward `clip(round(w/s)) * s` with its gradients: straight-through
+    for w inside the range, and for s the step-size gradient scaled by 1/sqrt(N * qmax)."""
+
+    @tf.custom_gradient
+    def fn(w, step):
+        v = w / step
+        q = tf.clip_by_value(tf.floor(v + 0.5), qmin, qmax)  # floor(x + .5): FakeQuant's rounding
+
+        def grad(dy):
+            inside = tf.cast((v >= qmin) & (v <= qmax), dy.dtype)
+            d_step = dy * (inside * (q - v) + (1.0 - inside) * q) * grad_scale
+            axes = list(range(len(w.shape) - len(step.shape)))
+            return dy * inside, tf.reduce_sum(d_step, axis=axes)
+
+        return q * step, grad
+
+    return fn(w, step)
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class LSQWeightQuantizer(Quantizer):
+    """Weights on the grid of `num_bits` (8/4/3/2) with a learned step size per output channel (or
+    per tensor: Dense kernels, which the converter needs per-tensor).
+
+    Training uses LSQ's gradients; inference and conversion emit one FakeQuant whose range is the
+    container's (8 or 4 bits) times the step, so the .tflite stores exactly the learned integers
+    and steps. `depthwise`: a Keras depthwise kernel (kh, kw, C, M) has its output channels on the
+    last two axes; it is viewed as (kh, kw, 1, C*M) (the same memory order, and TFLite's layout), so
+    each of the C*M channels gets its own step: the converter stores that as a per-channel
+    DEPTHWISE_CONV_2D filter (measured, INT4 included)."""
+
+    def __init__(self, num_bits: int = 4, per_axis: bool = True, depthwise: bool = False):
+        self.qmin, self.qmax = weight_levels(int(num_bits))
+        self.num_bits = int(num_bits)
+        self.per_axis = bool(per_axis)
+        self.depthwise = bool(depthwise)
+        self.container_bits = 8 if self.num_bits == 8 else 4
+
+    def channel_view(self, shape) -> tuple:
+        """The shape whose last axis holds one step per channel."""
+        shape = tuple(int(d) for d in shape)
+        return shape[:2] + (1, shape[2] * shape[3]) if self.depthwise else shape
+
+    def build(self, tensor_shape, name, layer):
+        view = self.channel_view(tensor_shape)
+        shape = (view[-1],) if self.per_axis else ()
+        step = layer.add_weight(name + "_step", shape=shape, initializer=keras.initializers.Constant(0.01), trainable=True)
+        return {"step_var": step}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        step = tf.math.abs(weights["step_var"]) + 1e-9  # a step pushed through zero stays valid
+        w = tf.reshape(inputs, self.channel_view(inputs.shape)) if self.depthwise else inputs
+        if training:
+            numel = int(np.prod(w.shape[:-1])) if self.per_axis else int(np.prod(w.shape))
+            out = _lsq_round(w, step, self.qmin, self.qmax, 1.0 / np.sqrt(numel * self.qmax))
+        else:
+            out = self.fake_quant(w, step)
+        return tf.reshape(out, inputs.shape) if self.depthwise else out
+
+    def fake_quant(self, w, step):
+        if self.num_bits < 4:
+            w = tf.clip_by_value(w, self.qmin * step, self.qmax * step)
+        m = step * (2 ** (self.container_bits - 1) - 1)
+        if self.per_axis:
+            return tf.quantization.fake_quant_with_min_max_vars_per_channel(w, -m, m, num_bits=self.container_bits, narrow_range=True)
+        return tf.quantization.fake_quant_with_min_max_vars(w, -m, m, num_bits=self.container_bits, narrow_range=True)
+
+    def get_config(self):
+        return {"num_bits": self.num_bits, "per_axis": self.per_axis, "depthwise": self.depthwise}
+
+    def __eq__(self, other):
+        return isinstance(other, LSQWeightQuantizer) and self.get_config() == other.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+
+def weight_scale(quantizer, qvars) -> np.ndarray | None:
+    """The stored scale of a learned weight quantizer's integers (per channel or scalar); None for
+    tfmot's own quantizers."""
+    if isinstance(quantizer, LSQWeightQuantizer):
+        return np.abs(qvars["step_var"].numpy()) + 1e-9
+    if isinstance(quantizer, LearnedRangeWeightQuantizer):
+        return (np.abs(qvars["range_var"].numpy()) + 1e-8) / (2 ** (quantizer.num_bits - 1) - 1)
+    return None
+
+
+def init_weight_quantizer(quantizer, qvars, weights: np.ndarray) -> bool:
+    """Sets a learned weight quantizer to the MSE-optimal grid for `weights`; False if not ours."""
+    if isinstance(quantizer, LSQWeightQuantizer):
+        view = weights.reshape(quantizer.channel_view(weights.shape))
+        qvars["step_var"].assign(mse_step(view, quantizer.num_bits, quantizer.per_axis))
+        return True
+    if isinstance(quantizer, LearnedRangeWeightQuantizer):
+        qvars["range_var"].assign(mse_clip(weights, quantizer.num_bits, quantizer.per_axis))
+        return True
+    return False
+
+
+class CalibrationSwitch:
+    """While `active`, LearnedActivationQuantizers set their range to what the batch shows
+    (eager calls only: `calibrate.calibrate_activation_ranges`)."""
+
+    active = False
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class LearnedActivationQuantizer(Quantizer):
+    """8-bit asymmetric activation quantizer (TFLite's int8 activation format) whose [min, max]
+    are trained by the FakeQuant gradient (PACT-style: clipped values pull the bound), instead of
+    tfmot's moving average, so the ranges follow the low-bit weights during fine-tuning."""
+
+    def __init__(self, num_bits: int = 8):
+        self.num_bits = int(num_bits)
+
+    def build(self, tensor_shape, name, layer):
+        lo = layer.add_weight(name + "_min", shape=(), initializer=keras.initializers.Constant(-6.0), trainable=True)
+        hi = layer.add_weight(name + "_max", shape=(), initializer=keras.initializers.Constant(6.0), trainable=True)
+        return {"min_var": lo, "max_var": hi}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        lo, hi = weights["min_var"], weights["max_var"]
+        if CalibrationSwitch.active and training:
+            lo.assign(tf.minimum(tf.reduce_min(inputs), 0.0))  # TFLite needs 0 inside the range
+            hi.assign(tf.maximum(tf.reduce_max(inputs), 1e-3))
+        return tf.quantization.fake_quant_with_min_max_vars(
+            inputs, tf.minimum(lo, 0.0), tf.maximum(hi, 1e-3), num_bits=self.num_bits, narrow_range=False
+        )
+
+    def get_config(self):
+        return {"num_bits": self.num_bits}
+
+    def __eq__(self, other):
+        return isinstance(other, LearnedActivationQuantizer) and self.get_config() == other.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)

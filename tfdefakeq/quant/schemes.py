@@ -5,6 +5,11 @@
 - `w8a8`:  our path at 8 bits: BN folded first, learned weight ranges, int8 activations.
 - `w4a8`:  our path with 4-bit weights (stored as packed INT4) except the first conv and the
   classifier, which stay at 8 bits: they are tiny and the most sensitive (DESIGN.md section 5).
+- `lsq_w4a8`, `lsq_w3a8`, `lsq_w2a8`: the same layout with LSQ step sizes (8/4/3/2-bit grids) and
+  learned activation ranges: the plain-LSQ ablation.
+- `adaptive`: LSQ plus the adaptive bidirectional plan (`tfdefakeq.quant.adaptive`): per-layer bits
+  from sensitivity under a budget, salient input channels on an 8-bit path; fine-tuned with
+  distillation from the float teacher (`tfdefakeq.quant.distill`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class Scheme:
     activation_bits: int = 8
     format: str = "int8"  # the .tflite format the scheme converts to: "int8" or "int4"
     description: str = ""
+    lsq: bool = False  # LSQ weight steps and learned activation ranges (else learned weight ranges, EMA activations)
+    adaptive: bool = False  # bits and salient channels planned from calibration data
 
 
 SCHEMES = {
@@ -38,6 +45,12 @@ SCHEMES = {
         Scheme("tfmot_int8", None, 8, "int8", "tfmot default 8-bit QAT (baseline)"),
         Scheme("w8a8", 8, 8, "int8", "BN folded, learned per-channel 8-bit weight ranges, int8 activations"),
         Scheme("w4a8", 4, 8, "int4", "BN folded, learned 4-bit weight ranges (INT4 storage), first conv and classifier 8-bit"),
+        Scheme("tfmot_nbit_w4a8", None, 8, "int4", "tfmot DefaultNBitQuantizeScheme, 4-bit weights everywhere (baseline)"),
+        Scheme("lsq_w4a8", 4, 8, "int4", "LSQ 4-bit weight steps, learned activation ranges (plain LSQ)", lsq=True),
+        Scheme("lsq_w3a8", 3, 8, "int4", "LSQ 3-bit weights (INT4 containers), learned activation ranges", lsq=True),
+        Scheme("lsq_w2a8", 2, 8, "int4", "LSQ 2-bit weights (INT2 storage), learned activation ranges", lsq=True),
+        Scheme("adaptive", 4, 8, "int4", "adaptive bidirectional: sensitivity bit plan under a budget, salient channels at 8 bits, LSQ, distillation",
+               lsq=True, adaptive=True),
     ]
 }
 
@@ -99,9 +112,16 @@ def plan_weight_bits(model, body_bits: int) -> dict[str, int]:
     return plan
 
 
-def _layer_configs(model, bit_plan: dict[str, int]) -> dict:
+# Layers whose output tfmot's registry quantizes with a moving average; the LSQ schemes learn these
+# ranges instead.
+_OUTPUT_QUANTIZED = (layers.ReLU, layers.Add, layers.GlobalAveragePooling2D, layers.Concatenate)
+
+
+def _layer_configs(model, bit_plan: dict[str, int], lsq: bool = False) -> dict:
     """QuantizeConfig per layer of a folded model; layers not listed use tfmot's registry."""
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_configs
+
+    from tfdefakeq.quant.configs import OutputQuantizeConfig
 
     readers = consumers(model)
     configs = {}
@@ -113,11 +133,13 @@ def _layer_configs(model, bit_plan: dict[str, int]) -> dict:
         elif layer.name in bit_plan:
             cls = type(layer)
             configs[layer.name] = WeightBitsQuantizeConfig(
-                _WEIGHT_ATTR[cls], bit_plan[layer.name], per_axis=cls is not layers.Dense, quantize_output=not next_is_relu
+                _WEIGHT_ATTR[cls], bit_plan[layer.name], per_axis=cls is not layers.Dense, quantize_output=not next_is_relu, lsq=lsq
             )
         elif isinstance(layer, layers.Add) and next_is_relu:
             # no FakeQuant between Add and ReLU, so the converter fuses them (as tfmot does)
             configs[layer.name] = default_8bit_quantize_configs.NoOpQuantizeConfig()
+        elif lsq and (type(layer) in _OUTPUT_QUANTIZED or _is_relu(layer)):
+            configs[layer.name] = OutputQuantizeConfig(learned=True)
     return configs
 
 
@@ -145,10 +167,22 @@ def apply_tfmot_int8(model):
         return _q.quantize_apply(annotated)
 
 
-def apply_folded_scheme(model, bit_plan: dict[str, int]):
-    """BN-fold `model`, annotate each weighted layer with its bits, and build the QAT model."""
+def apply_folded_scheme(model, bit_plan: dict[str, int], lsq: bool = False, salient_channels: dict | None = None):
+    """BN-fold `model` (and split the convs in `salient_channels`, see quant.vertical), annotate
+    each weighted layer with its bits, and build the QAT model. `lsq`: LSQ weight steps and learned
+    activation ranges."""
+    from tfdefakeq.errors import UserError
+    from tfdefakeq.quant.vertical import SALIENT_SUFFIX, split_salient
+
     folded = fold_batchnorm(model)
-    configs = _layer_configs(folded, bit_plan)
+    if salient_channels:
+        folded = split_salient(folded, salient_channels)
+        bit_plan = {**{name + SALIENT_SUFFIX: 8 for name in salient_channels}, **bit_plan}
+    weighted = {layer.name for layer in folded.layers if type(layer) in _WEIGHT_ATTR}
+    unknown = sorted(set(bit_plan) - weighted)
+    if unknown:
+        raise UserError(f"bit plan names layers the model does not have: {', '.join(unknown[:5])}")
+    configs = _layer_configs(folded, bit_plan, lsq)
 
     def annotate(layer):
         clone = layer.__class__.from_config(layer.get_config())
@@ -165,9 +199,13 @@ def apply_folded_scheme(model, bit_plan: dict[str, int]):
 def custom_objects() -> dict:
     from tfdefakeq.backbones import common
     from tfdefakeq.quant import configs
-    from tfdefakeq.quant.quantizers import LearnedRangeWeightQuantizer
+    from tfdefakeq.quant import quantizers
+    from tfdefakeq.quant.vertical import ChannelGather
 
-    objects = {"WeightBitsQuantizeConfig": WeightBitsQuantizeConfig, "LearnedRangeWeightQuantizer": LearnedRangeWeightQuantizer}
+    objects = {"WeightBitsQuantizeConfig": WeightBitsQuantizeConfig}
+    for cls in (quantizers.LearnedRangeWeightQuantizer, quantizers.LSQWeightQuantizer, quantizers.LearnedActivationQuantizer,
+                configs.OutputQuantizeConfig, ChannelGather):
+        objects[cls.__name__] = cls
     for cls in list(extra_quantize_configs().values()) + [common.HardSigmoid, common.AlphaMix, configs.PassThroughQuantizeConfig]:
         objects[cls.__name__] = cls
     for name in ("HighPassKernel", "ChannelAverageKernel", "SRMKernel"):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import platform
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -29,9 +28,8 @@ import numpy as np
 
 from tfdefakeq.errors import UserError
 from tfdefakeq.manifest import Manifest, manifest_path
+from tfdefakeq.runtime.validate import probe_in_child, validate_flatbuffer
 
-TFLITE_FILE_IDENTIFIER = b"TFL3"
-MIN_TFLITE_BYTES = 16  # root offset + identifier + the smallest possible root table
 MAX_FLATBUFFER_BYTES = 2**31 - 1  # flatbuffer offsets are 32-bit signed
 
 
@@ -93,11 +91,12 @@ def _dist_version(dist: str, module: str) -> str:
 
 
 def check_tflite_file(path) -> int:
-    """Checks that `path` looks like a TFLite flatbuffer before an interpreter parses it.
+    """Checks that `path` is a TFLite model an interpreter can parse without crashing, before one does.
 
-    Returns the size in bytes. Raises UserError naming the file when it is missing, empty, too
-    small or too large, lacks the `TFL3` file identifier at bytes 4..8, or has a root offset that
-    points outside the file.
+    Returns the size in bytes. Raises UserError naming the file when it is missing, unreadable or over
+    2 GiB, and when `tfdefakeq.runtime.validate.validate_flatbuffer` finds it is not a sound TFLite
+    flatbuffer (no `TFL3` identifier, offsets outside the file, indices out of range, shapes that do
+    not match the weights, ...). A few ms for the shipped models.
     """
     path = Path(path)
     if not path.exists():
@@ -105,24 +104,13 @@ def check_tflite_file(path) -> int:
     if not path.is_file():
         raise UserError(f"{path}: not a file")
     size = path.stat().st_size
-    if size == 0:
-        raise UserError(f"{path}: not a TFLite flatbuffer (empty file)")
-    if size < MIN_TFLITE_BYTES:
-        raise UserError(f"{path}: not a TFLite flatbuffer (only {size} bytes)")
     if size > MAX_FLATBUFFER_BYTES:
         raise UserError(f"{path}: not a TFLite flatbuffer ({size} bytes, over the 2 GiB flatbuffer limit)")
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
+        data = path.read_bytes()
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror or e})") from e
-    if head[4:8] != TFLITE_FILE_IDENTIFIER:
-        raise UserError(
-            f"{path}: not a TFLite flatbuffer (file identifier {head[4:8]!r}, expected {TFLITE_FILE_IDENTIFIER!r})"
-        )
-    (root_offset,) = struct.unpack("<I", head[:4])
-    if not 8 <= root_offset <= size - 4:
-        raise UserError(f"{path}: not a TFLite flatbuffer (root offset {root_offset} outside the {size}-byte file)")
+    validate_flatbuffer(data, str(path))
     return size
 
 
@@ -321,15 +309,21 @@ def _quant(details: dict) -> tuple[float, int]:
     return float(scale), int(zero_point)
 
 
-def load_model(path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True) -> tuple[TFLiteModel, Manifest]:
+def load_model(path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True,
+               probe: bool | None = None) -> tuple[TFLiteModel, Manifest]:
     """Loads `path` and its sidecar manifest (`NAME.manifest.json`) -> (TFLiteModel, Manifest).
 
     Without a sidecar, warns on stderr and uses Manifest defaults (normalisation (x - 127.5) / 127.5)
     with the input shape read from the model. Raises UserError when the manifest's input shape
     disagrees with the model's.
+    `probe=True` first loads and invokes the model once in a child process (`validate.probe_in_child`,
+    ~0.4 s), so that a file which passes validation yet crashes the interpreter raises UserError instead
+    of killing this process; None (the default) probes files without a sidecar, which tfdefakeq did not make.
     """
-    model = TFLiteModel(path, num_threads=num_threads, use_xnnpack=use_xnnpack, unpack_int4=unpack_int4)
     sidecar = manifest_path(path)
+    if probe or (probe is None and not sidecar.exists()):
+        probe_in_child(path, num_threads=num_threads, use_xnnpack=use_xnnpack, unpack_int4=unpack_int4)
+    model = TFLiteModel(path, num_threads=num_threads, use_xnnpack=use_xnnpack, unpack_int4=unpack_int4)
     model_hwc = list(model.input_shape[1:])
     if sidecar.exists():
         try:

@@ -141,8 +141,6 @@ def unpack_model(flatbuffer, types=(INT4, INT2)) -> tuple[bytes, UnpackReport]:
     `report.skipped`). A model without packed tensors is returned unchanged (same bytes).
     Raises UnpackError on a damaged flatbuffer or one whose weights live outside it (buffer offsets).
     """
-    import flatbuffers
-
     schema = _schema()
     flatbuffer = bytes(flatbuffer)
     report = UnpackReport(size_before=len(flatbuffer), size_after=len(flatbuffer))
@@ -153,7 +151,7 @@ def unpack_model(flatbuffer, types=(INT4, INT2)) -> tuple[bytes, UnpackReport]:
     except Exception as e:
         raise UnpackError(f"not a TFLite flatbuffer (damaged: {e.__class__.__name__}: {e})") from e
     if any(b is not None and b.offset > 1 for b in model.buffers or []):
-        raise UnpackError("weights stored outside the flatbuffer (buffer offsets): not supported")
+        _inline(model, flatbuffer)  # ai-edge-quantizer writes big weights after the flatbuffer
 
     users: dict[int, set[int]] = {}  # buffer index -> tensor types that read it
     for graph in model.subgraphs or []:
@@ -189,16 +187,86 @@ def unpack_model(flatbuffer, types=(INT4, INT2)) -> tuple[bytes, UnpackReport]:
             report.tensors += 1
     if not report.tensors:
         return flatbuffer, report
+    out = _serialize(schema, model, len(flatbuffer) + report.unpacked_bytes)
+    report.size_after = len(out)
+    return out, report
+
+
+def _inline(model, flatbuffer: bytes) -> int:
+    """Moves the data of buffers stored after the flatbuffer (offset/size) into the object-API
+    `model`; returns how many moved."""
+    raw = np.frombuffer(flatbuffer, dtype=np.uint8)
+    moved = 0
+    for buffer in model.buffers or []:
+        if buffer is None or buffer.offset <= 1:
+            continue
+        if buffer.offset + buffer.size > len(raw):
+            raise UnpackError(f"damaged TFLite flatbuffer: buffer data at {buffer.offset}+{buffer.size} past its {len(raw)} bytes")
+        buffer.data = raw[buffer.offset:buffer.offset + buffer.size].copy()
+        buffer.offset = buffer.size = 0
+        moved += 1
+    return moved
+
+
+def inline_buffers(flatbuffer) -> bytes:
+    """`flatbuffer` with every constant buffer stored after it (buffer offset/size, as
+    ai-edge-quantizer writes models over 256 KiB of weights) moved back inside it, so that
+    `unpack_model` and `modelinfo` see the weights. Other models are returned unchanged."""
+    schema = _schema()
+    flatbuffer = bytes(flatbuffer)
+    _check_identifier(flatbuffer)
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    if not _inline(model, flatbuffer):
+        return flatbuffer
+    return _serialize(schema, model, len(flatbuffer))
+
+
+def _serialize(schema, model, size_hint: int) -> bytes:
+    """The object-API `model` as a .tflite, constant buffers 16-byte aligned."""
+    import flatbuffers
 
     aligned = _aligned_buffer_class(schema)
     for i, b in enumerate(model.buffers):
         if b is not None and b.data is not None:
             model.buffers[i] = aligned(data=b.data, offset=b.offset, size=b.size)
-    builder = flatbuffers.Builder(len(flatbuffer) + report.unpacked_bytes + 4096)
+    builder = flatbuffers.Builder(size_hint + 4096)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
-    out = bytes(builder.Output())
-    report.size_after = len(out)
-    return out, report
+    return bytes(builder.Output())
+
+
+def pack_int2(flatbuffer) -> tuple[bytes, int]:
+    """Repacks every constant INT4 tensor whose values all fit in 2 bits ([-2, 1]) as INT2 (four
+    values per byte) -> (new flatbuffer, tensors repacked). Lossless: the integers and scales are
+    the same. The TF 2.21 converter stores 2-bit weights in INT4 containers; this halves them.
+    INT2 tensors need `unpack_model` (done by `TFLiteModel` at load) before an interpreter runs them.
+    """
+    schema = _schema()
+    flatbuffer = bytes(flatbuffer)
+    if not packed_tensor_count(flatbuffer):
+        return flatbuffer, 0
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    readers: dict[int, list] = {}
+    for graph in model.subgraphs or []:
+        for tensor in graph.tensors or []:
+            readers.setdefault(tensor.buffer, []).append(tensor)
+    repacked = 0
+    for index, tensors in readers.items():
+        buffer = model.buffers[index]
+        if {t.type for t in tensors} != {INT4} or buffer is None or buffer.data is None or len(buffer.data) == 0:
+            continue
+        if any(t.sparsity is not None for t in tensors):
+            continue
+        count = int(np.prod(tensors[0].shape)) if tensors[0].shape is not None and len(tensors[0].shape) else 1
+        values = unpack_values(buffer.data, count, 4)
+        if values.min() < -2 or values.max() > 1:
+            continue
+        buffer.data = pack_values(values, 2)
+        for t in tensors:
+            t.type = INT2
+        repacked += 1
+    if not repacked:
+        return flatbuffer, 0
+    return _serialize(schema, model, len(flatbuffer)), repacked
 
 
 def _name(tensor) -> str:

@@ -1,0 +1,86 @@
+"""The adaptive bidirectional scheme end to end: plan -> QAT with distillation -> .tflite whose
+bits are the plan's, through `python -m tfdefakeq.convert --scheme adaptive`."""
+
+import pytest
+
+from tests.test_cli_errors import run
+
+
+@pytest.fixture(scope="module")
+def adaptive_avg3(tmp_path_factory, tiny_float_model, easy_synthetic_root):
+    """(tflite path, float32 size) of the tiny float detector quantized at 3 average bits."""
+    from tfdefakeq import convert
+
+    out = tmp_path_factory.mktemp("adaptive")
+    assert convert.main(convert.parse_args([str(tiny_float_model), "--data", str(easy_synthetic_root), "--out",
+                                            str(out / "avg3.tflite"), "--scheme", "adaptive", "--avg-bits", "3",
+                                            "--epochs", "1", "--batch-size", "8", "--calib-images", "32"])) == 0
+    assert convert.main(convert.parse_args([str(tiny_float_model), "--data", str(easy_synthetic_root), "--out",
+                                            str(out / "fp32.tflite"), "--calib-images", "8"])) == 0
+    return out / "avg3.tflite", (out / "fp32.tflite").stat().st_size
+
+
+def test_the_file_holds_the_plan(adaptive_avg3):
+    from tfdefakeq.manifest import Manifest, manifest_path
+    from tfdefakeq.quant.horizontal import QuantPlan
+    from tfdefakeq.runtime.modelinfo import read_model_info
+
+    path, fp32_size = adaptive_avg3
+    manifest = Manifest.load(manifest_path(path))
+    plan = QuantPlan.load(path.with_name("avg3.qat") / "bit_plan.json")
+    assert manifest.scheme == "adaptive" and manifest.format == "int4"
+    assert manifest.metrics["parity"]["agrees"]
+    # the budget bought a mix: first conv and classifier at 8 bits, some 2-bit layers (INT2 in the
+    # file), and the bits in the manifest are the plan's
+    bits = {n: b for n, b in manifest.weight_bits.items() if not n.endswith("_salient")}
+    assert bits == plan.weight_bits and bits["conv1_conv"] == 8 and bits["predictions"] == 8
+    assert 2 in bits.values()
+    info = read_model_info(path)
+    assert info.tensor_types["INT2"] == sum(b == 2 for b in bits.values())
+    assert manifest.salient_channels == plan.salient_channels
+    for name, channels in plan.salient_channels.items():
+        assert manifest.weight_bits[name + "_salient"] == 8 and channels == sorted(set(channels))
+    # whole file at ~3 bits per weight: ~32/3 smaller than float32 (the estimate of the scales'
+    # and graph bytes the allocator makes is within a few percent)
+    assert fp32_size / path.stat().st_size > 32 / 3 * 0.93
+    assert plan.budget["file_bits_avg"] <= 3.0
+
+
+def test_plan_is_reused_without_measuring(adaptive_avg3, tiny_float_model, easy_synthetic_root):
+    """The saved QAT detector rebuilds from its manifest alone (no calibration data) into the network
+    the .tflite was made from; a saved plan applies to the float model without measuring again."""
+    from tfdefakeq.convert import check_parity
+    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.quant import quantize, weight_bits
+    from tfdefakeq.quant.horizontal import QuantPlan
+    from tfdefakeq.runtime.images import load_images
+
+    path, _ = adaptive_avg3
+    qat, manifest = load_detector(path.with_name("avg3.qat") / "model.weights.h5")
+    images = load_images([s.path for s in balanced_subset(scan_forensynths(easy_synthetic_root, "val"), 16)], (32, 32))
+    assert check_parity(qat, path, images, manifest.preprocess)["agrees"]
+    plan = QuantPlan.load(path.with_name("avg3.qat") / "bit_plan.json")
+    float_model, _ = load_detector(tiny_float_model)
+    again = quantize(float_model, "adaptive", None, bit_plan=plan.weight_bits, salient_channels=plan.salient_channels)
+    assert weight_bits(again) == manifest.weight_bits
+
+
+def test_impossible_budget_is_one_line(tmp_path, tiny_float_model, easy_synthetic_root):
+    code, errors = run("tfdefakeq.train", "--data", str(easy_synthetic_root), "--out", str(tmp_path / "run"),
+                       "--init", str(tiny_float_model), "--input-size", "32", "--scheme", "adaptive", "--avg-bits", "1.5",
+                       "--calib-images", "16", "--epochs", "1")
+    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.quant.adaptive import smallest_budget
+
+    assert code == 2 and len(errors) == 1
+    floor = smallest_budget(load_detector(tiny_float_model)[0])
+    assert 1.5 < floor < 3
+    assert f"bit budget 1.5 average bits is impossible: the cheapest plan needs {floor:.3f}" in errors[0]
+    assert not (tmp_path / "run" / "model.weights.h5").exists()
+
+
+def test_budget_needs_the_adaptive_scheme(tmp_path, tiny_float_model, easy_synthetic_root):
+    code, errors = run("tfdefakeq.train", "--data", str(easy_synthetic_root), "--out", str(tmp_path / "run"),
+                       "--init", str(tiny_float_model), "--input-size", "32", "--scheme", "w4a8", "--avg-bits", "3")
+    assert code == 2 and errors == ["tfdefakeq train: error: --avg-bits needs --scheme adaptive"]

@@ -1,0 +1,139 @@
+"""The adaptive bidirectional plan (after DeFakeQ): which bits each layer gets (horizontal) and
+which input channels of each low-bit conv stay at 8 bits (vertical), from calibration data.
+
+    plan = plan_adaptive(model, calib_images, budget=3.0)          # avg storage bits per weight
+    qat = apply_folded_scheme(model, plan.weight_bits, lsq=True, salient_channels=plan.salient_channels)
+
+`tfdefakeq.quant.quantize(model, "adaptive", calib_images, budget=...)` does both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfdefakeq.errors import UserError
+from tfdefakeq.quant.horizontal import (
+    QuantPlan,
+    allocate_bits,
+    average_bits,
+    MODEL_OVERHEAD_BYTES,
+    layer_overhead_bits,
+    layer_sensitivity,
+    parse_option,
+)
+from tfdefakeq.quant.vertical import channel_saliency, pick_salient, random_salient
+from tfdefakeq.tfcompat import keras
+
+DEFAULT_SALIENT_RATIO = 1 / 32  # DeFakeQ restores "a small number" of channels; 1/32 costs ~0.13 bits/weight at 4 bits
+
+
+def budget_bits(budget, sizes: dict[str, int]) -> float | None:
+    """File bits per weight from `budget`: a number (average bits per weight, everything the .tflite
+    holds counted: weights, scales, biases, graph), {"avg_bits": b} or {"bytes": n} (.tflite
+    bytes); None for no budget."""
+    if budget is None:
+        return None
+    if isinstance(budget, dict):
+        if "avg_bits" in budget:
+            budget = budget["avg_bits"]
+        elif "bytes" in budget:
+            budget = 8.0 * float(budget["bytes"]) / sum(sizes.values())
+        else:
+            raise UserError(f"budget {budget}: give 'avg_bits' or 'bytes'")
+    budget = float(budget)
+    if not 0 < budget <= 8:
+        raise UserError(f"bit budget {budget:g} average bits is impossible: it must be in (0, 8]")
+    return budget
+
+
+def _overhead(folded):
+    """overhead_bits(layer, bits, split) for the allocator: see horizontal.layer_overhead_bits."""
+
+    def overhead(name, bits, split):
+        if name is None:
+            return 8.0 * MODEL_OVERHEAD_BYTES
+        shape = folded.get_layer(name).weights[0].shape
+        return layer_overhead_bits(int(shape[-1]), int(shape[-2]), split)
+
+    return overhead
+
+
+def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan: dict[str, int] | None = None,
+                  salient_channels: dict[str, list[int]] | None = None, salient_ratio: float = DEFAULT_SALIENT_RATIO,
+                  channel_choice: str = "saliency", low_bits: int = 4, seed: int = 0) -> QuantPlan:
+    """A QuantPlan for float `model`.
+
+    bit_plan / salient_channels: use these instead of measuring (e.g. from `--bit-plan FILE`).
+    budget: see `budget_bits`; None keeps every body layer at `low_bits` (horizontal off).
+    salient_ratio: share of input channels kept at 8 bits in each low-bit conv (0: vertical off).
+    channel_choice: "saliency" (ours) or "random" (DeFakeQ's, as an ablation).
+    """
+    from tfdefakeq.quant.fold import fold_batchnorm
+    from tfdefakeq.quant.schemes import plan_weight_bits
+
+    folded = fold_batchnorm(model)
+    default = plan_weight_bits(folded, low_bits)
+    sizes = {name: int(np.prod(folded.get_layer(name).weights[0].shape)) for name in default}
+    convs = {n for n in default if type(folded.get_layer(n)) is keras.layers.Conv2D}
+    need_data = (bit_plan is None and budget is not None) or (salient_channels is None and salient_ratio > 0)
+    if need_data and calib_images is None:
+        raise UserError("the adaptive scheme needs calibration images to measure sensitivity and saliency")
+    record = {"low_bits": low_bits, "salient_ratio": salient_ratio, "channel_choice": channel_choice}
+    if channel_choice not in ("saliency", "random"):
+        raise UserError(f"unknown channel choice {channel_choice!r} (saliency or random)")
+
+    def candidates(names):
+        """Salient channels for each conv in `names` (DeFakeQ's random choice as the ablation)."""
+        names = [n for n in names if n in convs and folded.get_layer(n).input_shape[-1] > 1]
+        if salient_ratio <= 0 or not names:
+            return {}
+        if channel_choice == "random":
+            return random_salient({n: folded.get_layer(n).input_shape[-1] for n in names}, salient_ratio, seed)
+        return pick_salient(channel_saliency(folded, names, calib_images), salient_ratio)
+
+    sensitivity = {}
+    if bit_plan is not None:
+        plan = {n: int(b) for n, b in bit_plan.items()}
+    elif budget is not None:
+        # Both directions under one budget: each layer's options are its bits with and without its
+        # salient channels split off, all measured, all priced, one allocation.
+        avg = budget_bits(budget, sizes)
+        # depthwise kernels join in: LSQ gives them a step per channel (plan_weight_bits keeps them
+        # at 8 for the learned-range schemes, whose range spans the whole kernel)
+        depthwise = {n for n in default if type(folded.get_layer(n)) is keras.layers.DepthwiseConv2D and folded.get_layer(n).trainable}
+        fixed = {n: b for n, b in default.items() if b == 8 and n not in depthwise}
+        free = [n for n in default if n not in fixed]
+        offered = salient_channels if salient_channels is not None else candidates(free)
+        fraction = {n: len(c) / folded.get_layer(n).input_shape[-1] for n, c in offered.items()}
+        print(f"measuring the sensitivity of {len(free)} layers at bits 8/4/3/2 on {len(calib_images)} images", flush=True)
+        sensitivity = layer_sensitivity(folded, free, calib_images, salient=offered)
+        options = allocate_bits(sensitivity, sizes, avg, fixed=fixed, salient_fraction=fraction, overhead_bits=_overhead(folded))
+        plan = {n: parse_option(k)[0] for n, k in options.items()}
+        salient_channels = {n: offered[n] for n, k in options.items() if parse_option(k)[1]}
+        record.update(avg_bits=avg)
+    else:
+        plan = default
+    if salient_channels is None:
+        salient_channels = candidates([n for n, b in plan.items() if b < 8])
+    fraction = {n: len(c) / folded.get_layer(n).input_shape[-1] for n, c in salient_channels.items()}
+    kept = {n: plan[n] for n in sizes if n in plan}
+    record["weight_bits_avg"] = round(average_bits(kept, sizes, fraction), 4)
+    record["file_bits_avg"] = round(average_bits(kept, sizes, fraction, _overhead(folded)), 4)
+    shapes = {n: folded.get_layer(n).weights[0].shape for n in sizes}
+    layers = {n: {"weights": sizes[n], "cin": int(shapes[n][-2]), "cout": int(shapes[n][-1])} for n in sizes}
+    return QuantPlan(weight_bits=plan, salient_channels=salient_channels, budget=record,
+                     sensitivity={n: {str(b): s for b, s in v.items()} for n, v in sensitivity.items()}, layers=layers)
+
+
+def smallest_budget(model, salient_ratio: float = 0.0, low_bits: int = 4) -> float:
+    """The smallest --avg-bits the adaptive scheme can meet for `model` (every free layer at 2 bits,
+    no split; file bytes counted), known without measuring anything."""
+    from tfdefakeq.quant.fold import fold_batchnorm
+    from tfdefakeq.quant.schemes import plan_weight_bits
+
+    folded = fold_batchnorm(model)
+    default = plan_weight_bits(folded, low_bits)
+    sizes = {name: int(np.prod(folded.get_layer(name).weights[0].shape)) for name in default}
+    depthwise = {n for n in default if type(folded.get_layer(n)) is keras.layers.DepthwiseConv2D and folded.get_layer(n).trainable}
+    cheapest = {n: 8 if (b == 8 and n not in depthwise) else 2 for n, b in default.items()}
+    return average_bits(cheapest, sizes, None, _overhead(folded))

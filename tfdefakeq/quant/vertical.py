@@ -1,0 +1,121 @@
+"""Vertical adaptive quantization: inside a low-bit convolution, the input channels that carry
+the most forgery signal stay on an 8-bit path (after DeFakeQ's vertical direction, which restores
+randomly chosen channels; we choose them by measured saliency).
+
+Saliency of input channel c of conv l: the mean over calibration images of |sum_hw x_c * dz/dx_c|
+(first-order Taylor estimate of how much the detection logit z depends on that channel). The conv
+is then rebuilt as two integer convolutions whose outputs are added:
+
+    x -> ChannelGather(rest)    -> Conv2D `name`          (low bits, carries the bias) -+
+    x -> ChannelGather(salient) -> Conv2D `name_salient`  (8 bits, no bias)           -+-> Add `name_sum`
+
+In TFLite that is GATHER, CONV_2D, CONV_2D, ADD, all int8 (CPU targets: the sub-8-bit models are
+for litert on a Pi; the Edge TPU takes 8-bit models only, and GATHER is not on its op list).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfdefakeq.tfcompat import keras, tf
+
+layers = keras.layers
+SALIENT_SUFFIX = "_salient"
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class ChannelGather(layers.Layer):
+    """Selects input channels `indices` (last axis), in that order. TFLite: GATHER."""
+
+    def __init__(self, indices, **kwargs):
+        super().__init__(**kwargs)
+        self.indices = [int(i) for i in indices]
+
+    def call(self, x):
+        return tf.gather(x, self.indices, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (len(self.indices),)
+
+    def get_config(self):
+        return {**super().get_config(), "indices": self.indices}
+
+
+def channel_saliency(model, layer_names, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """conv name -> (input channels,) mean |x_c * dz/dx_c| summed over space, over `images`."""
+    from tfdefakeq.quant.fold import run_layers
+
+    wanted = set(layer_names)
+    totals = {name: 0.0 for name in layer_names}
+    for start in range(0, len(images), batch_size):
+        x = tf.convert_to_tensor(images[start:start + batch_size], tf.float32)
+        gates = {}
+
+        def gate(layer, inputs):
+            if layer.name not in wanted:
+                return inputs
+            # d(logit)/d(gate) at gate = 1 is sum_hw x * dz/dx per image and channel
+            g = tf.ones((inputs.shape[0], 1, 1, inputs.shape[-1]))
+            tape.watch(g)
+            gates[layer.name] = g
+            return inputs * g
+
+        with tf.GradientTape() as tape:
+            logits = tf.reduce_sum(run_layers(model, x, before=gate))
+        grads = tape.gradient(logits, gates)
+        for name, grad in grads.items():
+            totals[name] = totals[name] + np.abs(grad.numpy()).reshape(grad.shape[0], -1).sum(axis=0)
+    return {name: total / len(images) for name, total in totals.items()}
+
+
+def pick_salient(saliency: dict[str, np.ndarray], ratio: float) -> dict[str, list[int]]:
+    """The top `ratio` share of each layer's input channels by saliency (at least one)."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"salient ratio must be in (0, 1), got {ratio}")
+    picked = {}
+    for name, score in saliency.items():
+        k = max(1, int(round(ratio * len(score))))
+        picked[name] = sorted(int(i) for i in np.argsort(-score, kind="stable")[:k])
+    return picked
+
+
+def random_salient(channels: dict[str, int], ratio: float, seed: int = 0) -> dict[str, list[int]]:
+    """The ablation (DeFakeQ's own choice): as many channels as `pick_salient`, chosen at random."""
+    rng = np.random.default_rng(seed)
+    return {name: sorted(int(i) for i in rng.choice(c, max(1, int(round(ratio * c))), replace=False))
+            for name, c in channels.items()}
+
+
+def split_salient(model, salient: dict[str, list[int]]):
+    """`model` (BN folded) with each Conv2D in `salient` split into an 8-bit salient-channel conv
+    and a low-bit conv over the other channels, added. Outputs equal the original's in float."""
+    from tfdefakeq.errors import UserError
+    from tfdefakeq.quant.fold import rebuild
+
+    for name, idx in salient.items():
+        try:
+            layer = model.get_layer(name)
+        except ValueError:
+            raise UserError(f"salient channels given for {name!r}, which is not a layer of the model") from None
+        if type(layer) is not layers.Conv2D or layer.groups != 1:
+            raise UserError(f"layer {name}: only plain Conv2D layers split by input channel (this is {type(layer).__name__})")
+        cin = layer.input_shape[-1]
+        if not idx or len(set(idx)) != len(idx) or min(idx) < 0 or max(idx) >= cin or len(idx) >= cin:
+            raise UserError(f"layer {name}: salient channels must be distinct, in [0, {cin}) and fewer than all")
+
+    def split(layer, x, tensors):
+        if layer.name not in salient:
+            return None
+        hi = list(salient[layer.name])
+        lo = [c for c in range(layer.input_shape[-1]) if c not in set(hi)]
+        config = layer.get_config()
+        kernel, *bias = layer.get_weights()
+        rest = layers.Conv2D.from_config({**config, "name": layer.name})
+        keep = layers.Conv2D.from_config({**config, "name": layer.name + SALIENT_SUFFIX, "use_bias": False})
+        out = layers.Add(name=layer.name + "_sum")([
+            rest(ChannelGather(lo, name=layer.name + "_rest_in")(x)),
+            keep(ChannelGather(hi, name=layer.name + "_salient_in")(x)),
+        ])
+        return out, [(rest, [kernel[:, :, lo, :]] + bias), (keep, [kernel[:, :, hi, :]])]
+
+    return rebuild(model, split)
