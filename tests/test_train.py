@@ -96,3 +96,17 @@ def test_train_generators_are_recorded_and_checked(tmp_path, synthetic_root):
     assert Manifest.load(manifest_path(out)).train_generators == ["autoencoder"]
     with pytest.raises(UserError, match="--train-generators: stylegan not in"):
         run_train(synthetic_root, tmp_path / "bad", ["--epochs", "1", "--train-generators", "stylegan"])
+
+
+def test_short_runs_cap_batchnorm_memory():
+    """MobileNets' BN momentum 0.999 would leave the moving statistics at their initial values after a
+    short run (validation AUC exactly 0.5, measured); the cap keeps 10 memory lengths in the run."""
+    from tfdefakeq.backbones import build
+    from tfdefakeq.train import shorten_batchnorm_memory
+    from tfdefakeq.tfcompat import keras
+
+    model = build("mobilenet_v2", input_shape=(32, 32, 3), alpha=0.35)
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert shorten_batchnorm_memory(model, 1000) == len(bns)
+    assert all(bn.momentum == pytest.approx(0.99) for bn in bns)
+    assert shorten_batchnorm_memory(model, 100_000) == 0  # a long run keeps what the architecture says

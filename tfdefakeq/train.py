@@ -130,6 +130,26 @@ def adaptive_options(args, out: Path) -> dict:
     return dict(options, budget=budget, channel_choice=args.channel_choice)
 
 
+def shorten_batchnorm_memory(model, total_steps: int) -> int:
+    """Caps each BatchNormalization momentum at 1 - 10 / total_steps; returns how many changed.
+
+    keras.applications' MobileNets/EfficientNets use 0.999 (a ~1,000-step memory, tuned for
+    ImageNet's long runs). In a short from-scratch run the moving statistics then still hold their
+    initial values at the end: measured, MobileNetV2 at 64 px, 8 epochs (1,328 steps): train AUC
+    0.82, validation AUC exactly 0.5 (constant outputs in inference mode)."""
+    from tfdefakeq.tfcompat import keras
+
+    cap = 1.0 - 10.0 / max(total_steps, 20)
+    changed = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.momentum > cap:
+            layer.momentum = cap
+            changed += 1
+    if changed:
+        print(f"BatchNorm momentum capped at {cap:.4f} in {changed} layers (a {total_steps}-step run)", flush=True)
+    return changed
+
+
 class EpochCheckpoint:
     """Saves model + optimizer + finished epoch as one tf.train checkpoint after every epoch.
 
@@ -260,6 +280,8 @@ def main(args) -> int:
         raise UserError(f"--aug-prob must be in [0, 1], got {args.aug_prob}")
     val_ds = make_dataset(val_samples, size, args.batch_size, training=False, preprocess=preprocess)
     steps_per_epoch = max(1, -(-len(train_samples) // args.batch_size))
+    if args.init is None:
+        shorten_batchnorm_memory(model, steps_per_epoch * args.epochs)
     distill = args.distill == "on" or (args.distill == "auto" and args.scheme == "adaptive")
     if distill and teacher is None:
         raise UserError("--distill needs QAT (--init FLOAT --scheme S): the float model is the teacher")
