@@ -45,7 +45,11 @@ MAX_PTQ_RELATIVE_DIFF = 0.1
 
 
 class ParityError(UserError):
-    """The converted model does not compute what the Keras model computes."""
+    """The converted model does not compute what the Keras model computes; `result` holds the figures."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result or {}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -140,7 +144,8 @@ def check_parity(keras_model, tflite_path, images_uint8: np.ndarray, preprocess,
         raise ParityError(
             f"{label or tflite_path}: TFLite output disagrees with Keras: max |logit diff| {diff.max():.4g}"
             + (f" = {result['max_diff_lsb']:.1f} output LSB" if out_scale else "")
-            + f" > {limit} on {len(x)} images"
+            + f" > {limit} on {len(x)} images",
+            result,
         )
     return result
 
@@ -184,7 +189,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         except ParityError as e:
             if require_parity:
                 raise
-            parity = {"agrees": False, "error": str(e)}
+            parity = {**e.result, "error": str(e)}
     write_atomic(out_path, flatbuffer, overwrite=overwrite)
     from tfdefakeq.quant.schemes import plan_weight_bits
 
