@@ -98,6 +98,10 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
         # Both directions under one budget: each layer's options are its bits with and without its
         # salient channels split off, all measured, all priced, one allocation.
         avg = budget_bits(budget, sizes)
+        floor = smallest_budget(model, low_bits=low_bits)
+        if avg < floor - 1e-9:  # said before anything is measured
+            raise UserError(f"bit budget {avg:g} average bits is impossible: the cheapest plan needs {floor:.3f} "
+                            "(first conv and classifier stay at 8 bits; scales, zero points and biases count)")
         # depthwise kernels join in: LSQ gives them a step per channel (plan_weight_bits keeps them
         # at 8 for the learned-range schemes, whose range spans the whole kernel)
         depthwise = {n for n in default if type(folded.get_layer(n)) is keras.layers.DepthwiseConv2D and folded.get_layer(n).trainable}
