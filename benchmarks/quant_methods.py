@@ -294,10 +294,11 @@ def main(args) -> int:
                     f"{args.batch_size}; widths {BACKBONE_WIDTH}; high-pass front; blur/JPEG p=0.1; seed(s) in the table",
         "data": f"{data}: embedded synthetic, test split (held-out photos), AP/AUC/acc = mean over generators",
         "latency": f"ai-edge-litert, 1 thread, XNNPACK, median of {args.runs} invokes, INT4/INT2 unpacked to INT8 at load",
-        "command": command_line(),
+        "command": command_line() + " (rows accumulate in quant_methods_rows.csv across resumed runs of this script; "
+                                    "--retry-errors redoes failed ones)",
     }
     table = done[COLUMNS].copy()
-    formats = {"avg_bits": "{:.2f}", "size_bytes": "{:,.0f}", "delta_ap_pp": "{:+.2f}", "latency_ms": "{:.3f}",
+    formats = {"seed": "{:.0f}", "avg_bits": "{:.2f}", "size_bytes": "{:,.0f}", "delta_ap_pp": "{:+.2f}", "latency_ms": "{:.3f}",
                "qat_step_ratio": "{:.2f}", "max_lsb": "{:.0f}", "seconds": "{:.0f}"}
     write_table(table, results / "quant_methods", header, "Quantization methods: TFLite AP vs size on the embedded data", formats)
     write_table(step_rows, results / "quant_step_time", header, "Training step time: QAT methods over float", {"step_s": "{:.3f}",
@@ -340,7 +341,7 @@ def plot_ap_vs_size(df, path) -> None:
     for ax, backbone in zip(axes[0], backbones):
         part = ok[ok.backbone == backbone]
         for _, r in part.iterrows():
-            ours = str(r.method).startswith(("adaptive", "lsq"))
+            ours = str(r.method).startswith(("adaptive", "lsq", "w4a8"))
             ax.scatter(r.size_bytes / 1e6, r.ap, s=45, marker="o" if ours else "s", color="#d62728" if ours else "#1f77b4")
             ax.annotate(str(r.method), (r.size_bytes / 1e6, r.ap), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
