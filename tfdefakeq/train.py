@@ -273,8 +273,8 @@ def main(args) -> int:
             teacher = model  # quantize() builds a new graph; the float model stays as it is
             model = quant.quantize(model, args.scheme, calib_images, **adaptive_options(args, out))
             info["scheme"] = args.scheme
-            if model.quant_plan is not None:
-                model.quant_plan.save(out / "bit_plan.json", overwrite=True)
+            if model.quant_plan is not None and not (args.resume and (out / "bit_plan.json").exists()):
+                model.quant_plan.save(out / "bit_plan.json", overwrite=True)  # a resumed run keeps the measured one
 
     if not 0.0 <= args.aug_prob <= 1.0:
         raise UserError(f"--aug-prob must be in [0, 1], got {args.aug_prob}")
