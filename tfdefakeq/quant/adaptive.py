@@ -69,11 +69,8 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
     channel_choice: "saliency" (ours) or "random" (DeFakeQ's, as an ablation).
     """
     from tfdefakeq.quant.fold import fold_batchnorm
-    from tfdefakeq.quant.schemes import plan_weight_bits
 
-    folded = fold_batchnorm(model)
-    default = plan_weight_bits(folded, low_bits)
-    sizes = {name: int(np.prod(folded.get_layer(name).weights[0].shape)) for name in default}
+    folded, default, sizes, depthwise = _weighted_layers(fold_batchnorm(model), low_bits)
     convs = {n for n in default if type(folded.get_layer(n)) is keras.layers.Conv2D}
     need_data = (bit_plan is None and budget is not None) or (salient_channels is None and salient_ratio > 0)
     if need_data and calib_images is None:
@@ -98,13 +95,12 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
         # Both directions under one budget: each layer's options are its bits with and without its
         # salient channels split off, all measured, all priced, one allocation.
         avg = budget_bits(budget, sizes)
-        floor = smallest_budget(model, low_bits=low_bits)
+        floor = _smallest_budget(folded, default, sizes, depthwise)
         if avg < floor - 1e-9:  # said before anything is measured
             raise UserError(f"bit budget {avg:g} average bits is impossible: the cheapest plan needs {floor:.3f} "
                             "(first conv and classifier stay at 8 bits; scales, zero points and biases count)")
         # depthwise kernels join in: LSQ gives them a step per channel (plan_weight_bits keeps them
         # at 8 for the learned-range schemes, whose range spans the whole kernel)
-        depthwise = {n for n in default if type(folded.get_layer(n)) is keras.layers.DepthwiseConv2D and folded.get_layer(n).trainable}
         fixed = {n: b for n, b in default.items() if b == 8 and n not in depthwise}
         free = [n for n in default if n not in fixed]
         offered = salient_channels if salient_channels is not None else candidates(free)
@@ -129,15 +125,24 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
                      sensitivity={n: {str(b): s for b, s in v.items()} for n, v in sensitivity.items()}, layers=layers)
 
 
-def smallest_budget(model, salient_ratio: float = 0.0, low_bits: int = 4) -> float:
-    """The smallest --avg-bits the adaptive scheme can meet for `model` (every free layer at 2 bits,
-    no split; file bytes counted), known without measuring anything."""
+def smallest_budget(model, low_bits: int = 4) -> float:
+    """The smallest --avg-bits the adaptive scheme can meet for float `model` (every free layer at
+    2 bits, no split; file bytes counted), known without measuring anything."""
     from tfdefakeq.quant.fold import fold_batchnorm
+
+    return _smallest_budget(*_weighted_layers(fold_batchnorm(model), low_bits))
+
+
+def _weighted_layers(folded, low_bits: int):
+    """(folded, default plan, layer -> weights, trainable depthwise layers) of a BN-folded model."""
     from tfdefakeq.quant.schemes import plan_weight_bits
 
-    folded = fold_batchnorm(model)
     default = plan_weight_bits(folded, low_bits)
     sizes = {name: int(np.prod(folded.get_layer(name).weights[0].shape)) for name in default}
     depthwise = {n for n in default if type(folded.get_layer(n)) is keras.layers.DepthwiseConv2D and folded.get_layer(n).trainable}
+    return folded, default, sizes, depthwise
+
+
+def _smallest_budget(folded, default, sizes, depthwise) -> float:
     cheapest = {n: 8 if (b == 8 and n not in depthwise) else 2 for n, b in default.items()}
     return average_bits(cheapest, sizes, None, _overhead(folded))

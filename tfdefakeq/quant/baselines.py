@@ -80,30 +80,17 @@ def apply_tfmot_nbit(model, weight_bits: int = 4, activation_bits: int = 8, cali
     import tensorflow_model_optimization as tfmot
 
     from tfdefakeq.quant import calibrate
-    from tfdefakeq.quant.configs import custom_quantize_config
-    from tfdefakeq.quant.schemes import custom_objects
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.quant.schemes import annotate_and_apply, tfmot_configs
 
     if not (2 <= int(weight_bits) <= 8 and 2 <= int(activation_bits) <= 8):
         raise UserError(f"tfmot n-bit needs 2-8 weight and activation bits, got W{weight_bits}A{activation_bits}")
     _q = tfmot.quantization.keras
-    configs = {layer.name: custom_quantize_config(layer) for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)}
-
-    def annotate(layer):
-        clone = layer.__class__.from_config(layer.get_config())
-        if isinstance(layer, keras.layers.InputLayer):
-            return clone
-        return _q.quantize_annotate_layer(clone, quantize_config=configs[layer.name])
-
     scheme = _q.experimental.default_n_bit.DefaultNBitQuantizeScheme(
         num_bits_weight=int(weight_bits), num_bits_activation=int(activation_bits))
-    with _q.quantize_scope(custom_objects()):
-        annotated = keras.models.clone_model(model, clone_function=annotate)
-        annotated.set_weights(model.get_weights())
-        try:
-            qat = _q.quantize_apply(annotated, scheme=scheme)
-        except (ValueError, RuntimeError) as e:  # a layer type neither tfmot nor configs.py knows
-            raise UserError(f"{model.name}: tfmot n-bit cannot quantize this model ({' '.join(str(e).split())[:300]})") from e
+    try:
+        qat = annotate_and_apply(model, tfmot_configs(model), scheme)
+    except (ValueError, RuntimeError) as e:  # a layer type neither tfmot nor configs.py knows
+        raise UserError(f"{model.name}: tfmot n-bit cannot quantize this model ({' '.join(str(e).split())[:300]})") from e
     _init_last_value_ranges(qat)
     calibrate.set_input_range(qat, *input_range)
     if calib_images is not None:

@@ -279,7 +279,7 @@ def quantize_log(model, calib_images: np.ndarray | None = None, num_bits: int = 
     """
     from tfdefakeq.quant import calibrate
     from tfdefakeq.quant.fold import fold_batchnorm
-    from tfdefakeq.quant.schemes import FoldedScheme, _layer_configs, plan_weight_bits
+    from tfdefakeq.quant.schemes import FoldedScheme, _layer_configs, annotate_and_apply, plan_weight_bits
 
     folded = fold_batchnorm(model)
     configs = _layer_configs(folded, bit_plan or plan_weight_bits(model, weight_bits))
@@ -288,16 +288,7 @@ def quantize_log(model, calib_images: np.ndarray | None = None, num_bits: int = 
         if log_config is not None:
             configs[layer.name] = log_config
 
-    def annotate(layer):
-        clone = layer.__class__.from_config(layer.get_config())
-        if isinstance(layer, keras.layers.InputLayer):
-            return clone
-        return _q.quantize_annotate_layer(clone, quantize_config=configs.get(layer.name))
-
-    with _q.quantize_scope(custom_objects()):
-        annotated = keras.models.clone_model(folded, clone_function=annotate)
-        annotated.set_weights(folded.get_weights())
-        qat = _q.quantize_apply(annotated, scheme=FoldedScheme())
+    qat = annotate_and_apply(folded, configs, FoldedScheme(), custom_objects())
     calibrate.init_weight_ranges(qat)
     calibrate.set_input_range(qat, *input_range)
     if calib_images is not None:

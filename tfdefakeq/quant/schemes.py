@@ -150,21 +150,32 @@ def _is_relu(layer) -> bool:
     return type(layer) is layers.Activation and layer.activation.__name__ in ("relu", "relu6")
 
 
-def apply_tfmot_int8(model):
-    """tfmot's default 8-bit QAT (`quantize_model`), with our QuantizeConfigs on the layer types
-    tfmot's registry lacks (squeeze-excite Multiply, HardSigmoid, PReLU, AlphaMix)."""
-    configs = {layer.name: custom_quantize_config(layer) for layer in model.layers if not isinstance(layer, layers.InputLayer)}
+def tfmot_configs(model) -> dict:
+    """Our QuantizeConfig for each layer type tfmot's registry lacks (None elsewhere: the registry's)."""
+    return {layer.name: custom_quantize_config(layer) for layer in model.layers if not isinstance(layer, layers.InputLayer)}
+
+
+def annotate_and_apply(model, configs: dict, scheme=None, objects: dict | None = None):
+    """tfmot's QAT model of `model` with layer `name` annotated by configs.get(name) (None: tfmot's
+    registry decides), under `scheme` (tfmot's default 8-bit when None); `objects`: the custom
+    objects the configs need (default `custom_objects()`)."""
 
     def annotate(layer):
         clone = layer.__class__.from_config(layer.get_config())
         if isinstance(layer, layers.InputLayer):
             return clone
-        return _q.quantize_annotate_layer(clone, quantize_config=configs[layer.name])
+        return _q.quantize_annotate_layer(clone, quantize_config=configs.get(layer.name))
 
-    with _q.quantize_scope(custom_objects()):
+    with _q.quantize_scope(objects or custom_objects()):
         annotated = keras.models.clone_model(model, clone_function=annotate)
         annotated.set_weights(model.get_weights())
-        return _q.quantize_apply(annotated)
+        return _q.quantize_apply(annotated) if scheme is None else _q.quantize_apply(annotated, scheme=scheme)
+
+
+def apply_tfmot_int8(model):
+    """tfmot's default 8-bit QAT (`quantize_model`), with our QuantizeConfigs on the layer types
+    tfmot's registry lacks (squeeze-excite Multiply, HardSigmoid, PReLU, AlphaMix)."""
+    return annotate_and_apply(model, tfmot_configs(model))
 
 
 def apply_folded_scheme(model, bit_plan: dict[str, int], lsq: bool = False, salient_channels: dict | None = None):
@@ -182,18 +193,7 @@ def apply_folded_scheme(model, bit_plan: dict[str, int], lsq: bool = False, sali
     unknown = sorted(set(bit_plan) - weighted)
     if unknown:
         raise UserError(f"bit plan names layers the model does not have: {', '.join(unknown[:5])}")
-    configs = _layer_configs(folded, bit_plan, lsq)
-
-    def annotate(layer):
-        clone = layer.__class__.from_config(layer.get_config())
-        if isinstance(layer, layers.InputLayer):
-            return clone
-        return _q.quantize_annotate_layer(clone, quantize_config=configs.get(layer.name))
-
-    with _q.quantize_scope(custom_objects()):
-        annotated = keras.models.clone_model(folded, clone_function=annotate)
-        annotated.set_weights(folded.get_weights())
-        return _q.quantize_apply(annotated, scheme=FoldedScheme())
+    return annotate_and_apply(folded, _layer_configs(folded, bit_plan, lsq), FoldedScheme())
 
 
 def custom_objects() -> dict:
