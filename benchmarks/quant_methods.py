@@ -53,7 +53,7 @@ METHODS = {
     "aeq_w4a8": ("aeq", [], "4"),
     "w4a8": ("qat", ["--scheme", "w4a8"], "4"),
     "lsq_w4a8": ("qat", ["--scheme", "lsq_w4a8"], "4"),
-    "adaptive_w4a8": ("qat", ADAPTIVE, "4"),
+    "adaptive_w4a8": ("qat", ADAPTIVE, "mixed"),  # no budget given: the bytes of the uniform W4A8 file, redistributed
     "adaptive_avg3": ("qat", ADAPTIVE + ["--avg-bits", "3"], "mixed"),
     "adaptive_avg2.5": ("qat", ADAPTIVE + ["--avg-bits", "2.5"], "mixed"),
     # ablations of adaptive_avg3: each part off (the same storage budget where it applies)
@@ -63,7 +63,7 @@ METHODS = {
     "adaptive_avg3_no_kd": ("qat", ADAPTIVE + ["--avg-bits", "3", "--distill", "off"], "mixed"),
     "lsq_w2a8": ("qat", ["--scheme", "lsq_w2a8"], "2"),
 }
-STEP_TIMED = ["tfmot_int8", "lsq_w4a8", "adaptive_w4a8"]
+STEP_TIMED = ["tfmot_int8", "lsq_w4a8", "adaptive_w4a8", "adaptive_avg3"]
 SHIPPED = [("resnet18", "adaptive_avg3"), ("resnet18", "adaptive_avg2.5")]
 
 
@@ -80,6 +80,8 @@ def parse_args(argv=None):
     p.add_argument("--work", default=str(ROOT / "runs" / "quant_methods"), help="models and .tflite files")
     p.add_argument("--results", default=str(RESULTS), help="folder of the tables")
     p.add_argument("--fresh", action="store_true", help="start the tables over")
+    p.add_argument("--remeasure-steps", action="store_true", help="time the training steps again (replaces the "
+                                                                       "backbone's rows of quant_step_time)")
     p.add_argument("--retry-errors", action="store_true", help="run again the rows that ended in an error")
     p.add_argument("--ship", default=None, help="copy the SHIPPED methods' .tflite files (with measurements in their "
                                                 "manifests) into this folder and rewrite its README index")
@@ -126,18 +128,26 @@ def storage_bits(path) -> tuple[float, str]:
     return weighted / max(total, 1), "+".join(sorted(kinds))
 
 
-def step_time(model, x, y, steps: int = 12, warmup: int = 3) -> float:
-    """Seconds per training step of a compiled model on one in-memory batch (steady state)."""
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    return (time.perf_counter() - start) / steps
+def step_times(models: dict, x, y, rounds: int = 7, steps: int = 4, warmup: int = 3) -> dict[str, float]:
+    """Seconds per training step of each compiled model on one in-memory batch, steady state: the
+    models take turns (`rounds` x `steps` steps each) and each keeps its median round, so load from
+    other processes on the shared cores falls on all of them alike instead of on whichever ran last."""
+    for model in models.values():
+        for _ in range(warmup):
+            model.train_on_batch(x, y)
+    rounds_s = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                model.train_on_batch(x, y)
+            rounds_s[name].append((time.perf_counter() - start) / steps)
+    return {name: float(np.median(times)) for name, times in rounds_s.items()}
 
 
 def measure_step_times(float_path: Path, data, args) -> dict[str, float]:
-    """Training-step seconds of the float model and of the STEP_TIMED QAT methods."""
+    """Training-step seconds of the float model and of the STEP_TIMED QAT methods (the adaptive one
+    with its float teacher, as train runs it)."""
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
     from tfdefakeq.modelio import load_detector
     from tfdefakeq.quant import quantize
@@ -154,12 +164,15 @@ def measure_step_times(float_path: Path, data, args) -> dict[str, float]:
         m.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=keras.losses.BinaryCrossentropy(from_logits=True))
         return m
 
-    times = {"float": step_time(compiled(model), x, y)}
+    models = {"float": compiled(model)}
     for method in STEP_TIMED:
-        scheme = METHODS[method][1][1]
-        qat = quantize(model, scheme, x)
-        times[method] = step_time(compiled(Distiller(qat, model) if scheme == "adaptive" else qat), x, y)
-    return times
+        options = METHODS[method][1]
+        scheme = options[1]
+        budget = float(options[options.index("--avg-bits") + 1]) if "--avg-bits" in options else None
+        qat = quantize(model, scheme, x, budget=budget)
+        teacher, _ = load_detector(float_path)  # its own copy: the float row above keeps training
+        models[method] = compiled(Distiller(qat, teacher) if scheme == "adaptive" else qat)
+    return step_times(models, x, y)
 
 
 def uniform_plan(float_path: Path, bits: int, out: Path) -> Path:
@@ -257,7 +270,9 @@ def main(args) -> int:
         float_ap = float_rows[-1]["ap"]
         print(f"float Keras AP {float_ap:.4f}", flush=True)
         key = (step_rows["backbone"] == backbone).any() if len(step_rows) else False
-        if not key:
+        if key and args.remeasure_steps:
+            step_rows = step_rows[step_rows["backbone"] != backbone]
+        if not key or args.remeasure_steps:
             times = measure_step_times(float_path, data, args)
             step_rows = pd.concat([step_rows, pd.DataFrame([{"backbone": backbone, "method": m, "step_s": t,
                                                              "ratio_to_float": t / times["float"]} for m, t in times.items()])])
@@ -298,6 +313,9 @@ def main(args) -> int:
                                     "--retry-errors redoes failed ones)",
     }
     table = done[COLUMNS].copy()
+    # the latest step timing of each (backbone, method), also for rows finished before it was taken
+    ratio = {(b, m): r for b, m, r in zip(step_rows.get("backbone", []), step_rows.get("method", []), step_rows.get("ratio_to_float", []))}
+    table["qat_step_ratio"] = [ratio.get((b, m), float("nan")) for b, m in zip(table["backbone"], table["method"])]
     formats = {"seed": "{:.0f}", "avg_bits": "{:.2f}", "size_bytes": "{:,.0f}", "delta_ap_pp": "{:+.2f}", "latency_ms": "{:.3f}",
                "qat_step_ratio": "{:.2f}", "max_lsb": "{:.0f}", "seconds": "{:.0f}"}
     write_table(table, results / "quant_methods", header, "Quantization methods: TFLite AP vs size on the embedded data", formats)

@@ -84,3 +84,25 @@ def test_budget_needs_the_adaptive_scheme(tmp_path, tiny_float_model, easy_synth
     code, errors = run("tfdefakeq.train", "--data", str(easy_synthetic_root), "--out", str(tmp_path / "run"),
                        "--init", str(tiny_float_model), "--input-size", "32", "--scheme", "w4a8", "--avg-bits", "3")
     assert code == 2 and errors == ["tfdefakeq train: error: --avg-bits needs --scheme adaptive"]
+
+
+def test_without_a_budget_the_bits_of_a_uniform_w4_file_are_redistributed(tiny_float_model, easy_synthetic_root):
+    """`--scheme adaptive` alone spends what the uniform 4-bit file would hold, no more, and spends it
+    unevenly: the allocator moves bits between layers instead of keeping every layer at 4."""
+    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.quant.adaptive import plan_adaptive
+    from tfdefakeq.quant.fold import fold_batchnorm
+    from tfdefakeq.quant.schemes import plan_weight_bits
+    from tfdefakeq.runtime.images import load_images
+
+    model, manifest = load_detector(tiny_float_model)
+    images = load_images([s.path for s in balanced_subset(scan_forensynths(easy_synthetic_root, "val"), 32)], (32, 32))
+    calib = manifest.preprocess.apply(images)
+    default = plan_adaptive(model, calib)
+    uniform = plan_adaptive(model, None, salient_ratio=0, bit_plan=plan_weight_bits(fold_batchnorm(model), 4))
+    assert set(uniform.weight_bits.values()) == {4, 8}
+    assert default.budget["avg_bits"] == pytest.approx(uniform.budget["file_bits_avg"], abs=1e-3)
+    assert default.budget["file_bits_avg"] <= uniform.budget["file_bits_avg"] + 1e-9
+    assert default.weight_bits != uniform.weight_bits
+    assert default.sensitivity  # measured, not assumed

@@ -64,7 +64,10 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
     """A QuantPlan for float `model`.
 
     bit_plan / salient_channels: use these instead of measuring (e.g. from `--bit-plan FILE`).
-    budget: see `budget_bits`; None keeps every body layer at `low_bits` (horizontal off).
+    budget: see `budget_bits`; None: the file size of the uniform plan (every body layer at
+    `low_bits`, no split), so "adaptive W4A8" redistributes the bits of a W4A8 file: sensitive layers
+    up to 8, robust ones down to 2, salient channels split where they pay. A uniform plan without
+    any allocation is `bit_plan=` (the no-horizontal ablation).
     salient_ratio: share of input channels kept at 8 bits in each low-bit conv (0: vertical off).
     channel_choice: "saliency" (ours) or "random" (DeFakeQ's, as an ablation).
     """
@@ -72,6 +75,8 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
 
     folded, default, sizes, depthwise = _weighted_layers(fold_batchnorm(model), low_bits)
     convs = {n for n in default if type(folded.get_layer(n)) is keras.layers.Conv2D}
+    if budget is None and bit_plan is None:
+        budget = average_bits(default, sizes, None, _overhead(folded))
     need_data = (bit_plan is None and budget is not None) or (salient_channels is None and salient_ratio > 0)
     if need_data and calib_images is None:
         raise UserError("the adaptive scheme needs calibration images to measure sensitivity and saliency")
@@ -111,8 +116,6 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
         plan = {n: parse_option(k)[0] for n, k in options.items()}
         salient_channels = {n: offered[n] for n, k in options.items() if parse_option(k)[1]}
         record.update(avg_bits=avg)
-    else:
-        plan = default
     if salient_channels is None:
         salient_channels = candidates([n for n, b in plan.items() if b < 8])
     fraction = {n: len(c) / folded.get_layer(n).input_shape[-1] for n, c in salient_channels.items()}
