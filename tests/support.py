@@ -24,10 +24,11 @@ def random_images(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 
 
 def export_and_compare(model, scheme: str, fmt: str, tmp_path, images_uint8: np.ndarray, labels: np.ndarray,
-                       backbone: str = "test", float_steps: int = 800, qat_epochs: int = 1):
+                       backbone: str = "test", float_steps: int = 800, qat_epochs: int = 1, require_parity: bool = True):
     """Trains float `model` on (images, labels) for `float_steps` steps, enough for the BatchNorm
     moving statistics to settle (an untrained net's logits are tiny and output LSBs meaningless), quantizes it under `scheme` (or keeps it float), fine-tunes,
-    converts to `fmt` through tfdefakeq.convert (which raises ParityError on disagreement).
+    converts to `fmt` through tfdefakeq.convert (which raises ParityError on disagreement, unless
+    `require_parity` is False: the manifest then records it).
 
     Returns (written manifest, .tflite path, Keras model that was converted).
     """
@@ -50,5 +51,5 @@ def export_and_compare(model, scheme: str, fmt: str, tmp_path, images_uint8: np.
     manifest = Manifest(backbone=backbone, input_shape=list(x.shape[1:]), format="keras", scheme=scheme,
                         weight_bits=weight_bits(qat) if scheme != "float" else {})
     path = tmp_path / f"{backbone}_{scheme}_{fmt}.tflite"
-    written = convert_model(qat, manifest, fmt, images_uint8, path)
+    written = convert_model(qat, manifest, fmt, images_uint8, path, require_parity=require_parity)
     return written, path, qat

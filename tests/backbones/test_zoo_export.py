@@ -34,18 +34,22 @@ TINY = {
 }
 FLOAT_STEPS = 150
 # Measured above convert.MAX_LOGIT_LSB (6) at test size (2026-11-22, this machine): (backbone, scheme)
-# -> max LSB seen. Not loosened: recorded until the cause is fixed. Deep, very narrow residual stacks
-# (ResNet-34/50 at width 1/8: 16 bottlenecks of 8-32 channels) compound TFLite's double-rounding flips
-# block after block; MobileNetV3's hard-swish / SE chains (ADD+RELU6, MUL 1/6, MUL, MEAN per block)
-# add requantizations Keras does not round the same way.
+# -> max logit LSB seen (it varies from run to run). tfdefakeq.diagnose found why: no op departs from
+# Keras by more than float32 noise (~1e-5 of a conv's outputs sit within float32 error of a rounding
+# tie and flip by 1 LSB; ADD, MEAN, hard-swish MULs add none), but in these deep, very narrow nets
+# (ResNet-34/50 at width 1/8: 16 bottlenecks of 8-32 channels) each flip spreads through the next
+# convs, and after 150 training steps one logit LSB is ~0.001, so a few flips grow to 10-30 logit LSB.
+# These cases are held to the per-layer bound instead: each op, fed TFLite's own inputs, computes
+# what Keras computes (LOCAL_MAX_LSB, and at most LOCAL_SHARE of its outputs off by one), which
+# catches every gross export error (a re-rounded grid, lost scales, unfolded BatchNorm) layer by layer.
 KNOWN_ABOVE_BOUND = {
     ("resnet34", "tfmot_int8"): 12, ("resnet34", "w4a8"): 10,
-    ("resnet50", "tfmot_int8"): 23, ("resnet50", "w4a8"): 12,
+    ("resnet50", "tfmot_int8"): 27, ("resnet50", "w4a8"): 30,
     ("mobilenet_v3_small", "tfmot_int8"): 27, ("mobilenet_v3_large", "tfmot_int8"): 16,
-    # passed at 0 LSB in the measured run, but with BN momentum 0.999 its 150-step logits barely move
-    # (output step ~1e-4); trained with BN momentum 0.9 it measured 9 LSB
     ("mobilenet_v3_large", "w4a8"): 9,
 }
+LOCAL_MAX_LSB = 1.0
+LOCAL_SHARE = 1e-3
 _FLOAT_WEIGHTS: dict[str, list] = {}
 
 
@@ -86,21 +90,29 @@ def _trained_float(name, images, labels):
 def _cases():
     for name in list_backbones():
         for scheme, fmt in [("tfmot_int8", "int8"), ("w4a8", "int4")]:
-            marks = []
-            if (name, scheme) in KNOWN_ABOVE_BOUND:
-                marks.append(pytest.mark.xfail(
-                    reason=f"measured {KNOWN_ABOVE_BOUND[name, scheme]} LSB > convert.MAX_LOGIT_LSB", strict=False))
-            yield pytest.param(name, scheme, fmt, marks=marks, id=f"{name}-{scheme}")
+            yield pytest.param(name, scheme, fmt, id=f"{name}-{scheme}")
 
 
 @pytest.mark.parametrize("name,scheme,fmt", list(_cases()))
 def test_backbone_exports_with_parity(name, scheme, fmt, datasets, tmp_path):
     images, labels = datasets(TINY[name][0])
     model = _trained_float(name, images, labels)
-    manifest, path, _ = export_and_compare(model, scheme, fmt, tmp_path, images, labels, backbone=name, float_steps=0)
+    known = (name, scheme) in KNOWN_ABOVE_BOUND
+    manifest, path, qat = export_and_compare(model, scheme, fmt, tmp_path, images, labels, backbone=name, float_steps=0,
+                                             require_parity=not known)
     parity = manifest.metrics["parity"]
     print(f"\n{name} {scheme}->{fmt}: max {parity['max_diff_lsb']:.2f} LSB, decisions agree {parity['decision_agreement']:.0%}")
-    assert parity["agrees"]
+    if known and not parity["agrees"]:
+        from tfdefakeq.diagnose import layer_parity
+
+        table = layer_parity(qat, path, images, use_xnnpack=True)  # XNNPACK: what check_parity runs
+        matched = table[table["match"] != "none"]
+        print(matched[["keras_layer", "op", "max_lsb", "local_max_lsb", "local_share_differ"]].to_string())
+        assert len(matched) >= 0.8 * len(table)
+        assert matched["local_max_lsb"].max() <= LOCAL_MAX_LSB + 1e-3
+        assert matched["local_share_differ"].max() <= LOCAL_SHARE
+    else:
+        assert parity["agrees"]
     info = read_model_info(path)
     assert info.input_types == info.output_types == ["INT8"]
     assert "FLOAT32" not in info.weight_bytes

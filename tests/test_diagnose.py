@@ -1,0 +1,104 @@
+"""tfdefakeq.diagnose: per-layer Keras-vs-TFLite parity of a small tfmot_int8 model (conv-BN-ReLU,
+residual Add, global pooling, Dense) and of a copy of its .tflite with one corrupted weight."""
+
+import numpy as np
+import pytest
+
+from tests.support import random_images
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from tfdefakeq.convert import to_tflite
+    from tfdefakeq.manifest import Preprocess
+    from tfdefakeq.quant import quantize
+    from tfdefakeq.tfcompat import keras
+
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = L.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.ReLU(name="stem_relu")(x)
+    y = L.Conv2D(8, 3, padding="same", use_bias=False, name="block_conv")(x)
+    y = L.BatchNormalization(name="block_bn")(y)
+    x = L.ReLU(name="block_out")(L.Add(name="block_add")([x, y]))
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    outputs = L.Dense(1, name="logit")(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # BN statistics away from identity, as after training
+        if isinstance(layer, L.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.2, c), rng.uniform(0.5, 2, c)])
+    images, _ = random_images(8, 32)
+    x = Preprocess().apply(images)
+    qat = quantize(model, "tfmot_int8", x)
+    path = tmp_path_factory.mktemp("diag") / "tiny_int8.tflite"
+    path.write_bytes(to_tflite(qat, "int8", x))
+    return qat, path, images
+
+
+def test_every_quantized_activation_matches_one_tflite_tensor(exported):
+    from tfdefakeq.diagnose import COLUMNS, layer_parity
+
+    qat, path, images = exported
+    table = layer_parity(qat, path, images)
+    assert list(table.columns) == COLUMNS
+    layers = table["keras_layer"].tolist()
+    # the input, each quantized activation, in graph order, ending at the logit
+    assert layers[0] == "quantize_layer" and layers[-1] == "logit"
+    for name in ("stem_relu", "block_out", "logit"):
+        assert name in layers
+    assert (table["match"] != "none").all(), table[table["match"] == "none"]
+    assert table["tflite_tensor"].is_unique
+    ops = dict(zip(table["keras_layer"], table["op"]))
+    assert ops["quantize_layer"] == "INPUT" and ops["stem_relu"] == "CONV_2D" and ops["logit"] == "FULLY_CONNECTED"
+    # a healthy export: rounding-level differences only; TFLite's scales are Keras' FakeQuant scales
+    assert (table["max_lsb"] <= 2.0 + 1e-3).all(), table
+    assert (table["mean_lsb"] < 0.2).all() and (table["share_differ"] < 0.2).all()  # the logit: 1 value per image
+    own = table["keras_scale"].notna()
+    np.testing.assert_allclose(table.loc[own, "scale"], table.loc[own, "keras_scale"], rtol=1e-4)
+    # the error a layer introduces is within one LSB (the rest is inherited)
+    assert (table["local_max_lsb"].fillna(0) <= 1.0 + 1e-3).all()
+
+
+def test_a_corrupted_weight_shows_at_exactly_its_layer(exported, tmp_path):
+    from tfdefakeq.diagnose import first_divergence, layer_parity
+    from tfdefakeq.runtime.unpack import _schema, _serialize
+
+    qat, path, images = exported
+    healthy = layer_parity(qat, path, images, local=False).set_index("keras_layer")
+    # block_bn is the int8 output of the CONV_2D the converter made of block_conv + block_bn
+    op_index = int(healthy.loc["block_bn", "op_index"])
+    schema = _schema()
+    data = path.read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    graph = model.subgraphs[0]
+    conv = graph.operators[op_index]
+    assert model.operatorCodes[conv.opcodeIndex].builtinCode == schema.BuiltinOperator.CONV_2D
+    buffer = model.buffers[graph.tensors[conv.inputs[1]].buffer]
+    buffer.data = np.array(buffer.data, dtype=np.uint8)  # a writable copy
+    weights = buffer.data.view(np.int8)
+    weights[0] = -127 if weights[0] > 0 else 127  # one tap of output channel 0, pushed to the far end
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(_serialize(schema, model, len(data)))
+
+    table = layer_parity(qat, broken, images)
+    first = first_divergence(table, lsb=2.0)
+    assert first is not None and first["keras_layer"] == "block_bn"
+    assert first["max_lsb"] > 10 and first["local_max_lsb"] > 10  # introduced there, not inherited
+    rows = table.set_index("keras_layer")
+    assert rows.loc["stem_relu", "max_lsb"] <= 1.0 + 1e-3  # upstream untouched
+    assert rows.loc["block_out", "max_lsb"] > 5  # and it propagates
+    assert rows.loc["block_out", "local_max_lsb"] <= 1.0 + 1e-3  # the ADD itself computes right
+
+
+def test_xnnpack_run_reads_every_tensor_too(exported):
+    from tfdefakeq.diagnose import layer_parity
+
+    qat, path, images = exported
+    table = layer_parity(qat, path, images[:4], use_xnnpack=True, local=False)
+    assert (table["match"] != "none").all()
+    assert table["op"].iloc[1] == "CONV_2D"  # op types from the graph, not DELEGATE
+    assert (table["max_lsb"] <= 2.0 + 1e-3).all()
