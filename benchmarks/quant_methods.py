@@ -56,6 +56,8 @@ METHODS = {
     "adaptive_w4a8": ("qat", ADAPTIVE, "mixed"),  # no budget given: the bytes of the uniform W4A8 file, redistributed
     "adaptive_avg3": ("qat", ADAPTIVE + ["--avg-bits", "3"], "mixed"),
     "adaptive_avg2.5": ("qat", ADAPTIVE + ["--avg-bits", "2.5"], "mixed"),
+    # a size target as a user gives it: the .tflite at most float32 .tflite / 10.7 bytes
+    "adaptive_fp32_10.7x": ("qat", ADAPTIVE + ["--budget-bytes", "{fp32/10.7}"], "mixed"),
     # ablations of adaptive_avg3: each part off (the same storage budget where it applies)
     "adaptive_avg3_no_horizontal": ("qat", ADAPTIVE + ["--bit-plan", "{uniform2}", "--salient-ratio", "0.03125"], "2"),
     "adaptive_avg3_no_vertical": ("qat", ADAPTIVE + ["--avg-bits", "3", "--salient-ratio", "0"], "mixed"),
@@ -215,6 +217,11 @@ def run_method(method: str, backbone: str, float_path: Path, data, args, work: P
         return {"max_lsb": float("nan")}
     if kind == "qat":
         options = [uniform_plan(float_path, 2, work).as_posix() if o == "{uniform2}" else o for o in options]
+        if "{fp32/10.7}" in options:
+            float_tflite = work / "tflite" / f"{backbone}_float_s{args.seed}.tflite"
+            if not float_tflite.exists():
+                run_method("float", backbone, float_path, data, args, work, calib_uint8)
+            options = [str(int(float_tflite.stat().st_size / 10.7)) if o == "{fp32/10.7}" else o for o in options]
         source = _train(data, work / f"{backbone}_{method}_s{args.seed}", args,
                         ["--init", str(float_path), "--epochs", str(args.qat_epochs), "--lr", "1e-4"] + options)
         fmt = "auto"
