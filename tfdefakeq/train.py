@@ -89,7 +89,8 @@ def add_adaptive_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("adaptive bidirectional quantization (--scheme adaptive)")
     g.add_argument("--avg-bits", type=float, default=None, help="budget: average storage bits per weight of the whole file (e.g. 3); "
                                                                  "default: the size of the uniform 4-bit file")
-    g.add_argument("--budget-bytes", type=int, default=None, help="budget: size of the .tflite file in bytes (weights, scales, biases, graph)")
+    g.add_argument("--budget-bytes", type=int, default=None,
+                   help="budget: size of the .tflite file in bytes (weights, scales, biases, graph)")
     g.add_argument("--bit-plan", default=None, help="reuse a plan (bit_plan.json written by an earlier run)")
     g.add_argument("--salient-ratio", type=float, default=None, help="share of input channels kept at 8 bits (0: off; default 1/32)")
     g.add_argument("--channel-choice", choices=("saliency", "random"), default="saliency")
