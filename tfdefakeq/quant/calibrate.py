@@ -143,7 +143,7 @@ def snap_biases(qat_model) -> int:
         step = input_scale * weight_scale(*learned[0])
         bias.assign((np.round(bias.numpy() / step) * step).astype(np.float32))
         snapped += 1
-    return snapped + _snap_unfolded_batchnorms(qat_model)
+    return snapped + _snap_unfolded_batchnorms(qat_model) + _snap_tfmot_conv_biases(qat_model) + _snap_unquantized_kernels(qat_model)
 
 
 def _snap_unfolded_batchnorms(qat_model) -> int:
@@ -179,5 +179,95 @@ def _snap_unfolded_batchnorms(qat_model) -> int:
         ok = step > 0
         target = np.where(ok, np.round(folded / np.where(ok, step, 1.0)) * step, folded)
         bn.beta.assign((bn.beta.numpy() + (target - folded)).astype(np.float32))
+        snapped += 1
+    return snapped
+
+
+def _snap_unquantized_kernels(qat_model) -> int:
+    """Puts each conv that the QAT model leaves unquantized on the int8 grid the converter gives it.
+
+    tfmot's layout transform LayerReLUQuantize (also LayerReluActivationQuantize) replaces the
+    QuantizeConfig of any Conv2D / DepthwiseConv2D / Dense read by a ReLU with NoOpQuantizeConfig,
+    which drops the kernel's FakeQuant too (it means to drop only the output one). A conv with a
+    bias and no BatchNorm after it keeps that config: under tfmot_int8 the squeeze-excite block's
+    first 1x1 conv (`.../squeeze_excite/Conv` -> ReLU). Keras then multiplies by the float kernel
+    while the converter quantizes it per output channel (scale max|w| / 127, symmetric, narrow):
+    on MobileNetV3-Small that left 1-2 LSB local errors on 5-30% of every SE conv's outputs. Here
+    the kernel is rounded to exactly that grid (its largest tap stays at +-127 steps, so the
+    converter recomputes the same scale) and the bias to the int32 grid input scale x weight scale.
+    Returns layers snapped."""
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_configs
+    from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
+        default_n_bit_quantize_configs,
+    )
+
+    from tfdefakeq.quant.fold import inbound_layers
+    from tfdefakeq.tfcompat import keras
+
+    snapped = 0
+    for wrapper in _wrappers(qat_model):
+        layer = wrapper.layer
+        # tfmot_nbit_w4a8's transforms do the same with their own NoOp class; the converter still
+        # quantizes such a float kernel at 8 bits
+        no_op = (default_8bit_quantize_configs.NoOpQuantizeConfig, default_n_bit_quantize_configs.NoOpQuantizeConfig)
+        if wrapper._weight_vars or not isinstance(wrapper.quantize_config, no_op):
+            continue
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kernel = layer.depthwise_kernel
+            channels = kernel.shape[2] * kernel.shape[3]  # TFLite's filter is (1, kh, kw, C * multiplier)
+        elif isinstance(layer, keras.layers.Conv2D) and type(layer) is not keras.layers.SeparableConv2D:
+            kernel = layer.kernel
+            channels = kernel.shape[-1]
+        else:
+            continue  # Dense: not measured (a Dense -> ReLU is not in the zoo)
+        w = kernel.numpy()
+        flat = w.reshape(-1, channels)
+        scale = np.abs(flat).max(axis=0) / 127.0
+        safe = np.where(scale > 0, scale, 1.0)
+        kernel.assign((np.clip(np.round(flat / safe), -127, 127) * safe).reshape(w.shape).astype(np.float32))
+        bias = layer.bias if getattr(layer, "use_bias", False) else None
+        sources = inbound_layers(wrapper)
+        input_scale = _output_scale(sources[0]) if len(sources) == 1 else None
+        if bias is not None and input_scale:
+            step = input_scale * scale
+            b = bias.numpy()
+            bias.assign(np.where(step > 0, np.round(b / np.where(step > 0, step, 1.0)) * step, b).astype(np.float32))
+        snapped += 1
+    return snapped
+
+
+def _snap_tfmot_conv_biases(qat_model) -> int:
+    """The bias of a conv / dense quantized by tfmot's own 8-bit weight quantizer (LastValueQuantizer,
+    symmetric, narrow range) and not followed by a BatchNormalization (that case is
+    `_snap_unfolded_batchnorms`'): rounded to the int32 grid input scale x weight scale, the weight
+    scale read off the quantized kernel as the converter does (max|q(kernel)| / 127, per output
+    channel when the quantizer is per-axis). Under tfmot_int8: the SE blocks' second conv, MobileNetV3's
+    head convs. Returns layers snapped."""
+    from tfdefakeq.quant.fold import consumers, inbound_layers
+    from tfdefakeq.tfcompat import keras
+
+    readers = consumers(qat_model)
+    snapped = 0
+    for wrapper in _wrappers(qat_model):
+        layer = wrapper.layer
+        if not wrapper._weight_vars or not getattr(layer, "use_bias", False) or len(inbound_layers(wrapper)) != 1:
+            continue
+        if type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
+            continue
+        weight, quantizer, qvars = wrapper._weight_vars[0]
+        if not (isinstance(quantizer, _q.quantizers.LastValueQuantizer) and quantizer.num_bits == 8 and quantizer.symmetric
+                and quantizer.narrow_range):
+            continue
+        after = [qat_model.get_layer(n) for n in readers[wrapper.name]]
+        if len(after) == 1 and isinstance(getattr(after[0], "layer", None), keras.layers.BatchNormalization):
+            continue
+        input_scale = _output_scale(inbound_layers(wrapper)[0])
+        if not input_scale:
+            continue
+        kernel = np.abs(quantizer(weight, False, qvars).numpy())
+        weight_step = kernel.reshape(-1, kernel.shape[-1]).max(axis=0) / 127.0 if quantizer.per_axis else kernel.max() / 127.0
+        step = input_scale * np.broadcast_to(weight_step, layer.bias.shape)
+        b = layer.bias.numpy()
+        layer.bias.assign(np.where(step > 0, np.round(b / np.where(step > 0, step, 1.0)) * step, b).astype(np.float32))
         snapped += 1
     return snapped

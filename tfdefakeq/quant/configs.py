@@ -166,8 +166,9 @@ class AlphaMixQuantizeConfig(PReLUQuantizeConfig):
 @keras.utils.register_keras_serializable(package="tfdefakeq")
 class PassThroughQuantizeConfig(_NoWeightsConfig):
     """A range-preserving layer whose int8 output must keep its input's scale: AveragePooling2D
-    (TFLite's int8 AVERAGE_POOL_2D requires it) and a channel repeat (Concatenate of one tensor with
-    itself). A FakeQuant of its own would give the output another scale, and the converter would
+    (TFLite's int8 AVERAGE_POOL_2D requires it), a channel repeat (Concatenate of one tensor with
+    itself) and a global average pool over a 1x1 map (the converter removes it, see
+    `custom_quantize_config`). A FakeQuant of its own would give the output another scale, and the converter would
     insert a QUANTIZE (int8 -> int8 requantize) op in front of it."""
 
     def get_output_quantizers(self, layer):
@@ -197,5 +198,25 @@ def custom_quantize_config(layer):
     if type(layer) is keras.layers.Concatenate:
         sources = inbound_layers(layer)
         return PassThroughQuantizeConfig() if len({id(s) for s in sources}) == 1 else None
+    if type(layer) is keras.layers.GlobalAveragePooling2D and _pools_one_pixel(layer):
+        # A mean over a 1x1 map is the identity: the converter drops the MEAN (or makes it a
+        # RESHAPE) and, with it, the requantization onto the pool's own range, so the next op reads
+        # the pool's input tensor at the input's scale (and its bias was quantized with the pool's).
+        # The pool's output must then keep its input's grid in Keras too. Measured on MobileNetV3 at
+        # 32 px (late SE blocks and the head's avg_pool, tfmot's EMA range on the pool): ranges 0.5%
+        # apart gave the conv after it 1 LSB errors on 10-13% of its outputs; a pool range that
+        # calibration left clipped (max 0.001 vs its input's 0.012) gave 25-150 LSB errors.
+        return PassThroughQuantizeConfig()
     cls = extra_quantize_configs().get(type(layer))
     return cls() if cls else None
+
+
+def _pools_one_pixel(layer) -> bool:
+    """A channels-last global pooling layer whose input map is 1x1 (so the pooling is the identity)."""
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return False
+    try:
+        shape = tuple(layer.input.shape)
+    except (AttributeError, ValueError):
+        return False
+    return len(shape) == 4 and shape[1] == 1 and shape[2] == 1
