@@ -106,3 +106,24 @@ def test_without_a_budget_the_bits_of_a_uniform_w4_file_are_redistributed(tiny_f
     assert default.budget["file_bits_avg"] <= uniform.budget["file_bits_avg"] + 1e-9
     assert default.weight_bits != uniform.weight_bits
     assert default.sensitivity  # measured, not assumed
+
+
+def test_depthwise_channels_and_byte_budgets_are_priced_as_the_file_holds_them():
+    """A depthwise kernel (kh, kw, C, M) stores C * M per-channel scales, zero points and biases; a
+    byte budget keeps the estimate's error in reserve."""
+    from tfdefakeq.quant.adaptive import BYTES_RESERVE, budget_bits, plan_adaptive
+    from tfdefakeq.tfcompat import keras
+
+    L = keras.layers
+    inputs = keras.Input((16, 16, 3))
+    x = L.Conv2D(8, 3, name="stem")(inputs)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)
+    x = L.Conv2D(32, 1, name="pw")(x)
+    outputs = L.Dense(1, name="head")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    plan = plan_adaptive(model, None, bit_plan={"stem": 8, "dw": 8, "pw": 4, "head": 8}, salient_ratio=0)
+    assert plan.layers["dw"] == {"weights": 3 * 3 * 8 * 2, "cin": 8, "cout": 16}
+    assert plan.layers["pw"] == {"weights": 16 * 32, "cin": 16, "cout": 32}
+    sizes = {"a": 1000}
+    assert budget_bits({"bytes": 500}, sizes) == pytest.approx(4.0 * (1 - BYTES_RESERVE))
+    assert budget_bits(3.0, sizes) == 3.0
