@@ -42,11 +42,11 @@ FLOAT_STEPS = 150
 # These cases are held to the per-layer bound instead: each op, fed TFLite's own inputs, computes
 # what Keras computes (LOCAL_MAX_LSB, and at most LOCAL_SHARE of its outputs off by one), which
 # catches every gross export error (a re-rounded grid, lost scales, unfolded BatchNorm) layer by layer.
+# (MobileNetV3-Small/Large were here too, at 9-27 LSB: real export faults the per-layer check found
+# and calibrate.snap_biases / configs.custom_quantize_config now fix; they measure 0-1 LSB.)
 KNOWN_ABOVE_BOUND = {
-    ("resnet34", "tfmot_int8"): 12, ("resnet34", "w4a8"): 10,
-    ("resnet50", "tfmot_int8"): 27, ("resnet50", "w4a8"): 30,
-    ("mobilenet_v3_small", "tfmot_int8"): 27, ("mobilenet_v3_large", "tfmot_int8"): 16,
-    ("mobilenet_v3_large", "w4a8"): 9,
+    ("resnet34", "tfmot_int8"): 12, ("resnet34", "w4a8"): 10,  # 1 and 0 LSB since the BN-bias snap
+    ("resnet50", "tfmot_int8"): 13, ("resnet50", "w4a8"): 9,
 }
 LOCAL_MAX_LSB = 1.0
 LOCAL_SHARE = 1e-3
