@@ -146,6 +146,13 @@ def snap_biases(qat_model) -> int:
     return snapped + _snap_unfolded_batchnorms(qat_model) + _snap_tfmot_conv_biases(qat_model) + _snap_unquantized_kernels(qat_model)
 
 
+def _on_grid(values: np.ndarray, step) -> np.ndarray:
+    """`values` rounded to multiples of `step` (per element, broadcast); left as they are where step is 0."""
+    step = np.broadcast_to(np.asarray(step, np.float64), np.shape(values))
+    ok = step > 0
+    return np.where(ok, np.round(values / np.where(ok, step, 1.0)) * step, values).astype(np.float32)
+
+
 def _snap_unfolded_batchnorms(qat_model) -> int:
     """tfmot_int8 keeps Conv -> BatchNormalization unfolded in Keras; the converter folds the BN into
     the conv and rounds the folded bias beta + (b - mean) * gamma / sigma to int32 steps of
@@ -176,8 +183,7 @@ def _snap_unfolded_batchnorms(qat_model) -> int:
         step = input_scale * per_channel * np.abs(g) / 127.0  # the converter's per-channel int8 scale of kernel * g
         conv_bias = conv.layer.bias.numpy() if getattr(conv.layer, "use_bias", False) else 0.0
         folded = bn.beta.numpy() + (conv_bias - bn.moving_mean.numpy()) * g
-        ok = step > 0
-        target = np.where(ok, np.round(folded / np.where(ok, step, 1.0)) * step, folded)
+        target = _on_grid(folded, step)
         bn.beta.assign((bn.beta.numpy() + (target - folded)).astype(np.float32))
         snapped += 1
     return snapped
@@ -230,8 +236,7 @@ def _snap_unquantized_kernels(qat_model) -> int:
         input_scale = _output_scale(sources[0]) if len(sources) == 1 else None
         if bias is not None and input_scale:
             step = input_scale * scale
-            b = bias.numpy()
-            bias.assign(np.where(step > 0, np.round(b / np.where(step > 0, step, 1.0)) * step, b).astype(np.float32))
+            bias.assign(_on_grid(bias.numpy(), step))
         snapped += 1
     return snapped
 
@@ -267,7 +272,6 @@ def _snap_tfmot_conv_biases(qat_model) -> int:
         kernel = np.abs(quantizer(weight, False, qvars).numpy())
         weight_step = kernel.reshape(-1, kernel.shape[-1]).max(axis=0) / 127.0 if quantizer.per_axis else kernel.max() / 127.0
         step = input_scale * np.broadcast_to(weight_step, layer.bias.shape)
-        b = layer.bias.numpy()
-        layer.bias.assign(np.where(step > 0, np.round(b / np.where(step > 0, step, 1.0)) * step, b).astype(np.float32))
+        layer.bias.assign(_on_grid(layer.bias.numpy(), step))
         snapped += 1
     return snapped
