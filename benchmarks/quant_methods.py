@@ -325,10 +325,14 @@ def main(args) -> int:
                                     "--retry-errors redoes failed ones)",
     }
     table = done[COLUMNS].copy()
+    # one block per backbone, methods in METHODS order, seeds together (rows are appended as they finish)
+    order = {m: i for i, m in enumerate(METHODS)}
+    table = table.sort_values(["backbone", "method", "seed"], key=lambda c: c.map(order) if c.name == "method" else c,
+                              kind="stable").reset_index(drop=True)
     # the latest step timing of each (backbone, method), also for rows finished before it was taken
     ratio = {(b, m): r for b, m, r in zip(step_rows.get("backbone", []), step_rows.get("method", []), step_rows.get("ratio_to_float", []))}
     table["qat_step_ratio"] = [ratio.get((b, m), float("nan")) for b, m in zip(table["backbone"], table["method"])]
-    formats = {"seed": "{:.0f}", "avg_bits": "{:.2f}", "size_bytes": "{:,.0f}", "delta_ap_pp": "{:+.2f}", "latency_ms": "{:.3f}",
+    formats = {"seed": "{:.0f}", "a_bits": "{:.0f}", "avg_bits": "{:.2f}", "size_bytes": "{:,.0f}", "delta_ap_pp": "{:+.2f}", "latency_ms": "{:.3f}",
                "qat_step_ratio": "{:.2f}", "max_lsb": "{:.0f}", "seconds": "{:.0f}"}
     write_table(table, results / "quant_methods", header, "Quantization methods: TFLite AP vs size on the embedded data", formats)
     write_table(step_rows, results / "quant_step_time", header, "Training step time: QAT methods over float", {"step_s": "{:.3f}",
