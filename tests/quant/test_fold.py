@@ -31,3 +31,18 @@ def test_fold_handles_depthwise_convolutions():
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     x = np.random.default_rng(2).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_consumers_counts_every_call_of_a_shared_layer():
+    """tfmot calls MesoInception-4's input QuantizeLayer once per reader: bias snapping reads the
+    graph through `consumers`, which must list every reader instead of refusing the layer."""
+    from tfdefakeq.quant.fold import consumers
+
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    scale = L.Rescaling(0.5, name="shared")
+    a = L.Conv2D(2, 1, name="a")(scale(inputs))
+    b = L.Conv2D(2, 1, name="b")(scale(inputs))
+    model = keras.Model(inputs, L.Add(name="sum")([a, b]))
+    readers = consumers(model)
+    assert sorted(readers["shared"]) == ["a", "b"] and readers["a"] == ["sum"] and readers["sum"] == []

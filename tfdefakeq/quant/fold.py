@@ -25,13 +25,16 @@ def inbound_layers(layer) -> list:
 
 
 def consumers(model) -> dict[str, list[str]]:
-    """Layer name -> names of the layers that read its output."""
+    """Layer name -> names of the layers that read its output (every call of a layer counts: tfmot
+    calls the input QuantizeLayer once per reader in some graphs, e.g. MesoInception-4)."""
     out: dict[str, list[str]] = {layer.name: [] for layer in model.layers}
     for layer in model.layers:
         if isinstance(layer, layers.InputLayer):
             continue
-        for src in inbound_layers(layer):
-            out[src.name].append(layer.name)
+        for node in layer._inbound_nodes:
+            inbound = node.inbound_layers
+            for src in inbound if isinstance(inbound, (list, tuple)) else [inbound]:
+                out.setdefault(src.name, []).append(layer.name)
     return out
 
 
