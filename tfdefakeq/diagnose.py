@@ -121,22 +121,12 @@ def _expose_all_tensors(content: bytes) -> bytes:
 
 
 def _producers(content: bytes) -> dict[int, tuple[str, int]]:
-    """Tensor index -> (builtin op name, op index) of the op writing it, read from the flatbuffer
-    (a delegated interpreter reports only DELEGATE ops)."""
-    from tfdefakeq.runtime.unpack import _schema
+    """Tensor index -> (op name, op index) of the op writing it, read from the flatbuffer (a
+    delegated interpreter reports only DELEGATE ops)."""
+    from tfdefakeq.runtime.modelinfo import model_info_from_bytes
 
-    schema = _schema()
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = schema.ModelT.InitFromPackedBuf(content, 0)
-    graph = model.subgraphs[0]
-    out = {}
-    for op_index, op in enumerate(graph.operators or []):
-        code = model.operatorCodes[op.opcodeIndex]
-        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
-        for index in op.outputs:
-            if index >= 0:
-                out[int(index)] = (name, op_index)
-    return out
+    ops = model_info_from_bytes(content).ops
+    return {int(i): (op.name, op.index) for op in ops if op.subgraph == 0 for i in op.outputs if i >= 0}
 
 
 def _interpreter(tflite_path, use_xnnpack: bool = False):

@@ -153,6 +153,13 @@ def _on_grid(values: np.ndarray, step) -> np.ndarray:
     return np.where(ok, np.round(values / np.where(ok, step, 1.0)) * step, values).astype(np.float32)
 
 
+def _channel_abs_max(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
+    """max |w| per output channel as TFLite lays the filter out (a depthwise (kh, kw, C, M) kernel has
+    C * M channels): the converter's per-channel int8 scale is this / 127."""
+    channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[-1]
+    return np.abs(kernel).reshape(-1, channels).max(axis=0)
+
+
 def _snap_unfolded_batchnorms(qat_model) -> int:
     """tfmot_int8 keeps Conv -> BatchNormalization unfolded in Keras; the converter folds the BN into
     the conv and rounds the folded bias beta + (b - mean) * gamma / sigma to int32 steps of
@@ -178,8 +185,7 @@ def _snap_unfolded_batchnorms(qat_model) -> int:
         kernel = quantizer(weight, False, qvars).numpy()
         sigma = np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
         g = (bn.gamma.numpy() if bn.scale else 1.0) / sigma
-        per_channel = np.abs(kernel).reshape(-1, g.size).max(axis=0) if not isinstance(conv.layer, keras.layers.DepthwiseConv2D) \
-            else np.abs(kernel).reshape(-1, kernel.shape[2] * kernel.shape[3]).max(axis=0)
+        per_channel = _channel_abs_max(kernel, isinstance(conv.layer, keras.layers.DepthwiseConv2D))
         step = input_scale * per_channel * np.abs(g) / 127.0  # the converter's per-channel int8 scale of kernel * g
         conv_bias = conv.layer.bias.numpy() if getattr(conv.layer, "use_bias", False) else 0.0
         folded = bn.beta.numpy() + (conv_bias - bn.moving_mean.numpy()) * g
@@ -210,26 +216,25 @@ def _snap_unquantized_kernels(qat_model) -> int:
     from tfdefakeq.quant.fold import inbound_layers
     from tfdefakeq.tfcompat import keras
 
+    # tfmot_nbit_w4a8's transforms do the same with their own NoOp class; the converter still
+    # quantizes such a float kernel at 8 bits
+    no_op = (default_8bit_quantize_configs.NoOpQuantizeConfig, default_n_bit_quantize_configs.NoOpQuantizeConfig)
     snapped = 0
     for wrapper in _wrappers(qat_model):
         layer = wrapper.layer
-        # tfmot_nbit_w4a8's transforms do the same with their own NoOp class; the converter still
-        # quantizes such a float kernel at 8 bits
-        no_op = (default_8bit_quantize_configs.NoOpQuantizeConfig, default_n_bit_quantize_configs.NoOpQuantizeConfig)
         if wrapper._weight_vars or not isinstance(wrapper.quantize_config, no_op):
             continue
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        if depthwise:
             kernel = layer.depthwise_kernel
-            channels = kernel.shape[2] * kernel.shape[3]  # TFLite's filter is (1, kh, kw, C * multiplier)
         elif isinstance(layer, keras.layers.Conv2D) and type(layer) is not keras.layers.SeparableConv2D:
             kernel = layer.kernel
-            channels = kernel.shape[-1]
         else:
             continue  # Dense: not measured (a Dense -> ReLU is not in the zoo)
         w = kernel.numpy()
-        flat = w.reshape(-1, channels)
-        scale = np.abs(flat).max(axis=0) / 127.0
+        scale = _channel_abs_max(w, depthwise) / 127.0
         safe = np.where(scale > 0, scale, 1.0)
+        flat = w.reshape(-1, scale.size)
         kernel.assign((np.clip(np.round(flat / safe), -127, 127) * safe).reshape(w.shape).astype(np.float32))
         bias = layer.bias if getattr(layer, "use_bias", False) else None
         sources = inbound_layers(wrapper)
@@ -269,8 +274,8 @@ def _snap_tfmot_conv_biases(qat_model) -> int:
         input_scale = _output_scale(inbound_layers(wrapper)[0])
         if not input_scale:
             continue
-        kernel = np.abs(quantizer(weight, False, qvars).numpy())
-        weight_step = kernel.reshape(-1, kernel.shape[-1]).max(axis=0) / 127.0 if quantizer.per_axis else kernel.max() / 127.0
+        kernel = quantizer(weight, False, qvars).numpy()
+        weight_step = (_channel_abs_max(kernel, False) if quantizer.per_axis else np.abs(kernel).max()) / 127.0
         step = input_scale * np.broadcast_to(weight_step, layer.bias.shape)
         layer.bias.assign(_on_grid(layer.bias.numpy(), step))
         snapped += 1
