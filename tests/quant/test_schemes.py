@@ -100,5 +100,6 @@ def test_w4a8_plan_for_the_zoo_keeps_depthwise_fixed_and_classifier_convs_at_8_b
     assert plan["expanded_conv_1/expand"] == plan["expanded_conv/squeeze_excite/Conv"] == 4
     cqb = plan_weight_bits(build("cqb_resnet18", input_shape=(32, 32, 3), width=0.125), 4)
     assert cqb["cqb2_block1_down_shortcut"] == 8 and cqb["cqb2_block1_down_conv"] == 4  # fixed shortcut vs low-bit conv
+    assert cqb["cqb3_block1_spatial_shortcut"] == 8 and cqb["cqb3_block1_spatial_conv"] == 4
     xcp = plan_weight_bits(build("xception", input_shape=(32, 32, 3), width=0.125, middle_blocks=1), 4)
     assert xcp["block2_sepconv1_depthwise"] == 8 and xcp["block2_sepconv1"] == 4  # separable conv halves

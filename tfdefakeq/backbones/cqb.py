@@ -11,7 +11,9 @@ is an op the converter and the Edge TPU take:
   plan_weight_bits). A strided channel slice would need TFOpLambda (tfmot rejects it) and drops half
   the channels instead of averaging them; a reshape + mean over a channel axis costs RESHAPE + MEAN
   ops and 5-D tensors the Edge TPU may refuse;
-- average pooling: AveragePooling2D (TFLite AVERAGE_POOL_2D);
+- average pooling: a fixed 2x2 stride-2 depthwise conv with taps 1/4 (common.spatial_average: TFLite
+  DEPTHWISE_CONV_2D, requantized onto its own range exactly as Keras' FakeQuant does; an int8
+  AVERAGE_POOL_2D rounds on its input's grid, which Keras cannot mirror);
 - channel repeat: Concatenate of the same tensor with itself (TFLite CONCATENATION).
 The alpha mix is common.AlphaMix (one weight, 8-bit; its products get their own int8 ranges).
 No published parameter count exists (the authors' code is not public): the registered reference is
@@ -21,7 +23,7 @@ our own count, a regression check.
 from __future__ import annotations
 
 from tfdefakeq.backbones.common import (AlphaMix, channel_average, channel_repeat, classifier_head, front_end,
-                                        layers)
+                                        layers, spatial_average)
 from tfdefakeq.backbones.registry import register_backbone
 from tfdefakeq.tfcompat import keras
 
@@ -51,7 +53,7 @@ def connected_quantized_block(x, filters_out, stride, name):
     if stride > 1:
         padded = layers.ZeroPadding2D(padding=1, name=name + "_spatial_pad")(x)
         q = layers.Conv2D(mid, 3, strides=stride, padding="valid", use_bias=False, name=name + "_spatial_conv")(padded)
-        s = layers.AveragePooling2D(stride, name=name + "_spatial_shortcut")(x)
+        s = spatial_average(x, stride, name + "_spatial_shortcut")
     else:
         q = layers.Conv2D(mid, 3, padding="same", use_bias=False, name=name + "_spatial_conv")(x)
         s = x
@@ -61,7 +63,7 @@ def connected_quantized_block(x, filters_out, stride, name):
     return _mixed_stage(x, q, channel_repeat(x, filters_out // mid, name + "_up_shortcut"), name + "_up")
 
 
-@register_backbone("cqb_resnet18", family="cqb", reference_params=6_076_416, reference_source="ours (QMDD code is not public)")
+@register_backbone("cqb_resnet18", family="cqb", reference_params=6_077_312, reference_source="ours (QMDD code is not public)")
 def cqb_resnet18(input_shape=(224, 224, 3), num_classes=1, width: float = 1.0, dropout: float = 0.0, highpass=False):
     """ResNet-18 layout (7x7 stem, max-pool, 4 stages x 2 blocks at 64/128/256/512 channels) with
     connected quantized blocks in place of basic blocks; `width` scales channels (even counts)."""

@@ -169,7 +169,9 @@ class PassThroughQuantizeConfig(_NoWeightsConfig):
     (TFLite's int8 AVERAGE_POOL_2D requires it), a channel repeat (Concatenate of one tensor with
     itself) and a global average pool over a 1x1 map (the converter removes it, see
     `custom_quantize_config`). A FakeQuant of its own would give the output another scale, and the converter would
-    insert a QUANTIZE (int8 -> int8 requantize) op in front of it."""
+    insert a QUANTIZE (int8 -> int8 requantize) op in front of it. AveragePooling2D is then within
+    0.5 LSB of TFLite, not exact (TFLite rounds the mean on the input's grid, Keras keeps it):
+    the backbones pool through a fixed depthwise conv instead (common.spatial_average)."""
 
     def get_output_quantizers(self, layer):
         return []
