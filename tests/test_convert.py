@@ -59,6 +59,50 @@ def test_parity_failure_writes_nothing(tmp_path, tiny_float_model, easy_syntheti
     assert list(tmp_path.iterdir()) == []
 
 
+def test_logits_beyond_the_bound_are_judged_op_by_op(tmp_path, tiny_w4a8_model, easy_synthetic_root, monkeypatch, capsys):
+    """A QAT export whose logits miss the bound (here: a bound no model meets) is written when every
+    op computes what Keras computes on TFLite's own inputs (rounding ties aside)."""
+    monkeypatch.setattr(convert, "MAX_LOGIT_LSB", -1.0)
+    out = tmp_path / "int4.tflite"
+    assert _convert(tiny_w4a8_model, easy_synthetic_root, out) == 0
+    parity = Manifest.load(manifest_path(out)).metrics["parity"]
+    assert parity["agrees"] and not parity["logits_agree"] and "error" not in parity
+    verdict = parity["per_layer"]
+    assert verdict["agrees"] and verdict["first_failing"] is None and verdict["max_local_lsb"] <= 1.0 + 1e-3
+    assert verdict["matched"] >= 0.8 * verdict["tensors"] > 0
+    assert "checking op by op" in capsys.readouterr().err
+
+
+def test_a_corrupted_export_is_refused_op_by_op(tmp_path, tiny_w4a8_model, easy_synthetic_root, monkeypatch):
+    """The same path with one weight of the converted file's first conv pushed to the far end: the
+    file is not written and the error names the layer that departs."""
+    import numpy as np
+
+    from tfdefakeq.runtime.unpack import _schema, _serialize
+
+    real = convert.to_tflite
+
+    def corrupted(model, fmt, representative=None):
+        data = real(model, fmt, representative)
+        schema = _schema()
+        flat = schema.ModelT.InitFromPackedBuf(data, 0)
+        graph = flat.subgraphs[0]
+        conv = next(op for op in graph.operators
+                    if flat.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.CONV_2D)
+        buffer = flat.buffers[graph.tensors[conv.inputs[1]].buffer]
+        buffer.data = np.array(buffer.data, dtype=np.uint8)
+        weights = buffer.data.view(np.int8)  # the stem conv: int8 (the stem stays at 8 bits)
+        weights[:9] = np.where(weights[:9] > 0, -127, 127)
+        return _serialize(schema, flat, len(data))
+
+    monkeypatch.setattr(convert, "to_tflite", corrupted)
+    monkeypatch.setattr(convert, "MAX_LOGIT_LSB", -1.0)  # straight to the op-by-op check
+    out = tmp_path / "int4.tflite"
+    with pytest.raises(convert.ParityError, match="op by op: .* departs from Keras"):
+        _convert(tiny_w4a8_model, easy_synthetic_root, out)
+    assert not out.exists()
+
+
 def test_cli_reports_missing_manifest_in_one_line(tmp_path, easy_synthetic_root):
     weights = tmp_path / "orphan.weights.h5"
     weights.write_bytes(b"not weights")

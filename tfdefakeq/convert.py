@@ -150,10 +150,33 @@ def check_parity(keras_model, tflite_path, images_uint8: np.ndarray, preprocess,
     return result
 
 
+def _per_layer_parity(model, tflite_path, calib_uint8, preprocess, parity: dict) -> dict:
+    """Logits beyond MAX_LOGIT_LSB: decide op by op (tfdefakeq.diagnose). Rounding-tie flips (see
+    diagnose.TIE_LSB) compound through deep, narrow nets to more logit LSB than a shallow net shows;
+    an export error shows up as an op that departs from Keras on TFLite's own inputs."""
+    import sys
+
+    from tfdefakeq.diagnose import layer_parity, per_layer_verdict
+
+    print(f"{parity['error']}; checking op by op ...", file=sys.stderr, flush=True)
+    verdict = per_layer_verdict(layer_parity(model, tflite_path, calib_uint8, preprocess, use_xnnpack=True))
+    parity = {**parity, "logits_agree": False, "per_layer": verdict, "agrees": verdict["agrees"]}
+    if verdict["agrees"]:
+        del parity["error"]
+        print(f"  every op within {verdict['max_local_lsb']:.0f} LSB of Keras on TFLite's own inputs, off only at "
+              f"rounding ties ({verdict['matched']}/{verdict['tensors']} tensors): parity holds", file=sys.stderr)
+    else:
+        parity["error"] += (f"; op by op: {verdict['first_failing'] or 'too few tensors matched'} departs from Keras "
+                            f"(python -m tfdefakeq.diagnose shows where)")
+    return parity
+
+
 def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, overwrite: bool = False, int2: bool = True,
                   require_parity: bool = True):
     """Converts, checks parity and writes `out_path` + manifest. Returns the written Manifest.
 
+    Parity: the logits within MAX_LOGIT_LSB of Keras, or else (a QAT model) every op within 1 LSB of
+    Keras on TFLite's own inputs and off only at rounding ties (`_per_layer_parity`).
     `require_parity=False` writes a model that disagrees too (its manifest says so): for measuring
     post-training quantization, whose error is the thing measured.
 
@@ -187,9 +210,12 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         try:
             parity = check_parity(model, staged, calib_uint8, manifest.preprocess, ptq=ptq, label=out_path)
         except ParityError as e:
-            if require_parity:
-                raise
             parity = {**e.result, "error": str(e)}
+            if not ptq and fmt != "float32":
+                parity = _per_layer_parity(model, staged, calib_uint8, manifest.preprocess, parity)
+            if require_parity and not parity["agrees"]:
+                raise ParityError(parity["error"], parity) from None
+        parity.setdefault("logits_agree", bool(parity.get("agrees")))
     write_atomic(out_path, flatbuffer, overwrite=overwrite)
     from tfdefakeq.quant.schemes import plan_weight_bits
 

@@ -350,6 +350,20 @@ def _unmatched(record: dict) -> dict:
             "mean_lsb": np.nan, "share_differ": np.nan, "match": "none"}
 
 
+def per_layer_verdict(table, max_local_lsb: float = 1.0, min_matched: float = 0.8) -> dict:
+    """The op-by-op parity verdict on a `layer_parity` table (run with `local=True`): at least
+    `min_matched` of the quantized Keras tensors found in the .tflite, every op within
+    `max_local_lsb` of Keras on TFLite's own inputs, and its outputs different only at rounding ties
+    (TIE_LSB). Returns {"agrees", "matched", "tensors", "max_local_lsb", "max_tie_share", "first_failing"}."""
+    matched = table[table["match"] != "none"]
+    bad = matched[(matched["local_max_lsb"] > max_local_lsb + 1e-3) | (matched["local_share_beyond_ties"] > 0)]
+    enough = len(matched) >= min_matched * len(table)
+    return {"agrees": bool(enough and bad.empty), "matched": int(len(matched)), "tensors": int(len(table)),
+            "max_local_lsb": float(matched["local_max_lsb"].max()) if len(matched) else float("nan"),
+            "max_tie_share": float(matched["local_share_differ"].max()) if len(matched) else float("nan"),
+            "first_failing": None if bad.empty else str(bad.iloc[0]["keras_layer"])}
+
+
 def first_divergence(table, lsb: float = 1.0):
     """The first row of a `layer_parity` table whose max difference exceeds `lsb` (None if none)."""
     over = table[table["max_lsb"] > lsb + 1e-6]
