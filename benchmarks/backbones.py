@@ -12,11 +12,11 @@ skips the backbones already in the CSV (--fresh starts over). Per backbone:
 - latency: ai-edge-litert, 1 thread, XNNPACK, median of single invokes (runtime.bench.bench_model;
   the int4 model runs with its INT4 weights unpacked to INT8 at load, the runtime's default);
 - e2e_int8 / e2e_int4: tfmot_int8 / w4a8 QAT (ranges calibrated on synthetic images with
-  quantize(..., calib_images)) -> convert.convert_model, whose parity check passes when every logit
-  is within convert.MAX_LOGIT_LSB output steps of the Keras QAT model (parity_* "logits") or, failing
+  quantize(..., calib_images)) -> export.convert_model, whose parity check passes when every logit
+  is within export.MAX_LOGIT_LSB output steps of the Keras QAT model (parity_* "logits") or, failing
   that, every op is within 1 LSB of Keras on TFLite's own inputs and off only at rounding ties
   (parity_* "per-layer", tfdefakeq.diagnose); max_lsb_* is the measured max logit difference;
-- edgetpu_full: tfdefakeq.edgetpu.check_model on the int8 model: every op maps to the Edge TPU;
+- edgetpu_full: tfdefakeq.runtime.edgetpu_ops.check_model on the int8 model: every op maps to the Edge TPU;
   edgetpu_cpu_from names the first op that would fall back to the CPU (empty when none).
 Untrained weights make the latency and size figures real and the accuracy meaningless. They also
 make the parity check weaker than in the tests (tests/backbones/test_zoo_export.py, trained tiny
@@ -59,12 +59,12 @@ def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 def bench_one(name: str, runs: int, warmup: int, calib: int, out_dir: Path) -> dict:
-    from tfdefakeq import edgetpu
+    from tfdefakeq.runtime import edgetpu_ops
     from tfdefakeq.backbones import build
-    from tfdefakeq.convert import ParityError, convert_model, to_tflite
-    from tfdefakeq.manifest import Manifest, Preprocess
+    from tfdefakeq.engine.export import ParityError, convert_model, to_tflite
+    from tfdefakeq.core.manifest import Manifest, Preprocess
     from tfdefakeq.quant import quantize, weight_bits
-    from tfdefakeq.runtime.bench import bench_model
+    from tfdefakeq.runtime.latency import bench_model
     from tfdefakeq.runtime.modelinfo import read_model_info
 
     start = time.time()
@@ -103,7 +103,7 @@ def bench_one(name: str, runs: int, warmup: int, calib: int, out_dir: Path) -> d
         row[f"size_{fmt}"] = path.stat().st_size
         row[f"latency_{fmt}_ms"] = bench_model(path, threads=1, warmup=warmup, runs=runs)["latency_ms_p50"]
         if fmt == "int8":
-            report = edgetpu.check_model(path)
+            report = edgetpu_ops.check_model(path)
             row["edgetpu_full"] = bool(report.compatible)
             row["edgetpu_ops"] = f"{report.ops_on_edgetpu}/{report.ops_total}"
             first = report.first_unsupported
@@ -116,7 +116,7 @@ def bench_one(name: str, runs: int, warmup: int, calib: int, out_dir: Path) -> d
 
 
 def header(command: str) -> str:
-    from tfdefakeq.manifest import versions
+    from tfdefakeq.core.manifest import versions
     from tfdefakeq.runtime.interpreter import machine_info
 
     v = versions()
@@ -131,10 +131,10 @@ def header(command: str) -> str:
         " activation ranges calibrated on 16 synthetic images (also the parity images);"
         " latency: ai-edge-litert, 1 thread, XNNPACK, median (int4: INT4 weights unpacked to INT8 at load);"
         " macs from the float32 flatbuffer (conv, depthwise, fully connected);"
-        " e2e: convert.convert_model's parity check passes (parity_*: 'logits': the .tflite's logits within"
-        " convert.MAX_LOGIT_LSB output steps of the Keras QAT model; 'per-layer': they are not, and every op"
+        " e2e: export.convert_model's parity check passes (parity_*: 'logits': the .tflite's logits within"
+        " export.MAX_LOGIT_LSB output steps of the Keras QAT model; 'per-layer': they are not, and every op"
         " is within 1 LSB of Keras on TFLite's own inputs, off only at rounding ties, tfdefakeq.diagnose);"
-        " edgetpu: tfdefakeq.edgetpu.check_model on the int8 model (op mapping in execution order).",
+        " edgetpu: tfdefakeq.runtime.edgetpu_ops.check_model on the int8 model (op mapping in execution order).",
         "- caveat: untrained logits barely vary, so max_lsb here is weaker evidence than the trained tiny"
         " models of tests/backbones/test_zoo_export.py (logits and every op checked against Keras there).",
         "",
@@ -145,7 +145,7 @@ def header(command: str) -> str:
 def write_tables(rows: list[dict], csv_path: Path, command: str) -> None:
     import pandas as pd
 
-    from tfdefakeq.fileio import write_atomic
+    from tfdefakeq.core.fileio import write_atomic
 
     df = pd.DataFrame(rows, columns=COLUMNS)
     head = header(command)
@@ -187,7 +187,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(args) -> int:
     from tfdefakeq.backbones import list_backbones
-    from tfdefakeq.manifest import command_line
+    from tfdefakeq.core.manifest import command_line
 
     csv_path = Path(args.out)
     csv_path.parent.mkdir(parents=True, exist_ok=True)

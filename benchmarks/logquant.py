@@ -7,7 +7,7 @@ front end) at 64 px, trained float on the embedded synthetic data (tfdefakeq.dat
 config: train split for training, 64 val images for calibration, the whole test split for AP), then
 fine-tuned twice for the same epochs: w8a8 (uniform int8 activations, the control) and w8 weights +
 4-bit ShiftedLogActivationQuantizer on every PReLU / ReLU output (tfdefakeq.quant.logquant). Rows:
-- each deployable variant: converts with `convert.to_tflite(model, "int8", representative)`?, ops
+- each deployable variant: converts with `export.to_tflite(model, "int8", representative)`?, ops
   added against the control, max |Keras - TFLite| logit in output LSB against the Keras model it
   realises (the log rows: the Keras log model), decisions that agree, TFLite AP on the test split,
   latency p50 (ai-edge-litert, 1 thread, XNNPACK, `runtime.bench.bench_model`);
@@ -60,14 +60,14 @@ def load_split(root, split, size, limit=None):
 
 
 def fit(model, x, y, epochs, lr, batch_size=32):
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     model.compile(keras.optimizers.Adam(lr), keras.losses.BinaryCrossentropy(from_logits=True))
     model.fit(x, y[:, None], batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
 
 
 def tflite_eval(path, images, labels, keras_logits, preprocess, runs):
-    from tfdefakeq.runtime.bench import bench_model
+    from tfdefakeq.runtime.latency import bench_model
     from tfdefakeq.runtime.interpreter import TFLiteModel
     from tfdefakeq.runtime.metrics import average_precision
 
@@ -92,9 +92,9 @@ def _op_summary(ops) -> str:
 
 def probe(fn):
     """Converts input -> FQ8 -> fn -> FQ8 (8x8x4) with the full-int8 settings; (ops, error)."""
-    from tfdefakeq.convert import to_tflite
+    from tfdefakeq.engine.export import to_tflite
     from tfdefakeq.runtime.modelinfo import read_model_info
-    from tfdefakeq.tfcompat import keras, tf
+    from tfdefakeq.core.tfcompat import keras, tf
 
     class Probe(keras.layers.Layer):
         @tf.autograph.experimental.do_not_convert
@@ -126,7 +126,7 @@ def probe(fn):
 
 
 def probes() -> list[dict]:
-    from tfdefakeq.tfcompat import tf
+    from tfdefakeq.core.tfcompat import tf
 
     levels = np.array([-0.5, -0.3, 0.0, 0.3, 0.8, 1.6, 3.0], np.float32)
     thresholds = (levels[:-1] + levels[1:]) / 2
@@ -178,19 +178,19 @@ def level_table(qat) -> "object":
 def main(args) -> int:
     import pandas as pd
 
-    from tfdefakeq import report
+    from tfdefakeq.core import report
     from tfdefakeq.backbones import build
-    from tfdefakeq.convert import to_tflite
+    from tfdefakeq.engine.export import to_tflite
     from tfdefakeq.data.synthetic import generate
-    from tfdefakeq.fileio import write_text_atomic
-    from tfdefakeq.manifest import Preprocess, command_line, versions
+    from tfdefakeq.core.fileio import write_text_atomic
+    from tfdefakeq.core.manifest import Preprocess, command_line, versions
     from tfdefakeq.quant import logquant as lq
     from tfdefakeq.quant import quantize
     from tfdefakeq.quant.calibrate import snap_biases
     from tfdefakeq.runtime.interpreter import cpu_name
     from tfdefakeq.runtime.metrics import average_precision
     from tfdefakeq.runtime.modelinfo import read_model_info
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     start = time.time()
     keras.utils.set_random_seed(0)

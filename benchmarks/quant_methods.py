@@ -156,12 +156,12 @@ def measure_step_times(float_path: Path, data, args) -> dict[str, float]:
     """Training-step seconds of the float model and of the STEP_TIMED QAT methods (the adaptive one
     with its float teacher, as train runs it)."""
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
-    from tfdefakeq.errors import UserError
-    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.core.errors import UserError
+    from tfdefakeq.engine.modelio import load_detector
     from tfdefakeq.quant import quantize
     from tfdefakeq.quant.distill import Distiller
     from tfdefakeq.runtime.images import load_images
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     samples = balanced_subset(scan_forensynths(data, "train"), args.batch_size, args.seed)
     model, manifest = load_detector(float_path)
@@ -189,7 +189,7 @@ def measure_step_times(float_path: Path, data, args) -> dict[str, float]:
 
 def uniform_plan(float_path: Path, bits: int, out: Path) -> Path:
     """A --bit-plan file with every body layer at `bits` (the no-horizontal ablation)."""
-    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.engine.modelio import load_detector
     from tfdefakeq.quant.fold import fold_batchnorm
     from tfdefakeq.quant.horizontal import QuantPlan
     from tfdefakeq.quant.schemes import plan_weight_bits
@@ -201,15 +201,15 @@ def uniform_plan(float_path: Path, bits: int, out: Path) -> Path:
 
 
 def run_method(method: str, backbone: str, float_path: Path, data, args, work: Path, calib_uint8) -> dict:
-    from tfdefakeq.convert import convert_model
-    from tfdefakeq.manifest import Manifest, manifest_path
-    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.engine.export import convert_model
+    from tfdefakeq.core.manifest import Manifest, manifest_path
+    from tfdefakeq.engine.modelio import load_detector
 
     kind, options, _ = METHODS[method]
     tflite = work / "tflite" / f"{backbone}_{method}_s{args.seed}.tflite"
     if kind == "aeq":
         from tfdefakeq.quant.baselines import aeq_quantize
-        from tfdefakeq.fileio import write_atomic
+        from tfdefakeq.core.fileio import write_atomic
 
         float_tflite = work / "tflite" / f"{backbone}_float_s{args.seed}.tflite"
         if not float_tflite.exists():
@@ -250,11 +250,11 @@ def main(args) -> int:
 
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
     from tfdefakeq.data.synthetic import SyntheticConfig, generate
-    from tfdefakeq.manifest import command_line, versions
-    from tfdefakeq.modelio import load_detector
-    from tfdefakeq.report import write_table
-    from tfdefakeq.runtime.bench import bench_model
-    from tfdefakeq.runtime.evaluate import evaluate_arrays, evaluate_model
+    from tfdefakeq.core.manifest import command_line, versions
+    from tfdefakeq.engine.modelio import load_detector
+    from tfdefakeq.core.report import write_table
+    from tfdefakeq.runtime.latency import bench_model
+    from tfdefakeq.runtime.scoring import evaluate_arrays, evaluate_model
     from tfdefakeq.runtime.images import load_images
     from tfdefakeq.runtime.interpreter import machine_info
 
@@ -350,11 +350,11 @@ def main(args) -> int:
 
 def ship(args, work: Path, data) -> None:
     """Measures the SHIPPED models again into their manifests and copies them to --ship."""
-    from tfdefakeq.fileio import write_atomic
-    from tfdefakeq.manifest import manifest_path
-    from tfdefakeq.report import record_measurements, write_models_index
-    from tfdefakeq.runtime.bench import bench_model
-    from tfdefakeq.runtime.evaluate import evaluate_model
+    from tfdefakeq.core.fileio import write_atomic
+    from tfdefakeq.core.manifest import manifest_path
+    from tfdefakeq.core.report import record_measurements, write_models_index
+    from tfdefakeq.runtime.latency import bench_model
+    from tfdefakeq.runtime.scoring import evaluate_model
 
     target = Path(args.ship)
     for backbone, method in SHIPPED:
@@ -371,7 +371,7 @@ def ship(args, work: Path, data) -> None:
 
 
 def plot_ap_vs_size(df, path) -> None:
-    from tfdefakeq.report import _pyplot, save_figure
+    from tfdefakeq.core.report import _pyplot, save_figure
 
     plt = _pyplot()
     ok = df[df["error"].isna() | (df["error"] == "")] if "error" in df else df

@@ -113,9 +113,9 @@ def table_rows(validated, raw, models, mutators) -> list[dict]:
 def write_results(rows, validated, raw, battery, resume, ours, args, load_before, validated_s, total_s) -> None:
     import pandas as pd
 
-    from tfdefakeq.fileio import write_text_atomic
-    from tfdefakeq.manifest import versions
-    from tfdefakeq.report import header_lines, markdown_table
+    from tfdefakeq.core.fileio import write_text_atomic
+    from tfdefakeq.core.manifest import versions
+    from tfdefakeq.core.report import header_lines, markdown_table
     from tfdefakeq.runtime.interpreter import machine_info
     from tfdefakeq.runtime.validate import validate_flatbuffer
 

@@ -4,7 +4,7 @@
 
 Writes benchmarks/results/runtime.csv and runtime.md. Models are built here at --size px with
 untrained weights, activation ranges calibrated on photos that ship in scikit-image, then
-quantized (tfmot_int8 -> int8, w4a8 -> int4) and converted with tfdefakeq.convert.to_tflite (no
+quantized (tfmot_int8 -> int8, w4a8 -> int4) and converted with tfdefakeq.engine.export.to_tflite (no
 fine-tuning: latency and storage do not depend on the weights' values). Conversions are cached
 under --work (default ~/.cache/tfdefakeq/bench_runtime/SIZE).
 
@@ -70,11 +70,11 @@ def build_models(size: int, work: Path, rebuild: bool) -> dict:
     import numpy as np
 
     from tfdefakeq.backbones import build
-    from tfdefakeq.convert import to_tflite
-    from tfdefakeq.manifest import Manifest, Preprocess, manifest_path
+    from tfdefakeq.engine.export import to_tflite
+    from tfdefakeq.core.manifest import Manifest, Preprocess, manifest_path
     from tfdefakeq.quant import quantize
     from tfdefakeq.runtime.modelinfo import read_model_info
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     work.mkdir(parents=True, exist_ok=True)
     calib = Preprocess().apply(photos(size, 16)).astype(np.float32)
@@ -130,7 +130,7 @@ def paired_latency(models: dict, runs: int, warmup: int, block: int = 10, seed: 
     the same machine load. -> {name: np.ndarray of runs}."""
     import numpy as np
 
-    from tfdefakeq.runtime.bench import random_input
+    from tfdefakeq.runtime.latency import random_input
 
     names = list(models)
     for name in names:
@@ -154,7 +154,7 @@ def measure(args) -> None:
     """Child process: time every model, compare int4 with int4 unpacked; JSON to stdout. No TensorFlow."""
     import numpy as np
 
-    from tfdefakeq.runtime.bench import bench_model
+    from tfdefakeq.runtime.latency import bench_model
     from tfdefakeq.runtime.interpreter import TFLiteModel
 
     plan = json.loads(Path(args.plan).read_text())
@@ -206,7 +206,7 @@ def parity(plan) -> dict:
     """int4 packed vs unpacked on the photos: final outputs, and with XNNPACK off every activation tensor."""
     import numpy as np
 
-    from tfdefakeq.manifest import Manifest, manifest_path
+    from tfdefakeq.core.manifest import Manifest, manifest_path
     from tfdefakeq.runtime.unpack import int4_to_int8
 
     images = np.load(plan["images"])
@@ -287,9 +287,9 @@ def main() -> int:
 
 
 def write_results(agg, measured, notes, args, load_before="?") -> None:
-    from tfdefakeq.manifest import versions
-    from tfdefakeq.report import header_lines, markdown_table
-    from tfdefakeq.fileio import write_text_atomic
+    from tfdefakeq.core.manifest import versions
+    from tfdefakeq.core.report import header_lines, markdown_table
+    from tfdefakeq.core.fileio import write_text_atomic
     from tfdefakeq.runtime.interpreter import machine_info
 
     machine = machine_info()

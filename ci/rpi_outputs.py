@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tfdefakeq.manifest import Manifest, manifest_path  # noqa: E402
+from tfdefakeq.core.manifest import Manifest, manifest_path  # noqa: E402
 from tfdefakeq.runtime.interpreter import TFLiteModel  # noqa: E402
 from tfdefakeq.runtime.unpack import packed_tensor_count  # noqa: E402
 

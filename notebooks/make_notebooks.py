@@ -72,7 +72,7 @@ if not os.path.exists(os.path.join(w4a8_dir, "model.weights.h5")):
 The converter stores the 4-bit weights as packed INT4 tensors whose scales are the learned ones; the
 `.tflite` is run on calibration images and compared with the Keras model before it is written."""),
     new_code_cell('''from tfdefakeq import convert
-from tfdefakeq.manifest import Manifest, manifest_path
+from tfdefakeq.core.manifest import Manifest, manifest_path
 from tfdefakeq.runtime.modelinfo import read_model_info
 
 int4_path = os.path.join(WORK, "detector_int4.tflite")
@@ -83,14 +83,14 @@ print(f"{info.size_bytes:,} bytes; weight bytes by type: {dict(info.weight_bytes
 Manifest.load(manifest_path(int4_path)).metrics["parity"]'''),
     new_markdown_cell("""## 5. Evaluate and benchmark with the runtime alone
 `tfdefakeq.runtime` needs only numpy, Pillow and ai-edge-litert: the same code runs on the device."""),
-    new_code_cell('''from tfdefakeq.runtime.evaluate import evaluate_model, format_table
-from tfdefakeq.runtime.bench import bench_model
+    new_code_cell('''from tfdefakeq.runtime.scoring import evaluate_model, format_table
+from tfdefakeq.runtime.latency import bench_model
 
 rows, scores = evaluate_model(int4_path, data, split="test")
 print(format_table(rows))
 result = bench_model(int4_path, threads=1, warmup=3, runs=10 if SMOKE else 100)
 print(f"p50 {result['latency_ms_p50']:.3f} ms, p90 {result['latency_ms_p90']:.3f} ms on {result['processor']}")'''),
-    new_code_cell('''from tfdefakeq.report import plot_roc_pr
+    new_code_cell('''from tfdefakeq.core.report import plot_roc_pr
 from IPython.display import Image
 
 labels = [s["label"] for s in scores]
@@ -138,7 +138,7 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from tfdefakeq import quant
 from tfdefakeq.data.folders import balanced_subset, scan_forensynths
-from tfdefakeq.modelio import load_detector
+from tfdefakeq.engine.modelio import load_detector
 from tfdefakeq.runtime.images import load_images
 
 BUDGETS = (3.0, 2.75) if SMOKE else (3.0, 2.5)  # a 32 px, width 0.25 ResNet-18 cannot go below ~2.56 bits
@@ -225,7 +225,7 @@ plt.show()'''),
     new_markdown_cell("""### A budget has a floor
 The first convolution, the classifier and every layer's scales and biases cost what they cost: a budget
 below the cheapest plan is refused with one line, before any training."""),
-    new_code_cell('''from tfdefakeq.errors import UserError
+    new_code_cell('''from tfdefakeq.core.errors import UserError
 
 try:
     quant.quantize(model, "adaptive", calib_images, budget=2.0)
@@ -253,7 +253,7 @@ for name, extra in runs.items():
     new_markdown_cell("""Each `.tflite` evaluated on the test split by the runtime. `bits/weight` is the file's size over the
 model's weights, what the budget is about; `planned` is the plan's own estimate of it (`file_bits_avg` in
 `X.qat/bit_plan.json`); `kernels` counts the constant tensors by type."""),
-    new_code_cell('''from tfdefakeq.runtime.evaluate import evaluate_model
+    new_code_cell('''from tfdefakeq.runtime.scoring import evaluate_model
 from tfdefakeq.runtime.modelinfo import read_model_info
 from tfdefakeq.quant.horizontal import QuantPlan
 
@@ -356,7 +356,7 @@ sorted(p.name for p in device_dir.iterdir())'''),
     new_markdown_cell("""## 2. Benchmark
 INT4 weights are unpacked to INT8 when the model loads (XNNPACK has no INT4 convolution kernels), so the
 int4 file is half the size of the int8 one and runs at int8 speed. `--int4 packed` shows the difference."""),
-    new_code_cell('''from tfdefakeq.runtime.bench import bench_model
+    new_code_cell('''from tfdefakeq.runtime.latency import bench_model
 
 runs = 10 if SMOKE else 200
 for name in ("resnet18_64_int8", "resnet18_64_int4"):
@@ -393,7 +393,7 @@ predict.main(predict.parse_args([str(device_dir / "resnet18_64_int8.tflite"), st
 The Edge TPU needs a full-integer int8 model with supported ops only; the first unsupported op sends the
 rest of the graph to the CPU. `python -m tfdefakeq.edgetpu MODEL` checks op by op, and runs
 `edgetpu_compiler` when it is installed (Debian/Ubuntu x86 hosts, from Coral's apt repository)."""),
-    new_code_cell('''from tfdefakeq.edgetpu import check_model, format_report
+    new_code_cell('''from tfdefakeq.runtime.edgetpu_ops import check_model, format_report
 
 for name in ("resnet18_64_int8", "resnet18_64_int4"):
     print(format_report(check_model(device_dir / f"{name}.tflite")))

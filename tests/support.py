@@ -32,10 +32,10 @@ def export_and_compare(model, scheme: str, fmt: str, tmp_path, images_uint8: np.
 
     Returns (written manifest, .tflite path, Keras model that was converted).
     """
-    from tfdefakeq.convert import convert_model
-    from tfdefakeq.manifest import Manifest, Preprocess
+    from tfdefakeq.engine.export import convert_model
+    from tfdefakeq.core.manifest import Manifest, Preprocess
     from tfdefakeq.quant import quantize, weight_bits
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     x = Preprocess().apply(images_uint8)
 

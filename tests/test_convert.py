@@ -4,8 +4,9 @@ import sys
 import pytest
 
 from tfdefakeq import convert
-from tfdefakeq.errors import UserError
-from tfdefakeq.manifest import Manifest, manifest_path
+from tfdefakeq.engine import export
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.manifest import Manifest, manifest_path
 from tfdefakeq.runtime.modelinfo import read_model_info
 
 
@@ -31,7 +32,7 @@ def test_w4a8_model_converts_to_int4(tmp_path, tiny_w4a8_model, easy_synthetic_r
     assert _convert(tiny_w4a8_model, easy_synthetic_root, out) == 0
     manifest = Manifest.load(manifest_path(out))
     assert manifest.format == "int4" and manifest.scheme == "w4a8"
-    assert manifest.metrics["parity"]["max_diff_lsb"] <= convert.MAX_LOGIT_LSB
+    assert manifest.metrics["parity"]["max_diff_lsb"] <= export.MAX_LOGIT_LSB
     assert manifest.metrics["parity"]["decision_agreement"] >= 0.9  # flips only where |logit| is a few LSB
     assert read_model_info(out).weight_bytes["INT4"] > 0
     assert manifest.size_bytes == out.stat().st_size
@@ -53,8 +54,8 @@ def test_existing_output_needs_overwrite(tmp_path, tiny_float_model, easy_synthe
 
 def test_parity_failure_writes_nothing(tmp_path, tiny_float_model, easy_synthetic_root, monkeypatch):
     """A .tflite that disagrees with Keras is never written (here: a parity bound no model meets)."""
-    monkeypatch.setattr(convert, "MAX_FLOAT_DIFF", -1.0)
-    with pytest.raises(convert.ParityError, match="disagrees with Keras"):
+    monkeypatch.setattr(export, "MAX_FLOAT_DIFF", -1.0)
+    with pytest.raises(export.ParityError, match="disagrees with Keras"):
         _convert(tiny_float_model, easy_synthetic_root, tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []
 
@@ -62,7 +63,7 @@ def test_parity_failure_writes_nothing(tmp_path, tiny_float_model, easy_syntheti
 def test_logits_beyond_the_bound_are_judged_op_by_op(tmp_path, tiny_w4a8_model, easy_synthetic_root, monkeypatch, capsys):
     """A QAT export whose logits miss the bound (here: a bound no model meets) is written when every
     op computes what Keras computes on TFLite's own inputs (rounding ties aside)."""
-    monkeypatch.setattr(convert, "MAX_LOGIT_LSB", -1.0)
+    monkeypatch.setattr(export, "MAX_LOGIT_LSB", -1.0)
     out = tmp_path / "int4.tflite"
     assert _convert(tiny_w4a8_model, easy_synthetic_root, out) == 0
     parity = Manifest.load(manifest_path(out)).metrics["parity"]
@@ -78,13 +79,13 @@ def test_a_corrupted_export_is_refused_op_by_op(tmp_path, tiny_w4a8_model, easy_
     file is not written and the error names the layer that departs."""
     import numpy as np
 
-    from tfdefakeq.runtime.unpack import _schema, _serialize
+    from tfdefakeq.runtime.unpack import schema_module, serialize_model
 
-    real = convert.to_tflite
+    real = export.to_tflite
 
     def corrupted(model, fmt, representative=None):
         data = real(model, fmt, representative)
-        schema = _schema()
+        schema = schema_module()
         flat = schema.ModelT.InitFromPackedBuf(data, 0)
         graph = flat.subgraphs[0]
         conv = next(op for op in graph.operators
@@ -93,12 +94,12 @@ def test_a_corrupted_export_is_refused_op_by_op(tmp_path, tiny_w4a8_model, easy_
         buffer.data = np.array(buffer.data, dtype=np.uint8)
         weights = buffer.data.view(np.int8)  # the stem conv: int8 (the stem stays at 8 bits)
         weights[:9] = np.where(weights[:9] > 0, -127, 127)
-        return _serialize(schema, flat, len(data))
+        return serialize_model(schema, flat, len(data))
 
-    monkeypatch.setattr(convert, "to_tflite", corrupted)
-    monkeypatch.setattr(convert, "MAX_LOGIT_LSB", -1.0)  # straight to the op-by-op check
+    monkeypatch.setattr(export, "to_tflite", corrupted)
+    monkeypatch.setattr(export, "MAX_LOGIT_LSB", -1.0)  # straight to the op-by-op check
     out = tmp_path / "int4.tflite"
-    with pytest.raises(convert.ParityError, match="op by op: .* departs from Keras"):
+    with pytest.raises(export.ParityError, match="op by op: .* departs from Keras"):
         _convert(tiny_w4a8_model, easy_synthetic_root, out)
     assert not out.exists()
 

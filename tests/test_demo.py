@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 from tfdefakeq import demo
-from tfdefakeq.errors import UserError
-from tfdefakeq.manifest import Manifest
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.manifest import Manifest
 from tfdefakeq.runtime.modelinfo import read_model_info
 
 

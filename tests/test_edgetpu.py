@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tfdefakeq import edgetpu
-from tfdefakeq.edgetpu import check_model, format_report, run_compiler
+from tfdefakeq.runtime.edgetpu_ops import check_model, format_report, run_compiler
 
 SHIPPED = Path(__file__).resolve().parents[1] / "tflite_models"
 INT8_MODELS = sorted(SHIPPED.glob("*_int8.tflite"))

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.support import random_images
 from tfdefakeq import predict
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.runtime.faces import (
     Face,
     FaceDetector,

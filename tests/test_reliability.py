@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tfdefakeq import bench, convert, evaluate, train
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 SHIPPED_INT8 = Path(__file__).resolve().parents[1] / "tflite_models" / "resnet18_64_int8.tflite"
 
@@ -204,7 +204,7 @@ def test_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
     """A writer that fails mid-way (ENOSPC) gives a UserError and leaves neither the target nor a temp file."""
     import os
 
-    from tfdefakeq.fileio import write_atomic
+    from tfdefakeq.core.fileio import write_atomic
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -219,7 +219,7 @@ def test_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     import os
 
-    from tfdefakeq.fileio import write_atomic
+    from tfdefakeq.core.fileio import write_atomic
 
     target = tmp_path / "model.tflite"
     target.write_bytes(b"old model")

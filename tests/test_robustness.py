@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from tfdefakeq import evaluate, robustness
-from tfdefakeq.errors import UserError
-from tfdefakeq.runtime.robustness import degrade
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.runtime.perturb import degrade
 
 SHIPPED_INT8 = Path(__file__).resolve().parents[1] / "tflite_models" / "resnet18_64_int8.tflite"
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_TRAIN, run_train
-from tfdefakeq.errors import UserError
-from tfdefakeq.manifest import Manifest, manifest_path
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.manifest import Manifest, manifest_path
 
 
 def test_float_training_writes_model_manifest_and_history(tiny_float_model, easy_synthetic_root):
@@ -24,8 +24,8 @@ def test_float_training_writes_model_manifest_and_history(tiny_float_model, easy
 
 def test_trained_detector_beats_chance_on_validation(tiny_float_model, easy_synthetic_root):
     from tfdefakeq.data.folders import scan_forensynths
-    from tfdefakeq.modelio import load_detector
-    from tfdefakeq.runtime.evaluate import evaluate_arrays
+    from tfdefakeq.engine.modelio import load_detector
+    from tfdefakeq.runtime.scoring import evaluate_arrays
     from tfdefakeq.runtime.images import load_images
 
     model, manifest = load_detector(tiny_float_model)
@@ -57,7 +57,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, easy_synt
     """SIGKILL after the first epoch's checkpoint; --resume finishes the run, and its weights equal
     those of an uninterrupted run with the same seed."""
     from tfdefakeq.data.folders import scan_forensynths
-    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.engine.modelio import load_detector
     from tfdefakeq.runtime.images import load_images
 
     out = tmp_path / "run"
@@ -102,8 +102,8 @@ def test_short_runs_cap_batchnorm_memory():
     """MobileNets' BN momentum 0.999 would leave the moving statistics at their initial values after a
     short run (validation AUC exactly 0.5, measured); the cap keeps 10 memory lengths in the run."""
     from tfdefakeq.backbones import build
-    from tfdefakeq.train import shorten_batchnorm_memory
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.engine.training import shorten_batchnorm_memory
+    from tfdefakeq.core.tfcompat import keras
 
     model = build("mobilenet_v2", input_shape=(32, 32, 3), alpha=0.35)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]

@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from tfdefakeq.cli import run_cli
+from tfdefakeq.core.cli import run_cli
 
 VERB = "bench"
 
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tfdefakeq.runtime.bench import append_csv_rows, bench_model, format_result, profile_model
+    from tfdefakeq.runtime.latency import append_csv_rows, bench_model, format_result, profile_model
     from tfdefakeq.runtime.interpreter import check_tflite_file
     from tfdefakeq.runtime.modelinfo import read_model_info
 

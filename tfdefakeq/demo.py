@@ -12,8 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-from tfdefakeq.cli import run_cli
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.cli import run_cli
+from tfdefakeq.core.errors import UserError
 
 VERB = "demo"
 
@@ -76,17 +76,17 @@ def _keras_probs(model, samples, size, preprocess):
 def main(args) -> int:
     import pandas as pd
 
-    from tfdefakeq.convert import convert_model
+    from tfdefakeq.engine.export import convert_model
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
-    from tfdefakeq.manifest import command_line, manifest_path, versions
-    from tfdefakeq.modelio import load_detector
-    from tfdefakeq.report import markdown_table, plot_model_comparison, record_measurements, write_models_index, write_table
-    from tfdefakeq.runtime.bench import bench_model
-    from tfdefakeq.runtime.evaluate import evaluate_arrays, evaluate_model, format_table
+    from tfdefakeq.core.manifest import command_line, manifest_path, versions
+    from tfdefakeq.engine.modelio import load_detector
+    from tfdefakeq.core.report import markdown_table, plot_model_comparison, record_measurements, write_models_index, write_table
+    from tfdefakeq.runtime.latency import bench_model
+    from tfdefakeq.runtime.scoring import evaluate_arrays, evaluate_model, format_table
     from tfdefakeq.runtime.images import load_images
     from tfdefakeq.runtime.interpreter import machine_info
 
-    from tfdefakeq.fileio import check_writable, write_atomic
+    from tfdefakeq.core.fileio import check_writable, write_atomic
 
     started = time.perf_counter()
     out = Path(args.out)

@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from tfdefakeq.cli import run_cli
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.cli import run_cli
+from tfdefakeq.core.errors import UserError
 
 VERB = "evaluate"
 
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> int:
     # Imported here so `--help` answers without loading numpy/litert.
     from tfdefakeq.data.folders import generators_of, scan_dataset
-    from tfdefakeq.runtime.evaluate import (
+    from tfdefakeq.runtime.scoring import (
         Progress,
         evaluate_arrays,
         format_table,
@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
         if args.curves:
             try:
-                from tfdefakeq.report import plot_roc_pr
+                from tfdefakeq.core.report import plot_roc_pr
             except ImportError as e:
                 raise UserError(f"--curves needs matplotlib ({e}); pip install matplotlib") from e
             curves = plot_roc_pr([s.label for s in samples], probs, [s.generator for s in samples],

@@ -20,8 +20,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from tfdefakeq.cli import run_cli
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.cli import run_cli
+from tfdefakeq.core.errors import UserError
 
 VERB = "predict"
 
@@ -51,10 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args) -> int:
-    from tfdefakeq.fileio import check_writable, write_text_atomic
-    from tfdefakeq.runtime.evaluate import rows_to_csv
+    from tfdefakeq.core.fileio import check_writable, write_text_atomic
+    from tfdefakeq.runtime.scoring import rows_to_csv
     from tfdefakeq.runtime.interpreter import check_tflite_file, load_model
-    from tfdefakeq.runtime.predict import PREDICT_COLUMNS, Predictor, collect_items, format_rows
+    from tfdefakeq.runtime.inference import PREDICT_COLUMNS, Predictor, collect_items, format_rows
 
     if args.margin < 0:
         raise UserError(f"--margin must be >= 0, got {args.margin}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfdefakeq.cli import run_cli
+from tfdefakeq.core.cli import run_cli
 
 VERB = "robustness"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from tfdefakeq.runtime.robustness import SWEEPS
+    from tfdefakeq.runtime.perturb import SWEEPS
 
     p = argparse.ArgumentParser(prog="python -m tfdefakeq.robustness", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path)
@@ -31,11 +31,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(args) -> int:
     from tfdefakeq.data.folders import scan_dataset
-    from tfdefakeq.fileio import check_writable
-    from tfdefakeq.manifest import command_line
-    from tfdefakeq.runtime.evaluate import Progress, format_table
+    from tfdefakeq.core.fileio import check_writable
+    from tfdefakeq.core.manifest import command_line
+    from tfdefakeq.runtime.scoring import Progress, format_table
     from tfdefakeq.runtime.interpreter import check_tflite_file, load_model, machine_info
-    from tfdefakeq.runtime.robustness import SWEEPS, sweep
+    from tfdefakeq.runtime.perturb import SWEEPS, sweep
 
     check_tflite_file(args.model)
     stem = args.out / f"{args.model.stem}.{args.sweep}"
@@ -53,7 +53,7 @@ def main(args) -> int:
 
     import pandas as pd
 
-    from tfdefakeq.report import plot_sweep, write_table
+    from tfdefakeq.core.report import plot_sweep, write_table
 
     machine = machine_info()
     header = {

@@ -5,7 +5,7 @@ import pytest
 
 from tfdefakeq.backbones import build
 from tfdefakeq.backbones.common import SpatialAverageKernel, spatial_average
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 
 def test_spatial_average_is_average_pooling_as_a_fixed_depthwise_conv():

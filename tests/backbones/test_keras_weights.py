@@ -7,7 +7,7 @@ import pytest
 
 from tfdefakeq.backbones import backbone_info, build, list_backbones
 from tfdefakeq.backbones.weights import load_keras_weights
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 WITH_KERAS = [n for n in list_backbones() if backbone_info(n).keras_application]
 REFERENCE_KWARGS = {"MobileNetV3Small": dict(include_preprocessing=False),

@@ -1,7 +1,7 @@
 import numpy as np
 
 from tfdefakeq.backbones import build
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 
 def test_mobilenet_v2_loads_keras_applications_weights(tmp_path):

@@ -1,8 +1,8 @@
 import pytest
 
 from tfdefakeq.backbones import backbone_info, build, list_backbones
-from tfdefakeq.errors import UserError
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.tfcompat import keras
 
 
 def test_list_backbones_has_foundation_models():

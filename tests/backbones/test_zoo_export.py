@@ -1,5 +1,5 @@
 """Every registered backbone, at test size: float -> QAT (tfmot_int8 and w4a8) -> int8 / int4 .tflite
--> ai-edge-litert -> logits within convert.MAX_LOGIT_LSB of the Keras QAT model (convert_model raises
+-> ai-edge-litert -> logits within export.MAX_LOGIT_LSB of the Keras QAT model (convert_model raises
 ParityError otherwise), full integer (int8 I/O, no float weights, no (de)quantize ops inside),
 and INT4 tensors in the int4 model. The cases above the logit bound (KNOWN_ABOVE_BOUND) are checked op
 by op too (tfdefakeq.diagnose): every quantized tensor differs from Keras, on TFLite's own inputs, only at
@@ -35,7 +35,7 @@ TINY = {
     "cqb_resnet18": (32, dict(width=0.125)),
 }
 FLOAT_STEPS = 150
-# Measured above convert.MAX_LOGIT_LSB (6) at test size (2026-11-22, this machine): (backbone, scheme)
+# Measured above export.MAX_LOGIT_LSB (6) at test size (2026-11-22, this machine): (backbone, scheme)
 # -> max logit LSB seen (it varies from run to run: the 150-step training is not bit-reproducible on
 # 2 threads). tfdefakeq.diagnose found why: no op departs from Keras beyond rounding ties (outputs whose
 # exact value sits within float32 / fixed-point error of a rounding boundary and flip by 1 LSB), but
@@ -44,7 +44,7 @@ FLOAT_STEPS = 150
 # after 150 training steps one logit LSB is ~0.001 (CQB: 4e-5), so a few flips grow to 10-20 logit LSB.
 # convert_model accepts them through its op-by-op check, which this test repeats: each op, fed TFLite's own inputs, computes
 # what Keras computes (at most LOCAL_MAX_LSB off, and every output that differs a rounding tie, see
-# diagnose.TIE_LSB; measured 2026-11-22: ties on up to 0.3% of an op's outputs, nothing else), which
+# parity.TIE_LSB; measured 2026-11-22: ties on up to 0.3% of an op's outputs, nothing else), which
 # catches every gross export error (a re-rounded grid, lost scales, unfolded BatchNorm, an unrounded
 # average pool) layer by layer.
 # (MobileNetV3-Small/Large were here too, at 9-27 LSB: real export faults the per-layer check found
@@ -80,8 +80,8 @@ def datasets():
 
 def _trained_float(name, images, labels):
     """The backbone's tiny float model, trained once per session (weights cached), as a fresh copy."""
-    from tfdefakeq.manifest import Preprocess
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.manifest import Preprocess
+    from tfdefakeq.core.tfcompat import keras
 
     size, kwargs = TINY[name]
     model = build(name, input_shape=(size, size, 3), **kwargs)
@@ -108,7 +108,7 @@ def test_backbone_exports_with_parity(name, scheme, fmt, datasets, tmp_path):
     images, labels = datasets(TINY[name][0])
     model = _trained_float(name, images, labels)
     known = (name, scheme) in KNOWN_ABOVE_BOUND
-    # convert_model's parity: the logits within convert.MAX_LOGIT_LSB, or else every op (ParityError otherwise)
+    # convert_model's parity: the logits within export.MAX_LOGIT_LSB, or else every op (ParityError otherwise)
     manifest, path, qat = export_and_compare(model, scheme, fmt, tmp_path, images, labels, backbone=name, float_steps=0)
     parity = manifest.metrics["parity"]
     print(f"\n{name} {scheme}->{fmt}: max {parity['max_diff_lsb']:.2f} LSB, decisions agree {parity['decision_agreement']:.0%}")
@@ -116,7 +116,7 @@ def test_backbone_exports_with_parity(name, scheme, fmt, datasets, tmp_path):
     assert parity["logits_agree"] or known  # a new case above the logit bound gets noticed (and listed)
     if known:  # the per-layer bound (each op, on TFLite's own inputs, within LOCAL_MAX_LSB of Keras and
         # different only at rounding ties), whether or not the logits happened to stay within their bound
-        from tfdefakeq.diagnose import layer_parity, per_layer_verdict
+        from tfdefakeq.engine.parity import layer_parity, per_layer_verdict
 
         table = layer_parity(qat, path, images, use_xnnpack=True)  # XNNPACK: what check_parity runs
         verdict = per_layer_verdict(table, max_local_lsb=LOCAL_MAX_LSB)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tfdefakeq.data.augment import AugmentConfig, augment, gaussian_blur, gaussian_kernel1d, random_blur, random_jpeg
-from tfdefakeq.tfcompat import tf
+from tfdefakeq.core.tfcompat import tf
 
 OFF = dict(blur_prob=0.0, jpeg_prob=0.0, flip=False)
 

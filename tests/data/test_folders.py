@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tfdefakeq.data.folders import generators_of, scan_forensynths
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 
 def _image(path: Path) -> None:

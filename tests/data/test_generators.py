@@ -32,7 +32,7 @@ def _high_freq_energy(images: np.ndarray) -> float:
 
 @pytest.mark.parametrize("kind", G.UPSAMPLING_KINDS)
 def test_autoencoder_is_fully_convolutional_with_its_upsampling(kind):
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     model = G.build_autoencoder(kind)
     for size in (32, 64):

@@ -9,8 +9,8 @@ from PIL import Image
 
 from tfdefakeq.data.folders import Sample, scan_forensynths
 from tfdefakeq.data.reader import DECODE_JPEG, DECODE_PIL, DECODE_PNG, check_image, make_dataset
-from tfdefakeq.errors import UserError
-from tfdefakeq.manifest import Preprocess
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.manifest import Preprocess
 from tfdefakeq.runtime.images import load_image
 
 

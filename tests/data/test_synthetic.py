@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tfdefakeq.data import synthetic as S
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 
 def _photo_of(path: Path) -> str:

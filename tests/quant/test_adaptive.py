@@ -21,7 +21,7 @@ def adaptive_avg3(tmp_path_factory, tiny_float_model, easy_synthetic_root):
 
 
 def test_the_file_holds_the_plan(adaptive_avg3):
-    from tfdefakeq.manifest import Manifest, manifest_path
+    from tfdefakeq.core.manifest import Manifest, manifest_path
     from tfdefakeq.quant.horizontal import QuantPlan
     from tfdefakeq.runtime.modelinfo import read_model_info
 
@@ -49,9 +49,9 @@ def test_the_file_holds_the_plan(adaptive_avg3):
 def test_plan_is_reused_without_measuring(adaptive_avg3, tiny_float_model, easy_synthetic_root):
     """The saved QAT detector rebuilds from its manifest alone (no calibration data) into the network
     the .tflite was made from; a saved plan applies to the float model without measuring again."""
-    from tfdefakeq.convert import check_parity
+    from tfdefakeq.engine.export import check_parity
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
-    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.engine.modelio import load_detector
     from tfdefakeq.quant import quantize, weight_bits
     from tfdefakeq.quant.horizontal import QuantPlan
     from tfdefakeq.runtime.images import load_images
@@ -70,7 +70,7 @@ def test_impossible_budget_is_one_line(tmp_path, tiny_float_model, easy_syntheti
     code, errors = run("tfdefakeq.train", "--data", str(easy_synthetic_root), "--out", str(tmp_path / "run"),
                        "--init", str(tiny_float_model), "--input-size", "32", "--scheme", "adaptive", "--avg-bits", "1.5",
                        "--calib-images", "16", "--epochs", "1")
-    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.engine.modelio import load_detector
     from tfdefakeq.quant.adaptive import smallest_budget
 
     assert code == 2 and len(errors) == 1
@@ -90,7 +90,7 @@ def test_without_a_budget_the_bits_of_a_uniform_w4_file_are_redistributed(tiny_f
     """`--scheme adaptive` alone spends what the uniform 4-bit file would hold, no more, and spends it
     unevenly: the allocator moves bits between layers instead of keeping every layer at 4."""
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
-    from tfdefakeq.modelio import load_detector
+    from tfdefakeq.engine.modelio import load_detector
     from tfdefakeq.quant.adaptive import plan_adaptive
     from tfdefakeq.quant.fold import fold_batchnorm
     from tfdefakeq.quant.schemes import plan_weight_bits
@@ -112,7 +112,7 @@ def test_depthwise_channels_and_byte_budgets_are_priced_as_the_file_holds_them()
     """A depthwise kernel (kh, kw, C, M) stores C * M per-channel scales, zero points and biases; a
     byte budget keeps the estimate's error in reserve."""
     from tfdefakeq.quant.adaptive import BYTES_RESERVE, budget_bits, plan_adaptive
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     L = keras.layers
     inputs = keras.Input((16, 16, 3))

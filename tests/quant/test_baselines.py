@@ -6,8 +6,8 @@ import pytest
 
 from tests.support import random_images
 from tfdefakeq.backbones import build
-from tfdefakeq.errors import UserError
-from tfdefakeq.manifest import Preprocess
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.manifest import Preprocess
 
 pytest.importorskip("ai_edge_quantizer")
 
@@ -19,7 +19,7 @@ WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 def trained():
     """A briefly trained ResNet-18 (width 1/4, high-pass front end, 32 px): logits that depend on
     the image, so agreement with the float model means something. (model, uint8 calib, uint8 test)."""
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     images, labels = random_images(48, 32)
     keras.utils.set_random_seed(0)
@@ -31,7 +31,7 @@ def trained():
 
 @pytest.fixture(scope="module")
 def float_tflite(trained):
-    from tfdefakeq.convert import to_tflite
+    from tfdefakeq.engine.export import to_tflite
 
     return to_tflite(trained[0], "float32")
 
@@ -82,7 +82,7 @@ def _run(flatbuffer: bytes, tmp_path, name: str, images):
 
 
 def test_tfmot_nbit_w4a8_stores_int4_kernels_on_a_15_level_grid(trained, float_tflite, tmp_path):
-    from tfdefakeq.convert import to_tflite
+    from tfdefakeq.engine.export import to_tflite
     from tfdefakeq.quant.baselines import apply_tfmot_nbit
 
     model, calib, test = trained

@@ -5,7 +5,7 @@ import pytest
 
 from tfdefakeq.backbones.common import AlphaMix, HardSigmoid, channel_average, channel_repeat, front_end
 from tfdefakeq.quant.fold import fold_batchnorm, split_separable
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 layers = keras.layers
 

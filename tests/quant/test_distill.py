@@ -3,7 +3,7 @@
 import numpy as np
 
 from tfdefakeq.quant.distill import Distiller
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 
 def _net(seed):

@@ -2,7 +2,7 @@ import numpy as np
 
 from tfdefakeq.backbones import build
 from tfdefakeq.quant.fold import fold_batchnorm
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 
 def _randomize_bn(model, seed=0):

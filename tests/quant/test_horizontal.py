@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.quant.horizontal import QuantPlan, allocate_bits, average_bits, layer_sensitivity, parse_option, quantize_kernel
 
 
@@ -52,7 +52,7 @@ def test_split_competes_for_the_same_budget():
 
 
 def test_sensitivity_finds_the_layer_that_carries_the_signal():
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     rng = np.random.default_rng(0)
     inputs = keras.Input((8, 8, 3))

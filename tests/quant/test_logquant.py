@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tfdefakeq.quant import logquant as lq
-from tfdefakeq.tfcompat import keras, tf
+from tfdefakeq.core.tfcompat import keras, tf
 
 
 def _quantizer(offset=0.3, top=6.0, num_bits=4, realisation="lut"):
@@ -76,8 +76,8 @@ def test_gradients_flow_straight_through_to_inputs_and_parameters():
 def test_cqb_resnet18_converts_with_the_lut_realisation_and_matches_keras(tmp_path):
     from tests.support import random_images
     from tfdefakeq.backbones import build
-    from tfdefakeq.convert import MAX_LOGIT_LSB, to_tflite
-    from tfdefakeq.manifest import Preprocess
+    from tfdefakeq.engine.export import MAX_LOGIT_LSB, to_tflite
+    from tfdefakeq.core.manifest import Preprocess
     from tfdefakeq.quant.calibrate import snap_biases
     from tfdefakeq.runtime.interpreter import TFLiteModel
     from tfdefakeq.runtime.modelinfo import read_model_info
@@ -110,7 +110,7 @@ def test_cqb_resnet18_converts_with_the_lut_realisation_and_matches_keras(tmp_pa
     assert len(errors) == 25 and max(errors.values()) < 0.01  # float32 rounding of the dequantized values
 
     # End to end, TFLite's int8 kernels before each quantizer flip ~1-4% of their outputs by 1 LSB
-    # (convert.MAX_LOGIT_LSB budgets that for an int8 model); a flip on a level boundary moves the
+    # (export.MAX_LOGIT_LSB budgets that for an int8 model); a flip on a level boundary moves the
     # 4-bit output by a whole level gap, 255 / 15 = 17 int8 steps on average (1 at the bottom, ~58 at
     # the top). So the bound is the int8 budget times that mean amplification, 102 LSB. Measured:
     # 25-29 LSB (this test; benchmarks/results/logquant.md on 1,508 images), vs 7 for w8a8.

@@ -10,7 +10,7 @@ from tfdefakeq.quant.quantizers import (
     LSQWeightQuantizer,
     mse_step,
 )
-from tfdefakeq.tfcompat import keras, tf
+from tfdefakeq.core.tfcompat import keras, tf
 
 
 def _kernel(seed=0, shape=(3, 3, 8, 4)):
@@ -78,7 +78,7 @@ def test_learned_activation_range_gets_gradients():
 def test_converter_stores_the_learned_sub4bit_integers(tmp_path, bits):
     """A conv on the 3- or 2-bit grid is stored as exactly those integers (INT4 container, or INT2
     after repacking) with exactly the learned steps, not re-rounded onto int4."""
-    from tfdefakeq.convert import to_tflite
+    from tfdefakeq.engine.export import to_tflite
     from tfdefakeq.quant import quantize
     from tfdefakeq.quant.qat import weight_bits
     from tfdefakeq.runtime.unpack import INT2, INT4, pack_int2, unpack_values
@@ -115,7 +115,7 @@ def test_converter_stores_the_learned_sub4bit_integers(tmp_path, bits):
 def test_depthwise_kernels_get_a_step_per_channel(tmp_path):
     """LSQ on a depthwise kernel: one step per channel (not one for the whole kernel), stored as a
     per-channel INT4 DEPTHWISE_CONV_2D filter."""
-    from tfdefakeq.convert import to_tflite
+    from tfdefakeq.engine.export import to_tflite
     from tfdefakeq.quant import quantize
     from tfdefakeq.runtime.unpack import INT4
 

@@ -30,7 +30,7 @@ def test_bits_are_validated():
 
 
 def test_quantizer_output_lies_on_the_learned_grid():
-    from tfdefakeq.tfcompat import tf
+    from tfdefakeq.core.tfcompat import tf
 
     q = LearnedRangeWeightQuantizer(num_bits=4, per_axis=True)
     w = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 4, 2)).astype(np.float32))

@@ -3,8 +3,8 @@ import pytest
 
 from tests.support import export_and_compare, random_images
 from tfdefakeq.backbones import build
-from tfdefakeq.errors import UserError
-from tfdefakeq.manifest import Preprocess
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.manifest import Preprocess
 from tfdefakeq.quant import quantize, weight_bits
 
 

@@ -22,7 +22,7 @@ def _se_model(pixels: int):
     """32 px -> conv + BN + hard-swish to a `pixels` x `pixels` map -> SE block -> project -> logit."""
     from tfdefakeq.backbones.common import hard_swish
     from tfdefakeq.backbones.mobilenet import _v3_se_block
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     L = keras.layers
     keras.utils.set_random_seed(3)
@@ -60,8 +60,8 @@ def _drift_pool_ranges(qat, factor=0.5):
 
 
 def _export(scheme, fmt, pixels, tmp_path):
-    from tfdefakeq.convert import to_tflite
-    from tfdefakeq.manifest import Preprocess
+    from tfdefakeq.engine.export import to_tflite
+    from tfdefakeq.core.manifest import Preprocess
     from tfdefakeq.quant import quantize
     from tfdefakeq.quant.calibrate import snap_biases
 
@@ -78,7 +78,7 @@ def _export(scheme, fmt, pixels, tmp_path):
 
 @pytest.mark.parametrize("scheme,fmt,pixels", [("tfmot_int8", "int8", 4), ("tfmot_int8", "int8", 1), ("w4a8", "int4", 1)])
 def test_squeeze_excite_conv_matches_tflite(scheme, fmt, pixels, tmp_path):
-    from tfdefakeq.diagnose import layer_parity
+    from tfdefakeq.engine.parity import layer_parity
 
     qat, path, images = _export(scheme, fmt, pixels, tmp_path)
     table = layer_parity(qat, path, images, use_xnnpack=True).set_index("keras_layer")
@@ -95,7 +95,7 @@ def test_squeeze_excite_conv_matches_tflite(scheme, fmt, pixels, tmp_path):
 
 def test_tfmot_int8_se_conv_is_snapped_to_the_converters_grid(tmp_path):
     """The NoOp-configured SE conv: kernel on a symmetric per-channel int8 grid (max tap at 127 steps)."""
-    from tfdefakeq.manifest import Preprocess
+    from tfdefakeq.core.manifest import Preprocess
     from tfdefakeq.quant import quantize
     from tfdefakeq.quant.calibrate import snap_biases
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.quant.vertical import channel_saliency, pick_salient, random_salient, split_salient
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 
 def _model():

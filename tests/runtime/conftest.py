@@ -55,8 +55,8 @@ def tiny_models(tmp_path_factory) -> dict:
     real/fake images, converted to float32 and to full int8 (int8 input and output), each with a
     sidecar manifest.
     """
-    from tfdefakeq.manifest import Manifest, Preprocess, manifest_path
-    from tfdefakeq.tfcompat import keras, tf
+    from tfdefakeq.core.manifest import Manifest, Preprocess, manifest_path
+    from tfdefakeq.core.tfcompat import keras, tf
 
     out = tmp_path_factory.mktemp("tiny_models")
     preprocess = Preprocess()

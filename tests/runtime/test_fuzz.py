@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.runtime.interpreter import check_tflite_file
 from tfdefakeq.runtime.validate import ChildProbe
 

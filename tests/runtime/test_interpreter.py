@@ -5,8 +5,8 @@ import types
 import numpy as np
 import pytest
 
-from tfdefakeq.errors import UserError
-from tfdefakeq.manifest import Manifest, manifest_path
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.manifest import Manifest, manifest_path
 from tfdefakeq.runtime.interpreter import (
     TFLiteModel,
     check_tflite_file,

@@ -68,7 +68,8 @@ def test_runtime_runs_without_tensorflow(tiny_models, forensynths_root, tmp_path
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "NO-TENSORFLOW-OK" in proc.stdout
-    for module in ("interpreter", "metrics", "evaluate", "bench", "images", "unpack", "predict", "faces", "video", "profile"):
+    for module in ("interpreter", "metrics", "scoring", "latency", "images", "unpack", "inference", "faces", "video", "profile",
+                       "edgetpu_ops"):
         assert f"tfdefakeq.runtime.{module}" in proc.stdout
     for name in ("tiny_int8.test.eval.csv", "bench.csv", "scores.csv", "etpu.json"):
         assert (out / name).exists()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.support import random_images
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.runtime.interpreter import TFLiteModel, load_model
 from tfdefakeq.runtime.modelinfo import model_info_from_bytes, read_model_info
 from tfdefakeq.runtime.unpack import (
@@ -126,7 +126,7 @@ def test_default_load_unpacks_and_keeps_the_file(photos, tmp_path):
     # builtin kernels by at most a couple of LSB (the int8 model shows the same)
     packed = TFLiteModel(path, unpack_int4=False)
     assert packed.unpacked_tensors == 0
-    from tfdefakeq.manifest import Preprocess
+    from tfdefakeq.core.manifest import Preprocess
 
     diff = np.abs(raw_outputs(model, photos, Preprocess()) - raw_outputs(packed, photos, Preprocess()))
     assert diff.max() <= 2
@@ -145,7 +145,7 @@ def test_int2_weights_unpack_like_int8(tiny_models, photos):
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    from tfdefakeq.manifest import Manifest, manifest_path
+    from tfdefakeq.core.manifest import Manifest, manifest_path
 
     model_t = schema.ModelT.InitFromPackedBuf(tiny_models["int8"].read_bytes(), 0)
     graph = model_t.subgraphs[0]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests.runtime.test_fuzz import UnvalidatedChild
-from tfdefakeq.errors import UserError
-from tfdefakeq.manifest import manifest_path
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.manifest import manifest_path
 from tfdefakeq.runtime import interpreter
 from tfdefakeq.runtime.interpreter import check_tflite_file, load_model
 from tfdefakeq.runtime.validate import SCHEMA, ChildProbe, probe_in_child, validate_flatbuffer

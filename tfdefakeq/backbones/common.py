@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfdefakeq.tfcompat import keras, tf
+from tfdefakeq.core.tfcompat import keras, tf
 
 layers = keras.layers
 BN_EPSILON = 1.001e-5  # keras.applications ResNet's value, so its weights load unchanged

@@ -25,7 +25,7 @@ from __future__ import annotations
 from tfdefakeq.backbones.common import (AlphaMix, channel_average, channel_repeat, classifier_head, front_end,
                                         layers, spatial_average)
 from tfdefakeq.backbones.registry import register_backbone
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 _BN = dict(epsilon=1e-5)
 

@@ -23,7 +23,7 @@ import numpy as np
 from tfdefakeq.backbones.common import classifier_head, front_end, layers
 from tfdefakeq.backbones.mobilenet import _correct_pad
 from tfdefakeq.backbones.registry import register_backbone
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 # (kernel, repeats, filters_in, filters_out, expand_ratio, strides) per stage; se_ratio 0.25 everywhere
 _BLOCKS = [(3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tfdefakeq.backbones.common import front_end, layers
 from tfdefakeq.backbones.registry import register_backbone
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 
 def _conv_bn_relu(x, filters, kernel, name):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from tfdefakeq.backbones.common import HardSigmoid, classifier_head, front_end, hard_swish, highpass_front, layers
 from tfdefakeq.backbones.registry import register_backbone
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 _BN = dict(epsilon=1e-3, momentum=0.999)
 # (expansion, output channels, stride) per inverted residual block, as in the paper's Table 2.

@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,10 @@ def register_backbone(name: str, family: str, reference_params: int | None = Non
 
 
 def list_backbones() -> list[str]:
-    _load_families()
     return sorted(_REGISTRY)
 
 
 def backbone_info(name: str) -> BackboneInfo:
-    _load_families()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -72,7 +70,3 @@ def build(name: str, input_shape=(64, 64, 3), num_classes: int = 1, **kwargs):
         raise UserError(f"backbone {name}: input_shape must be (height, width, 3) with sides >= 16, got {input_shape}")
     return info.builder(input_shape=input_shape, num_classes=num_classes, **kwargs)
 
-
-def _load_families() -> None:
-    # Importing the family modules runs their @register_backbone decorators.
-    from tfdefakeq.backbones import cqb, efficientnet, meso, mobilenet, resnet, xception  # noqa: F401

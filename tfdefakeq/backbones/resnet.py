@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tfdefakeq.backbones.common import BN_EPSILON, classifier_head, front_end, highpass_front, layers
 from tfdefakeq.backbones.registry import register_backbone
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 
 def _conv_bn(x, filters, kernel, stride, name, relu=True):

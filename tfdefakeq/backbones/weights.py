@@ -12,7 +12,7 @@ import numpy as np
 
 import re
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 # keras.applications' input normalisation (EfficientNet's Normalization statistics): ours lives in
 # the manifest's Preprocess, not in the graph, so these stored layers have no counterpart.

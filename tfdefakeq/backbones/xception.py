@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tfdefakeq.backbones.common import classifier_head, front_end, layers
 from tfdefakeq.backbones.registry import register_backbone
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 
 def _sep_bn(x, filters, name, relu_before: bool):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tfdefakeq.tfcompat import tf
+from tfdefakeq.core.tfcompat import tf
 
 
 @dataclass(frozen=True)

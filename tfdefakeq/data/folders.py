@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 LABEL_FOLDERS = {"0_real": 0, "1_fake": 1}
@@ -205,7 +205,7 @@ def scan_deepfakebench_json(json_path, split: str = "test", compression: str = "
     resolved against `frames_root` when relative (DeepfakeBench stores them relative to its
     `rgb_dir`). Compression levels only exist for FF++; other datasets are read whatever their key.
     """
-    from tfdefakeq.fileio import read_json
+    from tfdefakeq.core.fileio import read_json
 
     json_path = Path(json_path)
     data = read_json(json_path)

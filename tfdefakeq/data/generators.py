@@ -37,7 +37,7 @@ def build_autoencoder(upsampling: str = "transposed", width: int = 32, name: str
     The last upsampling step outputs the 3 colour channels itself, so its artifacts are not
     smoothed away by a later layer. Fully convolutional: any H, W divisible by 4.
     """
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     if upsampling not in UPSAMPLING_KINDS:
         raise ValueError(f"upsampling must be one of {UPSAMPLING_KINDS}, got {upsampling!r}")
@@ -95,7 +95,7 @@ def train_autoencoder(
     progress: optional callable(step_done) (e.g. a tqdm `update`).
     Returns (model, final_l1) where final_l1 is the mean L1 over the last 50 steps, in [0, 1] units.
     """
-    from tfdefakeq.tfcompat import keras, tf
+    from tfdefakeq.core.tfcompat import keras, tf
 
     keras.utils.set_random_seed(seed)
     model = build_autoencoder(upsampling, width=width)

@@ -23,9 +23,9 @@ import numpy as np
 
 from tfdefakeq.data.augment import AugmentConfig, augment as augment_image
 from tfdefakeq.data.folders import Sample
-from tfdefakeq.errors import UserError
-from tfdefakeq.manifest import Preprocess
-from tfdefakeq.tfcompat import tf
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.manifest import Preprocess
+from tfdefakeq.core.tfcompat import tf
 
 # How a file is decoded in the graph; chosen per file by `check_image`.
 DECODE_PNG, DECODE_JPEG, DECODE_PIL = 0, 1, 2

@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdefakeq.cli import run_cli
-from tfdefakeq.errors import UserError
-from tfdefakeq.fileio import read_json, write_json_atomic
+from tfdefakeq.core.cli import run_cli
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.fileio import read_json, write_json_atomic
 
 # Bump when a change to this module changes the pixels it writes: old caches then get a new folder.
 FORMAT_VERSION = 1
@@ -341,7 +341,7 @@ def _png_bytes(image: np.ndarray) -> bytes:
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
-    from tfdefakeq.manifest import versions
+    from tfdefakeq.core.manifest import versions
 
     out = versions()
     for dist in ("pillow", "scikit-image", "scikit-learn", "matplotlib", "PyWavelets"):

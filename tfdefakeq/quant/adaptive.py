@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.quant.horizontal import (
     QuantPlan,
     allocate_bits,
@@ -22,7 +22,7 @@ from tfdefakeq.quant.horizontal import (
     parse_option,
 )
 from tfdefakeq.quant.vertical import channel_saliency, pick_salient, random_salient
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 # The file-size estimate (horizontal.layer_overhead_bits, MODEL_OVERHEAD_BYTES) fell short of the
 # written .tflite by -0.1% to +0.4% on ResNet-18/50 plans and 1.3% on MobileNetV2 (more small layers:

@@ -11,7 +11,7 @@ from the off-the-shelf tools, on the same detectors and data as our schemes.
 What the files hold (measured with TF 2.21.0, tfmot 0.8.1, ai-edge-litert 2.3.0, ai-edge-quantizer
 0.10.0; ResNet-18 at width 1/4 with the high-pass front end, and MobileNetV2 alpha 0.35, 32 px):
 
-- tfmot n-bit W4A8, converted with `tfdefakeq.convert.to_tflite(qat, "int8")`: every CONV_2D,
+- tfmot n-bit W4A8, converted with `tfdefakeq.engine.export.to_tflite(qat, "int8")`: every CONV_2D,
   DEPTHWISE_CONV_2D and FULLY_CONNECTED filter is stored as a packed INT4 tensor (schema type 17),
   not as INT8 holding 4-bit values. The grid is not re-rounded: stored integers x stored scales
   equal the Keras fake-quantized kernels times the folded BatchNorm multipliers to 1e-7 relative,
@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.runtime.unpack import inline_buffers
 
 AEQ_RECIPES = {
@@ -73,7 +73,7 @@ def apply_tfmot_nbit(model, weight_bits: int = 4, activation_bits: int = 8, cali
     `input_range` (the normalised pixel range); with `calib_images` ((N, H, W, 3) normalised
     float32) the activation ranges start at the observed ones (DESIGN.md section 5, pitfall 2).
 
-    Converted with `tfdefakeq.convert.to_tflite(qat, "int8")`, 4-bit weights become packed INT4
+    Converted with `tfdefakeq.engine.export.to_tflite(qat, "int8")`, 4-bit weights become packed INT4
     tensors holding exactly the trained grid; 3-bit grids are re-rounded (see the module docstring).
     Activations below 8 bits do not convert (DESIGN.md section 4: W4A4 fails in the converter).
     """

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfdefakeq.quant.quantizers import CalibrationSwitch, init_weight_quantizer, weight_scale
-from tfdefakeq.tfcompat import tf
+from tfdefakeq.core.tfcompat import tf
 
 _q = tfmot.quantization.keras
 from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import QuantizeLayer as _QuantizeLayer  # noqa: E402
@@ -59,7 +59,7 @@ def set_input_range(qat_model, low: float, high: float) -> None:
 
 
 def _batchnorms(model) -> list:
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     inner = [getattr(layer, "layer", layer) for layer in model.layers]
     return [layer for layer in inner if isinstance(layer, keras.layers.BatchNormalization)]
@@ -165,7 +165,7 @@ def _snap_unfolded_batchnorms(qat_model) -> int:
     the conv and rounds the folded bias beta + (b - mean) * gamma / sigma to int32 steps of
     input scale x folded weight scale. Shifts each BN's beta so that folded bias lies on that grid."""
     from tfdefakeq.quant.fold import consumers, inbound_layers
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     readers = consumers(qat_model)
     snapped = 0
@@ -214,7 +214,7 @@ def _snap_unquantized_kernels(qat_model) -> int:
     )
 
     from tfdefakeq.quant.fold import inbound_layers
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     # tfmot_nbit_w4a8's transforms do the same with their own NoOp class; the converter still
     # quantizes such a float kernel at 8 bits
@@ -254,7 +254,7 @@ def _snap_tfmot_conv_biases(qat_model) -> int:
     channel when the quantizer is per-axis). Under tfmot_int8: the SE blocks' second conv, MobileNetV3's
     head convs. Returns layers snapped."""
     from tfdefakeq.quant.fold import consumers, inbound_layers
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     readers = consumers(qat_model)
     snapped = 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import tensorflow_model_optimization as tfmot
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.quant.quantizers import LearnedActivationQuantizer, LearnedRangeWeightQuantizer, LSQWeightQuantizer
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 MovingAverageQuantizer = tfmot.quantization.keras.quantizers.MovingAverageQuantizer

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from tfdefakeq.tfcompat import keras, tf
+from tfdefakeq.core.tfcompat import keras, tf
 
 
 def _classifier_input(model):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.tfcompat import keras
 
 layers = keras.layers
 _FOLDABLE = (layers.Conv2D, layers.DepthwiseConv2D)

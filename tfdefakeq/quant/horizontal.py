@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.quant.quantizers import STORAGE_BITS, mse_step, weight_levels
 
 CHOICES = (8, 4, 3, 2)
@@ -49,13 +49,13 @@ class QuantPlan:
                    budget=obj.get("budget", {}), sensitivity=obj.get("sensitivity", {}), layers=obj.get("layers", {}))
 
     def save(self, path, overwrite: bool = False) -> Path:
-        from tfdefakeq.fileio import write_json_atomic
+        from tfdefakeq.core.fileio import write_json_atomic
 
         return write_json_atomic(path, self.to_json(), overwrite=overwrite)
 
     @classmethod
     def load(cls, path) -> "QuantPlan":
-        from tfdefakeq.fileio import read_json
+        from tfdefakeq.core.fileio import read_json
 
         obj = read_json(path)
         if not isinstance(obj, dict) or not isinstance(obj.get("weight_bits"), dict):
@@ -92,7 +92,7 @@ def layer_sensitivity(folded, layer_names, images: np.ndarray, choices=CHOICES, 
     """layer -> {option: mean squared logit change} with that layer alone quantized (float
     elsewhere). Options are the bits in `choices`, plus for the layers in `salient` (layer -> input
     channels) each low-bit choice with those channels at 8 bits ("4s", "2s", ...)."""
-    from tfdefakeq.tfcompat import keras, tf
+    from tfdefakeq.core.tfcompat import keras, tf
 
     forward = tf.function(lambda x: folded(x, training=False))  # traced once; weights are read at call time
 

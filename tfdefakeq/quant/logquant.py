@@ -32,7 +32,7 @@ the range; Off and top get the gradient of the values clipped at either end.
 
 Measured (benchmarks/results/logquant.md: cqb_resnet18 width 0.25, 64 px, embedded synthetic data,
 1,508 test images; ai-edge-litert 2.3.0, 1 thread, XNNPACK; w8 weights in every row):
-- (a) "lut", the choice: full int8, converts with `convert.to_tflite(model, "int8", ...)`, adds
+- (a) "lut", the choice: full int8, converts with `export.to_tflite(model, "int8", ...)`, adds
   ADD + LOG + EXP + SUB per quantized activation (25 in cqb_resnet18). Each chain reproduces the
   Keras levels bit for bit (`lut_layer_errors`: 0 LSB in all 25); end to end TFLite is within
   13 LSB of Keras, 99.8% equal decisions, AP 0.856 (Keras 0.856), because the int8 kernels before
@@ -72,7 +72,7 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfdefakeq.quant.configs import PReLUQuantizeConfig, _NoWeightsConfig
-from tfdefakeq.tfcompat import keras, tf
+from tfdefakeq.core.tfcompat import keras, tf
 
 Quantizer = tfmot.quantization.keras.quantizers.Quantizer
 _q = tfmot.quantization.keras
@@ -276,7 +276,7 @@ def quantize_log(model, calib_images: np.ndarray | None = None, num_bits: int = 
     """QAT model of float `model` with log-quantized PReLU / ReLU outputs (`on`) and otherwise our
     folded scheme (BN folded, learned weight ranges: `weight_bits` 8 -> int8 format, 4 -> int4 as
     w4a8, or an explicit `bit_plan`). calib_images (N, H, W, 3) normalised float: every range,
-    uniform and log, starts at the observed one. Convert with `convert.to_tflite(qat, "int8", ...)`.
+    uniform and log, starts at the observed one. Convert with `export.to_tflite(qat, "int8", ...)`.
     """
     from tfdefakeq.quant import calibrate
     from tfdefakeq.quant.fold import fold_batchnorm
@@ -330,7 +330,7 @@ def realise(model, realisation: str = "lut"):
     "lut" (default, exact: the int8 ADD/LOG/EXP/SUB chain it trained with) or "uniform8" (plain int8
     activations over the same range: faster, not what it trained with). Also refreshes each
     quantizer's min_var / max_var (read by calibrate.snap_biases). Then `calibrate.snap_biases(model)`
-    and `convert.to_tflite(model, "int8", representative)` (or convert.convert_model, whose
+    and `export.to_tflite(model, "int8", representative)` (or export.convert_model, whose
     MAX_LOGIT_LSB parity bound is for int8 activations: a 4-bit model exceeds it; see above)."""
     if realisation not in REALISATIONS:
         raise ValueError(f"realisation must be one of {REALISATIONS}, got {realisation!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.quant import calibrate
 from tfdefakeq.quant.schemes import SCHEMES, Scheme, apply_folded_scheme, apply_tfmot_int8, custom_objects, plan_weight_bits
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfdefakeq.tfcompat import keras, tf
+from tfdefakeq.core.tfcompat import keras, tf
 import tensorflow_model_optimization as tfmot
 
 Quantizer = tfmot.quantization.keras.quantizers.Quantizer

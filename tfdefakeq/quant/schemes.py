@@ -20,7 +20,7 @@ import tensorflow_model_optimization as tfmot
 
 from tfdefakeq.quant.configs import WeightBitsQuantizeConfig, custom_quantize_config, extra_quantize_configs
 from tfdefakeq.quant.fold import consumers, fold_batchnorm
-from tfdefakeq.tfcompat import keras
+from tfdefakeq.core.tfcompat import keras
 
 _q = tfmot.quantization.keras
 _default8 = tfmot.quantization.keras.default_8bit
@@ -182,7 +182,7 @@ def apply_folded_scheme(model, bit_plan: dict[str, int], lsq: bool = False, sali
     """BN-fold `model` (and split the convs in `salient_channels`, see quant.vertical), annotate
     each weighted layer with its bits, and build the QAT model. `lsq`: LSQ weight steps and learned
     activation ranges."""
-    from tfdefakeq.errors import UserError
+    from tfdefakeq.core.errors import UserError
     from tfdefakeq.quant.vertical import SALIENT_SUFFIX, split_salient
 
     folded = fold_batchnorm(model)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfdefakeq.tfcompat import keras, tf
+from tfdefakeq.core.tfcompat import keras, tf
 
 layers = keras.layers
 SALIENT_SUFFIX = "_salient"
@@ -89,7 +89,7 @@ def random_salient(channels: dict[str, int], ratio: float, seed: int = 0) -> dic
 def split_salient(model, salient: dict[str, list[int]]):
     """`model` (BN folded) with each Conv2D in `salient` split into an 8-bit salient-channel conv
     and a low-bit conv over the other channels, added. Outputs equal the original's in float."""
-    from tfdefakeq.errors import UserError
+    from tfdefakeq.core.errors import UserError
     from tfdefakeq.quant.fold import rebuild
 
     for name, idx in salient.items():

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 MODEL_FILES = {"short": "face_detection_short_range.tflite", "full": "face_detection_full_range.tflite"}
 SSD_OPTIONS = {  # input size, per-layer strides, anchors per layer and cell

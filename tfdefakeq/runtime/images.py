@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 
 def load_image(path, size: tuple[int, int]) -> np.ndarray:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
-from tfdefakeq.manifest import Manifest, manifest_path
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.manifest import Manifest, manifest_path
 from tfdefakeq.runtime.validate import probe_in_child, validate_flatbuffer
 
 MAX_FLATBUFFER_BYTES = 2**31 - 1  # flatbuffer offsets are 32-bit signed

@@ -17,14 +17,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 
-def _schema():
+def schema_module():
+    """The TFLite flatbuffer schema (object API) that ai-edge-litert ships: one copy for every reader."""
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise UserError("reading .tflite structure needs ai-edge-litert (pip install tfdefakeq[edge])") from e
+        raise UserError("reading a .tflite's structure needs ai-edge-litert (pip install tfdefakeq[edge])") from e
     return schema
 
 
@@ -114,7 +115,7 @@ def read_model_info(path) -> ModelInfo:
 
 def model_info_from_bytes(buf, label: str = "model") -> ModelInfo:
     """`read_model_info` of a flatbuffer already in memory; `label` names it in errors."""
-    schema = _schema()
+    schema = schema_module()
     if len(buf) < 8 or bytes(buf[4:8]) != b"TFL3":
         raise UserError(f"{label}: not a TFLite flatbuffer (missing TFL3 identifier)")
     try:

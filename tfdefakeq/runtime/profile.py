@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.runtime.modelinfo import OpInfo, model_info_from_bytes
 
 PROFILE_COLUMNS = ["op_index", "op", "version", "output_shape", "macs", "latency_ms_p50", "share", "gmacs_per_s"]

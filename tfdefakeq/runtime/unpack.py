@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.runtime.modelinfo import schema_module
 
 TFLITE_FILE_IDENTIFIER = b"TFL3"
 INT8 = 9
@@ -76,14 +77,6 @@ def pack_values(values, bits: int = 4) -> np.ndarray:
     return (padded.reshape(-1, per_byte) << shifts).sum(axis=1).astype(np.uint8)
 
 
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise UserError("unpacking INT4 weights needs ai-edge-litert (pip install tfdefakeq[edge])") from e
-    return schema
-
-
 def _check_identifier(buf) -> None:
     if len(buf) < 8 or bytes(buf[4:8]) != TFLITE_FILE_IDENTIFIER:
         raise UnpackError("not a TFLite flatbuffer (missing TFL3 identifier)")
@@ -91,7 +84,7 @@ def _check_identifier(buf) -> None:
 
 def packed_tensor_count(flatbuffer) -> int:
     """How many tensors of `flatbuffer` are stored packed (INT4 or INT2). Reads without copying."""
-    schema = _schema()
+    schema = schema_module()
     _check_identifier(flatbuffer)
     try:
         model = schema.Model.GetRootAsModel(flatbuffer, 0)
@@ -141,7 +134,7 @@ def unpack_model(flatbuffer, types=(INT4, INT2)) -> tuple[bytes, UnpackReport]:
     `report.skipped`). A model without packed tensors is returned unchanged (same bytes).
     Raises UnpackError on a damaged flatbuffer or one whose weights live outside it (buffer offsets).
     """
-    schema = _schema()
+    schema = schema_module()
     flatbuffer = bytes(flatbuffer)
     report = UnpackReport(size_before=len(flatbuffer), size_after=len(flatbuffer))
     if not packed_tensor_count(flatbuffer):
@@ -187,7 +180,7 @@ def unpack_model(flatbuffer, types=(INT4, INT2)) -> tuple[bytes, UnpackReport]:
             report.tensors += 1
     if not report.tensors:
         return flatbuffer, report
-    out = _serialize(schema, model, len(flatbuffer) + report.unpacked_bytes)
+    out = serialize_model(schema, model, len(flatbuffer) + report.unpacked_bytes)
     report.size_after = len(out)
     return out, report
 
@@ -212,16 +205,16 @@ def inline_buffers(flatbuffer) -> bytes:
     """`flatbuffer` with every constant buffer stored after it (buffer offset/size, as
     ai-edge-quantizer writes models over 256 KiB of weights) moved back inside it, so that
     `unpack_model` and `modelinfo` see the weights. Other models are returned unchanged."""
-    schema = _schema()
+    schema = schema_module()
     flatbuffer = bytes(flatbuffer)
     _check_identifier(flatbuffer)
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
     if not _inline(model, flatbuffer):
         return flatbuffer
-    return _serialize(schema, model, len(flatbuffer))
+    return serialize_model(schema, model, len(flatbuffer))
 
 
-def _serialize(schema, model, size_hint: int) -> bytes:
+def serialize_model(schema, model, size_hint: int) -> bytes:
     """The object-API `model` as a .tflite, constant buffers 16-byte aligned."""
     import flatbuffers
 
@@ -240,7 +233,7 @@ def pack_int2(flatbuffer) -> tuple[bytes, int]:
     the same. The TF 2.21 converter stores 2-bit weights in INT4 containers; this halves them.
     INT2 tensors need `unpack_model` (done by `TFLiteModel` at load) before an interpreter runs them.
     """
-    schema = _schema()
+    schema = schema_module()
     flatbuffer = bytes(flatbuffer)
     if not packed_tensor_count(flatbuffer):
         return flatbuffer, 0
@@ -266,7 +259,7 @@ def pack_int2(flatbuffer) -> tuple[bytes, int]:
         repacked += 1
     if not repacked:
         return flatbuffer, 0
-    return _serialize(schema, model, len(flatbuffer)), repacked
+    return serialize_model(schema, model, len(flatbuffer)), repacked
 
 
 def _name(tensor) -> str:

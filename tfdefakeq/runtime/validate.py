@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.runtime.unpack import INT8, PACKED_BITS, TFLITE_FILE_IDENTIFIER
 
 MIN_TFLITE_BYTES = 16  # root offset + identifier + the smallest possible root table

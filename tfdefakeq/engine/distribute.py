@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 
@@ -22,7 +22,7 @@ def make_strategy(name: str, logical_cpus: int | None = None):
     logical_cpus: split the host CPU into this many logical devices first (must run before TensorFlow
     touches any device); with no GPU, `mirrored` then mirrors over them, which is how it is tested here.
     """
-    from tfdefakeq.tfcompat import tf
+    from tfdefakeq.core.tfcompat import tf
 
     if name not in STRATEGIES:
         raise UserError(f"unknown --strategy {name!r} (choose from {', '.join(STRATEGIES)})")

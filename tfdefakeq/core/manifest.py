@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfdefakeq.fileio import read_json, write_json_atomic
+from tfdefakeq.core.fileio import read_json, write_json_atomic
 
 
 @dataclass

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tfdefakeq import evaluate as evaluate_cli
-from tfdefakeq.errors import UserError
-from tfdefakeq.runtime.evaluate import (
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.runtime.scoring import (
     ROW_COLUMNS,
     Progress,
     evaluate_arrays,
@@ -172,7 +172,7 @@ def test_cli_missing_data_folder(tiny_models, tmp_path, capfd):
 
 
 def test_video_level_auc_averages_frames_per_video():
-    from tfdefakeq.runtime.evaluate import evaluate_arrays, format_table
+    from tfdefakeq.runtime.scoring import evaluate_arrays, format_table
 
     # two real and two fake videos of 3 frames; one fake video has one misleading frame
     labels = [0] * 6 + [1] * 6
@@ -188,15 +188,15 @@ def test_video_level_auc_averages_frames_per_video():
 def test_video_with_mixed_labels_is_refused():
     import pytest
 
-    from tfdefakeq.errors import UserError
-    from tfdefakeq.runtime.evaluate import evaluate_arrays
+    from tfdefakeq.core.errors import UserError
+    from tfdefakeq.runtime.scoring import evaluate_arrays
 
     with pytest.raises(UserError, match="video v: its frames carry both labels"):
         evaluate_arrays([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], ["g"] * 4, videos=["v", "v", "w", "x"])
 
 
 def test_cross_generator_rows_mark_unseen_generators():
-    from tfdefakeq.runtime.evaluate import evaluate_arrays, format_table, mark_seen
+    from tfdefakeq.runtime.scoring import evaluate_arrays, format_table, mark_seen
 
     labels = [0, 1] * 6
     probs = [0.2, 0.8, 0.3, 0.7, 0.1, 0.9, 0.6, 0.4, 0.5, 0.6, 0.2, 0.3]

@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 
 from tfdefakeq.data.folders import Sample, scan_dataset
-from tfdefakeq.errors import UserError
-from tfdefakeq.fileio import check_writable, write_text_atomic
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.fileio import check_writable, write_text_atomic
 from tfdefakeq.runtime.images import load_images
 from tfdefakeq.runtime.interpreter import TFLiteModel, load_model
 from tfdefakeq.runtime.metrics import SingleClassError, detection_metrics

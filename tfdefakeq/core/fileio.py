@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfdefakeq.fileio import write_atomic, write_text_atomic
+from tfdefakeq.core.fileio import write_atomic, write_text_atomic
 
 
 def header_lines(header: dict, prefix: str = "# ") -> str:
@@ -83,7 +83,7 @@ def plot_model_comparison(df, path, title: str) -> Path:
 def record_measurements(tflite_path, rows: list[dict], bench: dict, dataset: str) -> None:
     """Writes the test metrics per generator (`rows` from runtime.evaluate) and the latency (`bench`
     from runtime.bench.bench_model) into the model's manifest, so a shipped file explains itself."""
-    from tfdefakeq.manifest import Manifest, manifest_path
+    from tfdefakeq.core.manifest import Manifest, manifest_path
 
     manifest = Manifest.load(manifest_path(tflite_path))
     manifest.dataset = dataset
@@ -98,7 +98,7 @@ def write_models_index(folder) -> Path:
     """(Re)writes FOLDER/README.md: one row per `.tflite` with what its manifest records."""
     import pandas as pd
 
-    from tfdefakeq.manifest import Manifest, manifest_path
+    from tfdefakeq.core.manifest import Manifest, manifest_path
 
     folder = Path(folder)
     rows = []

@@ -4,8 +4,8 @@ import sys
 import pytest
 
 from tests.conftest import TINY_TRAIN
-from tfdefakeq.distribute import make_strategy
-from tfdefakeq.errors import UserError
+from tfdefakeq.engine.distribute import make_strategy
+from tfdefakeq.core.errors import UserError
 
 
 def test_mirrored_training_over_two_logical_cpus(tmp_path, synthetic_root):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from tfdefakeq.backbones import build
-from tfdefakeq.errors import UserError
-from tfdefakeq.tfcompat import keras
-from tfdefakeq.train import load_pretrained
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.tfcompat import keras
+from tfdefakeq.engine.training import load_pretrained
 
 
 @pytest.fixture

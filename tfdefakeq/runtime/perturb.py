@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 
 SWEEPS = {
     # kind: (default levels, level meaning, the level that means "untouched")
@@ -51,7 +51,7 @@ def degrade(image: np.ndarray, kind: str, level: float) -> np.ndarray:
 def sweep(model, preprocess, samples, kind: str, levels=None, progress=None) -> list[dict]:
     """Scores `samples` at every level of the sweep. Returns rows (level, generator, metrics...):
     one per generator and level plus the "mean" row of each level, as `evaluate_arrays` makes them."""
-    from tfdefakeq.runtime.evaluate import evaluate_arrays
+    from tfdefakeq.runtime.scoring import evaluate_arrays
     from tfdefakeq.runtime.images import load_images
 
     levels = list(SWEEPS[kind][0] if levels is None else levels) if kind in SWEEPS else None

@@ -13,9 +13,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from tfdefakeq.errors import UserError
-from tfdefakeq.fileio import check_writable
-from tfdefakeq.manifest import Manifest, manifest_path
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.fileio import check_writable
+from tfdefakeq.core.manifest import Manifest, manifest_path
 
 WEIGHTS_SUFFIX = ".weights.h5"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
+from tfdefakeq.core.errors import UserError
 from tfdefakeq.runtime.images import center_crop, decode_image
 from tfdefakeq.runtime.video import VIDEO_SUFFIXES, read_frames
 

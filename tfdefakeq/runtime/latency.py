@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdefakeq.errors import UserError
-from tfdefakeq.fileio import write_atomic
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.fileio import write_atomic
 from tfdefakeq.runtime.interpreter import TFLiteModel, machine_info
 
 BENCH_COLUMNS = [

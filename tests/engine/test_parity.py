@@ -9,10 +9,10 @@ from tests.support import random_images
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from tfdefakeq.convert import to_tflite
-    from tfdefakeq.manifest import Preprocess
+    from tfdefakeq.engine.export import to_tflite
+    from tfdefakeq.core.manifest import Preprocess
     from tfdefakeq.quant import quantize
-    from tfdefakeq.tfcompat import keras
+    from tfdefakeq.core.tfcompat import keras
 
     keras.utils.set_random_seed(1)
     L = keras.layers
@@ -40,7 +40,7 @@ def exported(tmp_path_factory):
 
 
 def test_every_quantized_activation_matches_one_tflite_tensor(exported):
-    from tfdefakeq.diagnose import COLUMNS, layer_parity
+    from tfdefakeq.engine.parity import COLUMNS, layer_parity
 
     qat, path, images = exported
     table = layer_parity(qat, path, images)
@@ -66,14 +66,14 @@ def test_every_quantized_activation_matches_one_tflite_tensor(exported):
 
 
 def test_a_corrupted_weight_shows_at_exactly_its_layer(exported, tmp_path):
-    from tfdefakeq.diagnose import first_divergence, layer_parity
-    from tfdefakeq.runtime.unpack import _schema, _serialize
+    from tfdefakeq.engine.parity import first_divergence, layer_parity
+    from tfdefakeq.runtime.unpack import schema_module, serialize_model
 
     qat, path, images = exported
     healthy = layer_parity(qat, path, images, local=False).set_index("keras_layer")
     # block_bn is the int8 output of the CONV_2D the converter made of block_conv + block_bn
     op_index = int(healthy.loc["block_bn", "op_index"])
-    schema = _schema()
+    schema = schema_module()
     data = path.read_bytes()
     model = schema.ModelT.InitFromPackedBuf(data, 0)
     graph = model.subgraphs[0]
@@ -84,7 +84,7 @@ def test_a_corrupted_weight_shows_at_exactly_its_layer(exported, tmp_path):
     weights = buffer.data.view(np.int8)
     weights[0] = -127 if weights[0] > 0 else 127  # one tap of output channel 0, pushed to the far end
     broken = tmp_path / "broken.tflite"
-    broken.write_bytes(_serialize(schema, model, len(data)))
+    broken.write_bytes(serialize_model(schema, model, len(data)))
 
     table = layer_parity(qat, broken, images)
     first = first_divergence(table, lsb=2.0)
@@ -100,7 +100,7 @@ def test_a_corrupted_weight_shows_at_exactly_its_layer(exported, tmp_path):
 
 
 def test_xnnpack_run_reads_every_tensor_too(exported):
-    from tfdefakeq.diagnose import layer_parity
+    from tfdefakeq.engine.parity import layer_parity
 
     qat, path, images = exported
     table = layer_parity(qat, path, images, use_xnnpack=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tfdefakeq import bench as bench_cli
-from tfdefakeq.runtime.bench import BENCH_COLUMNS, append_csv_row, bench_model, format_result
+from tfdefakeq.runtime.latency import BENCH_COLUMNS, append_csv_row, bench_model, format_result
 from tfdefakeq.runtime.modelinfo import read_model_info
 
 
@@ -54,7 +54,7 @@ def test_cli_appends_rows_to_a_csv(tiny_models, tmp_path, capfd):
 
 
 def test_append_refuses_a_csv_with_other_columns(tmp_path):
-    from tfdefakeq.errors import UserError
+    from tfdefakeq.core.errors import UserError
 
     path = tmp_path / "other.csv"
     path.write_text("a,b\n1,2\n")

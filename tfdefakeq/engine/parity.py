@@ -1,0 +1,369 @@
+"""Keras-vs-TFLite parity, tensor by tensor (the engine behind `python -m tfdefakeq.diagnose` and
+convert's op-by-op verdict): where does an int8 .tflite first depart from its Keras QAT model?
+
+This module taps every quantized activation of the Keras QAT model (the input QuantizeLayer, every
+wrapper output FakeQuant, every post-activation FakeQuant, and range-preserving layers such as
+padding and max-pooling, which inherit their input's grid), runs the .tflite on the reference
+kernels with every intermediate tensor preserved, matches each Keras tensor to the int8 TFLite
+tensor that holds it, and measures the difference in that tensor's own LSB.
+
+    >>> table = layer_parity(qat_model, "det_int8.tflite", images_uint8)    # doctest: +SKIP
+    >>> first_divergence(table)                                             # doctest: +SKIP
+
+Matching: a TFLite tensor's name carries the Keras wrapper names of the ops fused into it
+(`model/quant_conv1_relu/Relu;model/quant_conv1_conv/Conv2D;...`); among the tensors of the
+right shape, those naming the layer are preferred, and among several (or none) the one whose
+dequantized values are closest wins. Two Keras tensors that TFLite fuses into one (an Add whose
+output FakeQuant is followed by a ReLU with its own) cannot both be matched: the closer one is,
+the other is reported unmatched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+COLUMNS = ["keras_layer", "keras_type", "tflite_tensor", "op", "op_index", "scale", "keras_scale",
+           "max_lsb", "mean_lsb", "share_differ", "local_max_lsb", "local_share_differ", "local_share_beyond_ties", "match"]
+
+
+# Rounding ties: Keras (float32 FakeQuant, BatchNorm unfolded under tfmot_int8) and TFLite (int32
+# accumulators and bias grid, fixed-point or fp32 multipliers) compute the same real value with
+# errors of up to ~0.003 LSB, so they round it to different grid points when it lies that close to
+# the boundary between them. For an elementwise op every occurrence of the one input level whose
+# product with the multiplier lands there flips: up to a few % of a tensor. Measured on cqb_resnet18
+# W4A8: a PReLU whose exact output at one input level is 0.4998 LSB above a grid point, which TFLite
+# rounds up (0.3% of that tensor); on a tfmot_int8 stem conv (tests/test_diagnose.py), 1e-3-2.4e-3 LSB.
+# A differing output counts as a tie when Keras' unrounded value is within TIE_LSB of the midpoint
+# between its grid value and TFLite's; export faults seen so far are 0.1-0.5 LSB or more.
+TIE_LSB = 0.01
+
+
+# Layers that pass int8 values through unchanged: their output lives on their input's grid.
+_PASS_THROUGH = ("ZeroPadding2D", "MaxPooling2D", "Reshape", "Flatten", "Dropout", "Cropping2D", "AveragePooling2D")
+
+
+@dataclass
+class _Tap:
+    """One quantized Keras tensor: the layer producing it and its FakeQuant range (None: inherited)."""
+
+    layer: object
+    name: str  # the Keras layer's own name (the wrapper's is "quant_" + name)
+    type: str
+    qrange: tuple[float, float] | None
+
+
+def _layer_range(layer) -> tuple[float, float] | None | bool:
+    """The [min, max] of the FakeQuant at `layer`'s output; None when it has none; False when its
+    output keeps its input's grid (a pass-through layer)."""
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (
+        QuantizeLayer,
+    )
+
+    def rng(qvars):
+        if not isinstance(qvars, dict) or "min_var" not in qvars or "max_var" not in qvars:
+            return None
+        return float(qvars["min_var"].numpy()), float(qvars["max_var"].numpy())
+
+    if isinstance(layer, QuantizeLayer):
+        return rng(layer.quantizer_vars)
+    if not isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
+        return None
+    found = None
+    for activation in layer._quantize_activations:
+        # a post-activation FakeQuant (tfmot's ReLU / conv activations); later quantizers override
+        if activation._should_post_quantize() and hasattr(activation, "_post_activation_vars"):
+            found = rng(activation._post_activation_vars) or found
+    if layer._output_quantizers:
+        found = rng(layer._output_quantizer_vars) or found
+    if found is not None:
+        return found
+    if not layer._weight_vars and type(layer.layer).__name__ in _PASS_THROUGH:
+        return False
+    return None
+
+
+def quantized_taps(qat_model) -> list[_Tap]:
+    """Every Keras layer of `qat_model` whose output is an int8 tensor in the converted model, in
+    layer (topological) order: its own FakeQuant range, or None when it inherits its input's."""
+    from tfdefakeq.quant.fold import inbound_layers
+
+    taps: list[_Tap] = []
+    tapped: set[str] = set()
+    for layer in qat_model.layers:
+        found = _layer_range(layer)
+        if found is False:
+            sources = inbound_layers(layer)
+            if len(sources) != 1 or sources[0].name not in tapped:
+                continue  # its input is not an int8 tensor we know
+            found = None
+        elif found is None:
+            continue
+        inner = getattr(layer, "layer", layer)
+        taps.append(_Tap(layer, inner.name, type(inner).__name__, found))
+        tapped.add(layer.name)
+    return taps
+
+
+def _fake_quant_scale(qrange: tuple[float, float] | None, bits: int = 8) -> float:
+    if qrange is None:
+        return float("nan")
+    lo, hi = min(qrange[0], 0.0), max(qrange[1], 0.0)  # TF nudges the range to contain 0
+    return (hi - lo) / (2**bits - 1)
+
+
+def _expose_all_tensors(content: bytes) -> bytes:
+    """`content` with every op output made a graph output: a delegate (XNNPACK) then has to write
+    each intermediate tensor back, so they can be read with the delegate's own arithmetic."""
+    from tfdefakeq.runtime.unpack import schema_module, serialize_model
+
+    schema = schema_module()
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    graph = model.subgraphs[0]
+    produced = [int(i) for op in graph.operators or [] for i in op.outputs if i >= 0]
+    graph.outputs = list(dict.fromkeys([int(i) for i in graph.outputs] + produced))
+    return serialize_model(schema, model, len(content))
+
+
+def _producers(content: bytes) -> dict[int, tuple[str, int]]:
+    """Tensor index -> (op name, op index) of the op writing it, read from the flatbuffer (a
+    delegated interpreter reports only DELEGATE ops)."""
+    from tfdefakeq.runtime.modelinfo import model_info_from_bytes
+
+    ops = model_info_from_bytes(content).ops
+    return {int(i): (op.name, op.index) for op in ops if op.subgraph == 0 for i in op.outputs if i >= 0}
+
+
+def _interpreter(tflite_path, use_xnnpack: bool = False):
+    """An interpreter on the INT4/INT2-unpacked model (as the runtime loads it) whose every
+    intermediate tensor can be read after invoke: the plain builtin kernels with all tensors
+    preserved, or (`use_xnnpack`) XNNPACK, what check_parity runs, with every op output made a
+    graph output. Returns (interpreter, content)."""
+    from tfdefakeq.runtime.interpreter import (
+        _unpacked_content,
+        check_tflite_file,
+        find_runtime,
+    )
+
+    check_tflite_file(tflite_path)
+    runtime = find_runtime()
+    content, _ = _unpacked_content(tflite_path)
+    if content is None:
+        content = Path(tflite_path).read_bytes()
+    kwargs = {"num_threads": 1}
+    if use_xnnpack:
+        content = _expose_all_tensors(content)
+    else:
+        kwargs["experimental_preserve_all_tensors"] = True
+        if runtime.op_resolver_type is not None:
+            kwargs["experimental_op_resolver_type"] = runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = runtime.interpreter_class(model_content=content, **kwargs)
+    interpreter.allocate_tensors()
+    return interpreter, content
+
+
+def run_tflite_tensors(tflite_path, x: np.ndarray, use_xnnpack: bool = False) -> tuple[dict[int, dict], dict[int, np.ndarray]]:
+    """Runs the .tflite on float inputs `x` (N, H, W, 3), one image at a time (the models have batch 1).
+
+    Returns (info, values): info[tensor index] = {name, shape, scale, zero_point, op, op_index} for
+    every quantized activation (op outputs and the graph input), values[index] = the dequantized
+    float tensor stacked over the N images. `use_xnnpack`: see `_interpreter`.
+    """
+    interpreter, _content = _interpreter(tflite_path, use_xnnpack)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    info: dict[int, dict] = {}
+
+    def add(index, op, op_index):
+        d = details[index]
+        q = d.get("quantization_parameters") or {}
+        scales = np.asarray(q.get("scales", []))
+        if d["dtype"] not in (np.int8, np.uint8, np.int16) or scales.size != 1:
+            return  # float, int32 (bias) or per-channel (a weight) tensors are not activations
+        info[index] = {"name": d["name"], "shape": tuple(int(s) for s in d["shape"]), "scale": float(scales[0]),
+                       "zero_point": int(np.asarray(q["zero_points"])[0]), "op": op, "op_index": op_index}
+
+    input_detail = interpreter.get_input_details()[0]
+    add(input_detail["index"], "INPUT", -1)
+    for index, (op_name, op_index) in _producers(_content).items():
+        add(index, op_name, op_index)
+    in_scale, in_zp = input_detail["quantization"]
+    dtype = np.dtype(input_detail["dtype"])
+    values: dict[int, list] = {i: [] for i in info}
+    for image in np.asarray(x, dtype=np.float32):
+        if dtype == np.float32:
+            q = image[None]
+        else:
+            limits = np.iinfo(dtype)
+            q = np.clip(np.round(image[None] / in_scale) + in_zp, limits.min, limits.max).astype(dtype)
+        interpreter.set_tensor(input_detail["index"], q)
+        interpreter.invoke()
+        for index, meta in info.items():
+            raw = interpreter.get_tensor(index).astype(np.float64)
+            values[index].append((raw - meta["zero_point"]) * meta["scale"])
+    return info, {i: np.concatenate(v, axis=0) for i, v in values.items()}
+
+
+def _name_fragments(tensor_name: str) -> set[str]:
+    """'model/quant_conv1_relu/Relu;model/quant_conv1_conv/Conv2D' -> {'model', 'quant_conv1_relu', ...}."""
+    return {frag for part in tensor_name.split(";") for frag in part.split("/") if frag}
+
+
+def _same_layout(keras_shape, tflite_shape) -> bool:
+    return int(np.prod(keras_shape)) == int(np.prod(tflite_shape[1:])) and keras_shape[-1] == tflite_shape[-1]
+
+
+def layer_parity(qat_model, tflite_path, images: np.ndarray, preprocess=None, batch_size: int = 8, local: bool = True,
+                 use_xnnpack: bool = False):
+    """Per-layer Keras-vs-TFLite difference of a quantized model -> pandas DataFrame, one row per
+    quantized Keras activation in layer order (COLUMNS):
+
+    keras_layer, keras_type; tflite_tensor, op (the TFLite op producing it, after fusion), op_index;
+    scale (the TFLite tensor's), keras_scale (from the Keras FakeQuant range; NaN when inherited);
+    max_lsb / mean_lsb: |Keras - TFLite| in that tensor's LSB over all images and elements;
+    share_differ: share of elements that differ (by more than half an LSB); local_max_lsb and
+    local_share_differ: the same for the Keras layers since the previous quantized tensors run on
+    TFLite's own values of those tensors, i.e. the error this step introduces rather than inherits
+    (`local=False` skips it); local_share_beyond_ties: the share of outputs that differ other than
+    as a rounding tie (see TIE_LSB); match: "name", "value" (closest values among tensors of the right
+    shape) or "none" (no TFLite tensor holds it).
+
+    images: uint8 (N, H, W, 3) mapped by `preprocess` (the manifest's Preprocess, default
+    normalisation), or float inputs already preprocessed. The TFLite model runs on the builtin
+    kernels, or with `use_xnnpack` on XNNPACK (what check_parity runs), whose requantization
+    rounds differently.
+    """
+    import pandas as pd
+
+    from tfdefakeq.core.manifest import Preprocess
+    from tfdefakeq.core.tfcompat import keras
+
+    images = np.asarray(images)
+    x = (preprocess or Preprocess()).apply(images) if images.dtype == np.uint8 else images.astype(np.float32)
+    taps = quantized_taps(qat_model)
+    tap_model = keras.Model(qat_model.inputs, [t.layer.output for t in taps])
+    outputs = tap_model.predict(x, batch_size=batch_size, verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    info, values = run_tflite_tensors(tflite_path, x, use_xnnpack)
+
+    claims: dict[int, tuple[float, int]] = {}  # tensor -> (mean LSB, row) of the Keras tensor holding it
+    rows = []
+    for row, (tap, k) in enumerate(zip(taps, outputs)):
+        k = np.asarray(k, dtype=np.float64)
+        shape = k.shape[1:]
+        candidates = [i for i, m in info.items() if _same_layout(shape, m["shape"])]
+        wrapper = tap.layer.name
+        named = [i for i in candidates if {wrapper, tap.name} & _name_fragments(info[i]["name"])]
+        pool, how = (named, "name") if named else (candidates, "value")
+
+        def mean_lsb(i, k=k):
+            return float(np.mean(np.abs(k.reshape(values[i].shape) - values[i]))) / info[i]["scale"]
+
+        best = min(pool, key=mean_lsb) if pool else None
+        if best is not None and len(named) != 1:
+            how = "value"
+        record = {"keras_layer": tap.name, "keras_type": tap.type, "keras_scale": _fake_quant_scale(tap.qrange),
+                  "tflite_tensor": None, "op": None, "op_index": np.nan, "scale": np.nan, "max_lsb": np.nan,
+                  "mean_lsb": np.nan, "share_differ": np.nan, "local_max_lsb": np.nan, "local_share_differ": np.nan,
+                  "local_share_beyond_ties": np.nan, "match": "none"}
+        if best is not None:
+            meta = info[best]
+            diff = np.abs(k.reshape(values[best].shape) - values[best]) / meta["scale"]
+            record.update(tflite_tensor=meta["name"], op=meta["op"], op_index=meta["op_index"], scale=meta["scale"],
+                          max_lsb=float(diff.max()), mean_lsb=float(diff.mean()), share_differ=float(np.mean(diff > 0.5)),
+                          match=how)
+            previous = claims.get(best)
+            if previous is not None and previous[0] <= record["mean_lsb"]:
+                record = _unmatched(record)  # a closer Keras tensor already holds this one (fused op)
+            else:
+                if previous is not None:
+                    rows[previous[1]] = _unmatched(rows[previous[1]])
+                claims[best] = (record["mean_lsb"], row)
+        rows.append(record)
+    if local:
+        matched = {taps[r].layer.name: (i, r) for i, (_, r) in claims.items()}
+        known = {name: values[i] for name, (i, _) in matched.items()}
+        local_out, unrounded = _local_outputs(qat_model, x, known, batch_size)
+        for name, (i, r) in matched.items():
+            if r == 0 or name not in local_out:
+                continue  # the input: nothing upstream
+            tflite, scale = values[i], info[i]["scale"]
+            keras_value = local_out[name].reshape(tflite.shape)
+            diff = np.abs(keras_value - tflite) / scale
+            midpoint = (keras_value + tflite) / 2
+            tie = (diff < 1.5) & (np.abs(unrounded[name].reshape(tflite.shape) - midpoint) / scale <= TIE_LSB)
+            rows[r].update(local_max_lsb=float(diff.max()), local_share_differ=float(np.mean(diff > 0.5)),
+                           local_share_beyond_ties=float(np.mean((diff > 0.5) & ~tie)))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _local_outputs(qat_model, x: np.ndarray, known: dict[str, np.ndarray], batch_size: int):
+    """Runs `qat_model` layer by layer, every layer reading the TFLite value (`known`, by Keras layer
+    name) of each input that has one: each layer's output is then what Keras computes from TFLite's
+    inputs of its segment. Returns two dicts, layer name -> output for the layers in `known`: as
+    computed, and before the layer's output FakeQuant (the value it rounds; the same array for a
+    layer without one)."""
+    from tfdefakeq.quant.fold import inbound_layers
+    from tfdefakeq.core.tfcompat import keras, tf
+
+    first = qat_model.inputs[0].node.layer.name
+    out: dict[str, list] = {name: [] for name in known}
+    raw: dict[str, list] = {name: [] for name in known}
+    for start in range(0, len(x), batch_size):
+        part = slice(start, start + batch_size)
+        tensors = {first: tf.constant(x[part])}
+        for layer in qat_model.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            args = [tf.constant(known[s.name][part].reshape((-1,) + tuple(tensors[s.name].shape[1:])), tf.float32)
+                    if s.name in known else tensors[s.name] for s in inbound_layers(layer)]
+            args = args[0] if len(args) == 1 else args
+            tensors[layer.name] = layer(args, training=False)
+            if layer.name in out:
+                out[layer.name].append(tensors[layer.name].numpy())
+                raw[layer.name].append(_unrounded(layer, args))
+    return _stack(out), _stack(raw)
+
+
+def _stack(batches: dict[str, list]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate(v, axis=0).astype(np.float64) for name, v in batches.items() if v}
+
+
+def _unrounded(layer, args) -> np.ndarray:
+    """`layer`'s output without its output FakeQuant (tfmot QuantizeWrapper), else its output."""
+    quantizers = getattr(layer, "_output_quantizers", None)
+    if not quantizers:
+        return layer(args, training=False).numpy()
+    layer._output_quantizers = []
+    try:
+        return layer(args, training=False).numpy()
+    finally:
+        layer._output_quantizers = quantizers
+
+
+def _unmatched(record: dict) -> dict:
+    return {**record, "tflite_tensor": None, "op": None, "op_index": np.nan, "scale": np.nan, "max_lsb": np.nan,
+            "mean_lsb": np.nan, "share_differ": np.nan, "match": "none"}
+
+
+def per_layer_verdict(table, max_local_lsb: float = 1.0, min_matched: float = 0.8) -> dict:
+    """The op-by-op parity verdict on a `layer_parity` table (run with `local=True`): at least
+    `min_matched` of the quantized Keras tensors found in the .tflite, every op within
+    `max_local_lsb` of Keras on TFLite's own inputs, and its outputs different only at rounding ties
+    (TIE_LSB). Returns {"agrees", "matched", "tensors", "max_local_lsb", "max_tie_share", "first_failing"}."""
+    matched = table[table["match"] != "none"]
+    bad = matched[(matched["local_max_lsb"] > max_local_lsb + 1e-3) | (matched["local_share_beyond_ties"] > 0)]
+    enough = len(matched) >= min_matched * len(table)
+    return {"agrees": bool(enough and bad.empty), "matched": int(len(matched)), "tensors": int(len(table)),
+            "max_local_lsb": float(matched["local_max_lsb"].max()) if len(matched) else float("nan"),
+            "max_tie_share": float(matched["local_share_differ"].max()) if len(matched) else float("nan"),
+            "first_failing": None if bad.empty else str(bad.iloc[0]["keras_layer"])}
+
+
+def first_divergence(table, lsb: float = 1.0):
+    """The first row of a `layer_parity` table whose max difference exceeds `lsb` (None if none)."""
+    over = table[table["max_lsb"] > lsb + 1e-6]
+    return None if over.empty else over.iloc[0]
