@@ -109,3 +109,28 @@ def test_xnnpack_run_reads_every_tensor_too(exported):
     assert (table["max_lsb"] <= 2.0 + 1e-3).all()
     # XNNPACK rounds once, as Keras' FakeQuant does: the only local differences are rounding ties
     assert (table["local_share_beyond_ties"].fillna(0) == 0).all(), table
+
+
+def test_verdict_separates_ties_from_other_differences():
+    """max_share_differ counts every differing output, max_tie_share only the rounding ties; one
+    output beyond the ties fails the verdict and names its layer."""
+    import pandas as pd
+
+    from tfdefakeq.engine.parity import COLUMNS, per_layer_verdict
+
+    def row(name, share, beyond, max_lsb=1.0):
+        return {c: None for c in COLUMNS} | {"keras_layer": name, "match": "name", "local_max_lsb": max_lsb,
+                                              "local_share_differ": share, "local_share_beyond_ties": beyond}
+
+    healthy = pd.DataFrame([row("conv1", 0.03, 0.0), row("conv2", 0.001, 0.0, 0.0)], columns=COLUMNS)
+    verdict = per_layer_verdict(healthy)
+    assert verdict["agrees"] and verdict["first_failing"] is None
+    assert verdict["max_share_differ"] == pytest.approx(0.03) and verdict["max_tie_share"] == pytest.approx(0.03)
+
+    faulty = pd.DataFrame([row("conv1", 0.03, 0.0), row("conv2", 0.02, 0.005)], columns=COLUMNS)
+    verdict = per_layer_verdict(faulty)
+    assert not verdict["agrees"] and verdict["first_failing"] == "conv2"
+    assert verdict["max_share_differ"] == pytest.approx(0.03)
+    assert verdict["max_tie_share"] == pytest.approx(0.03)  # conv1: all ties; conv2: 0.015 ties
+    over = pd.DataFrame([row("conv1", 0.01, 0.0, max_lsb=2.0)], columns=COLUMNS)
+    assert per_layer_verdict(over)["first_failing"] == "conv1"

@@ -12,6 +12,9 @@ Differences from keras.applications, all forced by tfmot / TFLite:
 - SE convs with a fused activation become Conv2D + Activation (`*_se_reduce_activation`,
   `*_se_expand_activation`): our quantizers need the activation as its own layer; no weights move.
 - The SE Reshape is GlobalAveragePooling2D(keepdims=True) (same tensor, one op fewer).
+- swish is built as x * sigmoid(x) from two layers (`swish`): TFLite computes it as LOGISTIC + MUL
+  with an int8 gate in between, and only a layer of its own lets Keras round the gate as TFLite
+  does (quant.configs.SigmoidQuantizeConfig). Same function, same names on the products.
 """
 
 from __future__ import annotations
@@ -31,12 +34,22 @@ _BLOCKS = [(3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3,
 _BN = dict(epsilon=1e-3, momentum=0.99)  # keras.layers.BatchNormalization defaults, as keras.applications
 
 
+def swish(x, name: str):
+    """x * sigmoid(x) (keras' swish) as a sigmoid Activation named `name`_gate and a Multiply named `name`."""
+    gate = layers.Activation("sigmoid", name=name + "_gate")(x)
+    return layers.Multiply(name=name)([x, gate])
+
+
 def _round_filters(filters, width_coefficient, divisor=8):
     filters *= width_coefficient
     new_filters = max(divisor, int(filters + divisor / 2) // divisor * divisor)
     if new_filters < 0.9 * filters:
         new_filters += divisor
     return int(new_filters)
+
+
+def _activation(x, activation: str, name: str):
+    return swish(x, name) if activation == "swish" else layers.Activation(activation, name=name)(x)
 
 
 def _block(x, drop_rate, name, filters_in, filters_out, kernel_size, strides, expand_ratio, se_ratio=0.25,
@@ -46,17 +59,17 @@ def _block(x, drop_rate, name, filters_in, filters_out, kernel_size, strides, ex
     if expand_ratio != 1:
         x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=name + "expand_conv")(x)
         x = layers.BatchNormalization(name=name + "expand_bn", **_BN)(x)
-        x = layers.Activation(activation, name=name + "expand_activation")(x)
+        x = _activation(x, activation, name + "expand_activation")
     if strides == 2:
         x = layers.ZeroPadding2D(padding=_correct_pad(x, kernel_size), name=name + "dwconv_pad")(x)
     x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding="valid" if strides == 2 else "same",
                                use_bias=False, name=name + "dwconv")(x)
     x = layers.BatchNormalization(name=name + "bn", **_BN)(x)
-    x = layers.Activation(activation, name=name + "activation")(x)
+    x = _activation(x, activation, name + "activation")
     filters_se = max(1, int(filters_in * se_ratio))
     se = layers.GlobalAveragePooling2D(keepdims=True, name=name + "se_squeeze")(x)
     se = layers.Conv2D(filters_se, 1, padding="same", name=name + "se_reduce")(se)
-    se = layers.Activation(activation, name=name + "se_reduce_activation")(se)
+    se = _activation(se, activation, name + "se_reduce_activation")
     se = layers.Conv2D(filters, 1, padding="same", name=name + "se_expand")(se)
     se = layers.Activation("sigmoid", name=name + "se_expand_activation")(se)
     x = layers.Multiply(name=name + "se_excite")([x, se])
@@ -79,7 +92,7 @@ def _efficientnet(width_coefficient, depth_coefficient, dropout, name, input_sha
     x = layers.Conv2D(_round_filters(32, width_coefficient), 3, strides=2, padding="valid", use_bias=False,
                       name="stem_conv")(x)
     x = layers.BatchNormalization(name="stem_bn", **_BN)(x)
-    x = layers.Activation("swish", name="stem_activation")(x)
+    x = swish(x, "stem_activation")
     repeats = [int(math.ceil(depth_coefficient * r)) for _, r, *_ in _BLOCKS]
     total, b = float(sum(repeats)), 0
     for i, ((kernel, _, f_in, f_out, expand, strides), n) in enumerate(zip(_BLOCKS, repeats)):
@@ -90,7 +103,7 @@ def _efficientnet(width_coefficient, depth_coefficient, dropout, name, input_sha
             b += 1
     x = layers.Conv2D(_round_filters(1280, width_coefficient), 1, padding="same", use_bias=False, name="top_conv")(x)
     x = layers.BatchNormalization(name="top_bn", **_BN)(x)
-    x = layers.Activation("swish", name="top_activation")(x)
+    x = swish(x, "top_activation")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if dropout:
         x = layers.Dropout(dropout, name="top_dropout")(x)

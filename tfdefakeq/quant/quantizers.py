@@ -249,3 +249,33 @@ class LearnedActivationQuantizer(Quantizer):
 
     def __ne__(self, other):
         return not self.__eq__(other)
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class FixedRangeActivationQuantizer(Quantizer):
+    """8-bit activation FakeQuant on a range TFLite fixes by itself, never calibrated nor trained:
+    int8 LOGISTIC always writes scale 1/256, zero point -128 ([0, 255/256]), so a sigmoid's Keras
+    output must be rounded onto that grid too, or the op that reads it (swish's and the SE gate's
+    MUL) sees other values than TFLite's. The range lives in non-trainable variables named like the
+    other quantizers' (min_var / max_var), so parity and calibration code reads it the same way."""
+
+    def __init__(self, min_value: float, max_value: float, num_bits: int = 8):
+        self.min_value, self.max_value, self.num_bits = float(min_value), float(max_value), int(num_bits)
+
+    def build(self, tensor_shape, name, layer):
+        lo = layer.add_weight(name + "_min", shape=(), initializer=keras.initializers.Constant(self.min_value), trainable=False)
+        hi = layer.add_weight(name + "_max", shape=(), initializer=keras.initializers.Constant(self.max_value), trainable=False)
+        return {"min_var": lo, "max_var": hi}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return tf.quantization.fake_quant_with_min_max_vars(inputs, weights["min_var"], weights["max_var"],
+                                                            num_bits=self.num_bits, narrow_range=False)
+
+    def get_config(self):
+        return {"min_value": self.min_value, "max_value": self.max_value, "num_bits": self.num_bits}
+
+    def __eq__(self, other):
+        return isinstance(other, FixedRangeActivationQuantizer) and self.get_config() == other.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)

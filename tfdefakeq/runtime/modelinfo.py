@@ -198,7 +198,8 @@ def _options(schema, op) -> dict:
     for attr, key in (("fusedActivationFunction", "fused_activation"), ("strideH", "stride_h"), ("strideW", "stride_w"),
                       ("dilationHFactor", "dilation_h"), ("dilationWFactor", "dilation_w"),
                       ("filterHeight", "filter_h"), ("filterWidth", "filter_w"), ("depthMultiplier", "depth_multiplier"),
-                      ("keepNumDims", "keep_num_dims"), ("axis", "axis"), ("weightsFormat", "weights_format")):
+                      ("keepNumDims", "keep_num_dims"), ("axis", "axis"), ("weightsFormat", "weights_format"),
+                      ("alpha", "alpha")):
         if hasattr(opts, attr):
             value = getattr(opts, attr)
             out[key] = _ACTIVATIONS.get(value, str(value)) if key == "fused_activation" else value
