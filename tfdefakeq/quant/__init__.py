@@ -8,8 +8,17 @@
 - horizontal.py (sensitivity, bit allocation, QuantPlan), vertical.py (salient channels, two-conv
   split), adaptive.py (the plan from both), distill.py (fine-tuning against the float teacher);
 - baselines.py: tfmot n-bit and ai-edge-quantizer PTQ, for honest comparisons.
+
+Importing the package (or its numpy-only modules grids.py, horizontal.py, frontier.py) imports no
+TensorFlow: the names below load qat.py, and with it TensorFlow, on first use.
 """
 
-from tfdefakeq.quant.qat import SCHEMES, list_schemes, quantize, quantize_scope, weight_bits
-
 __all__ = ["quantize", "list_schemes", "SCHEMES", "quantize_scope", "weight_bits"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from tfdefakeq.quant import qat
+
+        return getattr(qat, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
