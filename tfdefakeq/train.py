@@ -94,6 +94,8 @@ def add_adaptive_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bit-plan", default=None, help="reuse a plan (bit_plan.json written by an earlier run)")
     g.add_argument("--salient-ratio", type=float, default=None, help="share of input channels kept at 8 bits (0: off; default 1/32)")
     g.add_argument("--channel-choice", choices=("saliency", "random"), default="saliency")
+    g.add_argument("--frontier", default=None, metavar="PATH",
+                   help="also write every budget's optimal plan size -> predicted loss to PATH (.csv) and a .png beside it")
     g = p.add_argument_group("distillation from the float teacher (QAT)")
     g.add_argument("--distill", choices=("auto", "on", "off"), default="auto", help="auto: on for --scheme adaptive")
     g.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the logit distillation term")
@@ -108,7 +110,8 @@ def adaptive_options(args, out: Path) -> dict:
 
     scheme = args.scheme or ""
     given = [flag for flag, v in (("--avg-bits", args.avg_bits), ("--budget-bytes", args.budget_bytes),
-                                  ("--bit-plan", args.bit_plan), ("--salient-ratio", args.salient_ratio)) if v is not None]
+                                  ("--bit-plan", args.bit_plan), ("--salient-ratio", args.salient_ratio),
+                                  ("--frontier", args.frontier)) if v is not None]
     if scheme != "adaptive":
         if given:
             raise UserError(f"{given[0]} needs --scheme adaptive")
@@ -129,7 +132,8 @@ def adaptive_options(args, out: Path) -> dict:
         return dict(options, bit_plan=plan.weight_bits, salient_channels=None if pick else plan.salient_channels,
                     channel_choice=args.channel_choice)
     budget = {"bytes": args.budget_bytes} if args.budget_bytes is not None else args.avg_bits
-    return dict(options, budget=budget, channel_choice=args.channel_choice)
+    return dict(options, budget=budget, channel_choice=args.channel_choice, frontier_path=args.frontier,
+                int2=getattr(args, "int2", True))
 
 
 def shorten_batchnorm_memory(model, total_steps: int) -> int:

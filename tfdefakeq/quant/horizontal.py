@@ -200,6 +200,8 @@ def _problem(sensitivity, sizes, fixed=None, salient_fraction=None, overhead_bit
         co = []
         for k in ks:
             bits, split = parse_option(k)
+            if split and bits < 8 and n not in salient_fraction:
+                raise ValueError(f"layer {n}: option {k} splits salient channels off, but no salient_fraction prices them")
             co.append(option_cost_bits(sizes[n], k, salient_fraction.get(n, 0.0), extra(n, bits, split), int2))
         keys.append(ks)
         costs.append(np.array(co, np.int64))
