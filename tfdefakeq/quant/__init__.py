@@ -17,8 +17,14 @@ __all__ = ["quantize", "list_schemes", "SCHEMES", "quantize_scope", "weight_bits
 
 
 def __getattr__(name):
-    if name in __all__:
-        from tfdefakeq.quant import qat
+    import importlib
 
-        return getattr(qat, name)
+    if name in __all__:
+        return getattr(importlib.import_module(f"{__name__}.qat"), name)
+    if not name.startswith("_"):  # `quant.qat`, `quant.adaptive`, ... as attributes, as when qat was imported here
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -157,7 +157,7 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
         if isinstance(explicit, dict) and "bytes" in explicit:
             record.update(bytes=int(explicit["bytes"]), budget_bytes=int(explicit["bytes"]))
         elif explicit is not None:  # --avg-bits: whole-file bits per weight, so bytes = bits x weights / 8
-            record.update(budget_bytes=int(math.floor(avg * chosen.total_weights / 8 + 1e-9)))
+            record.update(budget_bytes=chosen.budget_bits // 8)
         else:
             record.update(budget_source="uniform_estimate")  # the estimated uniform file: no hard limit
         if frontier_path is not None:
