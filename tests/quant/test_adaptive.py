@@ -170,3 +170,15 @@ def test_plan_records_its_budget_prices_the_containers_and_draws_the_frontier(tm
     bytes_plan = plan_adaptive(model, images, budget={"bytes": limit}, int2=False)
     assert bytes_plan.budget["int2"] is False and bytes_plan.budget["budget_bytes"] == bytes_plan.budget["bytes"] == limit
     assert bytes_plan.budget["planned_bytes"] <= limit
+
+
+def test_frontier_flag_reaches_the_plan(tmp_path):
+    from tfdefakeq import train
+    from tfdefakeq.errors import UserError
+
+    base = ["--data", "d", "--out", str(tmp_path), "--init", "m.weights.h5"]
+    args = train.parse_args(base + ["--scheme", "adaptive", "--avg-bits", "3", "--frontier", str(tmp_path / "f.csv")])
+    options = train.adaptive_options(args, tmp_path)
+    assert options["frontier_path"] == str(tmp_path / "f.csv") and options["int2"] is True and options["budget"] == 3.0
+    with pytest.raises(UserError, match="--frontier needs --scheme adaptive"):
+        train.adaptive_options(train.parse_args(base + ["--scheme", "w4a8", "--frontier", "f.csv"]), tmp_path)

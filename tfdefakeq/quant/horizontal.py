@@ -411,7 +411,7 @@ def check_file_budget(path, plan: QuantPlan) -> None:
         return
     record = plan.budget
     what = (f"--budget-bytes {int(record['bytes']):,}" if record.get("bytes") is not None
-            else f"--avg-bits {record.get('requested_avg_bits', record.get('avg_bits'))}")
+            else f"--avg-bits {record.get('avg_bits')}")
     weights = record.get("total_weights")
     per_weight = f" ({8 * size / weights:.3f} bits per weight)" if weights else ""
     planned = f"; the plan estimated {int(record['planned_bytes']):,}" if record.get("planned_bytes") is not None else ""
