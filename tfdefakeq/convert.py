@@ -39,7 +39,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output .tflite path (manifest written beside it)")
     p.add_argument("--format", choices=("auto",) + FORMATS, default="auto")
     p.add_argument("--calib-images", type=int, default=64, help="representative / parity images")
-    p.add_argument("--no-int2", dest="int2", action="store_false", help="keep 2-bit weights in INT4 containers")
     p.add_argument("--overwrite", action="store_true")
     g = p.add_argument_group("quantize a float model first (QAT fine-tuning through tfdefakeq.train)")
     g.add_argument("--scheme", default=None, help="e.g. adaptive, lsq_w4a8, w4a8, tfmot_int8")
@@ -62,9 +61,12 @@ def _finetune(args, out: Path) -> Path:
             "--channel-choice", args.channel_choice, "--distill", args.distill, "--kd-alpha", str(args.kd_alpha),
             "--temperature", str(args.temperature), "--feature-weight", str(args.feature_weight)]
     for flag, value in (("--avg-bits", args.avg_bits), ("--budget-bytes", args.budget_bytes),
-                        ("--bit-plan", args.bit_plan), ("--salient-ratio", args.salient_ratio)):
+                        ("--bit-plan", args.bit_plan), ("--salient-ratio", args.salient_ratio),
+                        ("--frontier", args.frontier)):
         if value is not None:
             argv += [flag, str(value)]
+    if not args.int2 and args.scheme == "adaptive":  # only the adaptive plan prices the containers
+        argv.append("--no-int2")
     if (work / "backup").exists():
         argv.append("--resume")
     if args.overwrite:
@@ -90,7 +92,12 @@ def main(args) -> int:
     size = tuple(manifest.input_shape[:2])
     calib = balanced_subset(scan_forensynths(args.data, args.split), args.calib_images)
     calib_uint8 = load_images([s.path for s in calib], size)
-    written = convert_model(model, manifest, fmt, calib_uint8, out, overwrite=args.overwrite, int2=args.int2)
+    plan = None
+    if manifest.scheme == "adaptive" and (Path(model_path).parent / "bit_plan.json").is_file():
+        from tfdefakeq.quant.horizontal import QuantPlan
+
+        plan = QuantPlan.load(Path(model_path).parent / "bit_plan.json")  # its budget is checked on the file
+    written = convert_model(model, manifest, fmt, calib_uint8, out, overwrite=args.overwrite, int2=args.int2, plan=plan)
     parity = written.metrics["parity"]
     print(
         f"wrote {out} ({fmt}, {written.size_bytes:,} bytes); parity on {parity['images']} images: "

@@ -76,7 +76,8 @@ def test_impossible_budget_is_one_line(tmp_path, tiny_float_model, easy_syntheti
     assert code == 2 and len(errors) == 1
     floor = smallest_budget(load_detector(tiny_float_model)[0])
     assert 1.5 < floor < 3
-    assert f"bit budget 1.5 average bits is impossible: the cheapest plan needs {floor:.3f}" in errors[0]
+    assert "bit budget 1.5 (1.47 after the 2% reserve for the size estimate) average bits is impossible: " \
+           f"the cheapest plan needs {floor:.3f}" in errors[0]
     assert not (tmp_path / "run" / "model.weights.h5").exists()
 
 
@@ -126,4 +127,67 @@ def test_depthwise_channels_and_byte_budgets_are_priced_as_the_file_holds_them()
     assert plan.layers["pw"] == {"weights": 16 * 32, "cin": 16, "cout": 32}
     sizes = {"a": 1000}
     assert budget_bits({"bytes": 500}, sizes) == pytest.approx(4.0 * (1 - BYTES_RESERVE))
-    assert budget_bits(3.0, sizes) == 3.0
+    assert budget_bits(3.0, sizes) == pytest.approx(3.0 * (1 - BYTES_RESERVE))  # both are hard limits
+    assert budget_bits(3.0, sizes, reserve=0.0) == 3.0
+
+
+def test_plan_records_its_budget_prices_the_containers_and_draws_the_frontier(tmp_path):
+    """The plan is priced for the containers that will be written (INT2, or INT4 under --no-int2),
+    records the byte limit the file must hold and the exact and greedy allocators' summed
+    sensitivities, and writes the frontier, on whose staircase the chosen plan lies."""
+    import csv
+
+    import numpy as np
+
+    from tfdefakeq.quant.adaptive import plan_adaptive, smallest_budget
+    from tfdefakeq.core.tfcompat import keras
+
+    L = keras.layers
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(8, 3, name="stem", activation="relu")(inputs)
+    x = L.Conv2D(64, 3, name="c1", activation="relu")(x)
+    x = L.Conv2D(64, 3, name="c2", activation="relu")(x)
+    x = L.Conv2D(128, 1, name="c3")(x)
+    outputs = L.Dense(1, name="head")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).normal(size=(8, 12, 12, 3)).astype(np.float32)
+    floor, floor_no_int2 = smallest_budget(model), smallest_budget(model, int2=False)
+    assert floor < floor_no_int2
+    with pytest.raises(Exception, match=f"cheapest plan needs {floor_no_int2:.3f}.*INT4 containers"):
+        plan_adaptive(model, images, budget=(floor + floor_no_int2) / 2, int2=False, salient_ratio=0)
+
+    budget = (floor + floor_no_int2) / 2
+    plan = plan_adaptive(model, images, budget=budget, frontier_path=tmp_path / "front.csv")
+    record = plan.budget
+    assert record["int2"] is True and record["allocator"] == "exact"
+    assert record["budget_bytes"] == int(budget * record["total_weights"] + 1e-6) // 8
+    assert record["planned_bytes"] <= record["budget_bytes"] + 1  # both whole bytes of whole-bit figures
+    assert record["sensitivity_sum"] == record["exact_sensitivity_sum"] <= record["greedy_sensitivity_sum"]
+    rows = list(csv.DictReader((tmp_path / "front.csv").open()))
+    assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
+    best = [r for r in rows if int(r["file_bytes"]) <= record["planned_bytes"]][-1]
+    assert float(best["predicted_loss"]) == record["sensitivity_sum"]
+
+    limit = int(floor_no_int2 * record["total_weights"] / 8 / 0.98) + 100  # feasible in INT4 containers
+    bytes_plan = plan_adaptive(model, images, budget={"bytes": limit}, int2=False)
+    assert bytes_plan.budget["int2"] is False and bytes_plan.budget["budget_bytes"] == bytes_plan.budget["bytes"] == limit
+    assert bytes_plan.budget["planned_bytes"] <= limit
+
+
+def test_frontier_flag_reaches_the_plan(tmp_path):
+    from tfdefakeq import train
+    from tfdefakeq.core.errors import UserError
+    from tfdefakeq.engine.training import adaptive_options
+
+    base = ["--data", "d", "--out", str(tmp_path), "--init", "m.weights.h5"]
+    args = train.parse_args(base + ["--scheme", "adaptive", "--avg-bits", "3", "--frontier", str(tmp_path / "f.csv")])
+    options = adaptive_options(args, tmp_path)
+    assert options["frontier_path"] == str(tmp_path / "f.csv") and options["int2"] is True and options["budget"] == 3.0
+    with pytest.raises(UserError, match="--frontier needs --scheme adaptive"):
+        adaptive_options(train.parse_args(base + ["--scheme", "w4a8", "--frontier", "f.csv"]), tmp_path)
+    with pytest.raises(UserError, match="--no-int2 needs --scheme adaptive"):
+        adaptive_options(train.parse_args(base + ["--scheme", "w4a8", "--no-int2"]), tmp_path)
+    assert adaptive_options(train.parse_args(base + ["--scheme", "adaptive", "--no-int2"]), tmp_path)["int2"] is False
+    with pytest.raises(UserError, match="--frontier needs a measured plan"):
+        adaptive_options(train.parse_args(base + ["--scheme", "adaptive", "--bit-plan", "p.json", "--frontier", "f.csv"]),
+                         tmp_path)

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from tfdefakeq.backbones.common import classifier_head, front_end, layers
+from tfdefakeq.backbones.common import front_end, layers
 from tfdefakeq.backbones.mobilenet import _correct_pad
 from tfdefakeq.backbones.registry import register_backbone
 from tfdefakeq.core.tfcompat import keras

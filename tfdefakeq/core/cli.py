@@ -31,6 +31,10 @@ def add_adaptive_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bit-plan", default=None, help="reuse a plan (bit_plan.json written by an earlier run)")
     g.add_argument("--salient-ratio", type=float, default=None, help="share of input channels kept at 8 bits (0: off; default 1/32)")
     g.add_argument("--channel-choice", choices=("saliency", "random"), default="saliency")
+    g.add_argument("--frontier", default=None, metavar="PATH",
+                   help="also write every budget's optimal plan size -> predicted loss to PATH (.csv) and a .png beside it")
+    g.add_argument("--no-int2", dest="int2", action="store_false",
+                   help="keep 2-bit weights in INT4 containers (for runtimes that cannot unpack INT2); the plan is priced so")
     g = p.add_argument_group("distillation from the float teacher (QAT)")
     g.add_argument("--distill", choices=("auto", "on", "off"), default="auto", help="auto: on for --scheme adaptive")
     g.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the logit distillation term")

@@ -148,7 +148,7 @@ def _per_layer_parity(model, tflite_path, calib_uint8, preprocess, parity: dict)
 
 
 def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, overwrite: bool = False, int2: bool = True,
-                  require_parity: bool = True):
+                  require_parity: bool = True, plan=None):
     """Converts, checks parity and writes `out_path` + manifest. Returns the written Manifest.
 
     Parity: the logits within MAX_LOGIT_LSB of Keras, or else (a QAT model) every op within 1 LSB of
@@ -157,6 +157,8 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
     post-training quantization, whose error is the thing measured.
 
     A QAT `model` has its biases snapped to the stored int32 grid first (modified in place).
+    `plan` (the adaptive scheme's QuantPlan): the file must hold its budget (`--avg-bits` /
+    `--budget-bytes`), or nothing is written (horizontal.check_file_budget).
     """
     import dataclasses
     import tempfile
@@ -192,6 +194,10 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
             if require_parity and not parity["agrees"]:
                 raise ParityError(parity["error"], parity) from None
         parity.setdefault("logits_agree", bool(parity.get("agrees")))
+        if plan is not None:
+            from tfdefakeq.quant.horizontal import check_file_budget
+
+            check_file_budget(staged, plan, label=out_path)
     write_atomic(out_path, flatbuffer, overwrite=overwrite)
     from tfdefakeq.quant.schemes import plan_weight_bits
 

@@ -54,13 +54,17 @@ def adaptive_options(args, out: Path) -> dict:
 
     scheme = args.scheme or ""
     given = [flag for flag, v in (("--avg-bits", args.avg_bits), ("--budget-bytes", args.budget_bytes),
-                                  ("--bit-plan", args.bit_plan), ("--salient-ratio", args.salient_ratio)) if v is not None]
+                                  ("--bit-plan", args.bit_plan), ("--salient-ratio", args.salient_ratio),
+                                  ("--frontier", args.frontier),
+                                  ("--no-int2", None if getattr(args, "int2", True) else True)) if v is not None]
     if scheme != "adaptive":
         if given:
             raise UserError(f"{given[0]} needs --scheme adaptive")
         return {}
     if args.avg_bits is not None and args.budget_bytes is not None:
         raise UserError("give one budget: --avg-bits or --budget-bytes")
+    if args.bit_plan and args.frontier:
+        raise UserError("--frontier needs a measured plan: it cannot be drawn for a given --bit-plan")
     saved = out / "bit_plan.json"
     plan_file = args.bit_plan or (saved if args.resume and saved.exists() else None)
     options = {}
@@ -75,7 +79,8 @@ def adaptive_options(args, out: Path) -> dict:
         return dict(options, bit_plan=plan.weight_bits, salient_channels=None if pick else plan.salient_channels,
                     channel_choice=args.channel_choice)
     budget = {"bytes": args.budget_bytes} if args.budget_bytes is not None else args.avg_bits
-    return dict(options, budget=budget, channel_choice=args.channel_choice)
+    return dict(options, budget=budget, channel_choice=args.channel_choice, frontier_path=args.frontier,
+                int2=getattr(args, "int2", True))
 
 
 def shorten_batchnorm_memory(model, total_steps: int) -> int:

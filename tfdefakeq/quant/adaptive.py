@@ -9,17 +9,20 @@ which input channels of each low-bit conv stay at 8 bits (vertical), from calibr
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.quant.horizontal import (
     QuantPlan,
-    allocate_bits,
     average_bits,
+    frontier,
     MODEL_OVERHEAD_BYTES,
     layer_overhead_bits,
     layer_sensitivity,
     parse_option,
+    solve_allocation,
 )
 from tfdefakeq.quant.vertical import channel_saliency, pick_salient, random_salient
 from tfdefakeq.core.tfcompat import keras
@@ -32,23 +35,26 @@ BYTES_RESERVE = 0.02
 DEFAULT_SALIENT_RATIO = 1 / 32  # DeFakeQ restores "a small number" of channels; 1/32 costs ~0.13 bits/weight at 4 bits
 
 
-def budget_bits(budget, sizes: dict[str, int]) -> float | None:
-    """File bits per weight from `budget`: a number (average bits per weight, everything the .tflite
-    holds counted: weights, scales, biases, graph), {"avg_bits": b} or {"bytes": n} (.tflite
-    bytes); None for no budget."""
+def budget_bits(budget, sizes: dict[str, int], reserve: float = BYTES_RESERVE) -> float | None:
+    """File bits per weight the allocator may spend for `budget`: a number (average bits per weight,
+    everything the .tflite holds counted: weights, scales, biases, graph), {"avg_bits": b} or
+    {"bytes": n} (.tflite bytes), less `reserve` of it; None for no budget."""
     if budget is None:
         return None
     if isinstance(budget, dict):
         if "avg_bits" in budget:
             budget = budget["avg_bits"]
-        elif "bytes" in budget:  # a hard limit: the estimate's error is kept in reserve
-            budget = 8.0 * float(budget["bytes"]) * (1.0 - BYTES_RESERVE) / sum(sizes.values())
+        elif "bytes" in budget:
+            budget = 8.0 * float(budget["bytes"]) / sum(sizes.values())
         else:
             raise UserError(f"budget {budget}: give 'avg_bits' or 'bytes'")
     budget = float(budget)
     if not 0 < budget <= 8:
         raise UserError(f"bit budget {budget:g} average bits is impossible: it must be in (0, 8]")
-    return budget
+    # Both budgets are hard limits on the written file (convert checks its size): the file-size
+    # estimate's error (-0.1..+1.3% measured) is kept in reserve, as the exact allocator spends
+    # the budget to the bit.
+    return budget * (1.0 - reserve)
 
 
 def _channels(layer) -> tuple[int, int]:
@@ -75,7 +81,8 @@ def _overhead(folded):
 
 def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan: dict[str, int] | None = None,
                   salient_channels: dict[str, list[int]] | None = None, salient_ratio: float = DEFAULT_SALIENT_RATIO,
-                  channel_choice: str = "saliency", low_bits: int = 4, seed: int = 0) -> QuantPlan:
+                  channel_choice: str = "saliency", low_bits: int = 4, seed: int = 0, int2: bool = True,
+                  frontier_path=None, allocator: str = "exact") -> QuantPlan:
     """A QuantPlan for float `model`.
 
     bit_plan / salient_channels: use these instead of measuring (e.g. from `--bit-plan FILE`).
@@ -85,17 +92,27 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
     any allocation is `bit_plan=` (the no-horizontal ablation).
     salient_ratio: share of input channels kept at 8 bits in each low-bit conv (0: vertical off).
     channel_choice: "saliency" (ours) or "random" (DeFakeQ's, as an ablation).
+    int2: 2-bit layers will be written as INT2 (False: in INT4 containers, `convert --no-int2`); the
+    plan is priced for the containers written, and plan.budget["int2"] says which.
+    frontier_path: also write the bytes -> least predicted loss frontier there (.csv + .png,
+    `tfdefakeq.quant.frontier`); needs a measured plan. allocator: "exact" or "greedy" (the former
+    heuristic, for comparison). plan.budget records the budget (budget_bytes: the limit the written
+    file must hold, `horizontal.check_file_budget`), the plan's estimated bytes and its summed
+    sensitivity beside the greedy heuristic's (sensitivity_sum, greedy_sensitivity_sum).
     """
     from tfdefakeq.quant.fold import fold_batchnorm
 
     folded, default, sizes, depthwise = _weighted_layers(fold_batchnorm(model), low_bits)
     convs = {n for n in default if type(folded.get_layer(n)) is keras.layers.Conv2D}
+    explicit = budget
     if budget is None and bit_plan is None:
-        budget = average_bits(default, sizes, None, _overhead(folded))
+        budget = average_bits(default, sizes, None, _overhead(folded), int2=int2)
     need_data = (bit_plan is None and budget is not None) or (salient_channels is None and salient_ratio > 0)
     if need_data and calib_images is None:
         raise UserError("the adaptive scheme needs calibration images to measure sensitivity and saliency")
-    record = {"low_bits": low_bits, "salient_ratio": salient_ratio, "channel_choice": channel_choice}
+    record = {"low_bits": low_bits, "salient_ratio": salient_ratio, "channel_choice": channel_choice, "int2": bool(int2)}
+    if frontier_path is not None and bit_plan is not None:
+        raise UserError("--frontier needs a measured plan: it cannot be drawn for a given --bit-plan")
     if channel_choice not in ("saliency", "random"):
         raise UserError(f"unknown channel choice {channel_choice!r} (saliency or random)")
 
@@ -114,11 +131,15 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
     elif budget is not None:
         # Both directions under one budget: each layer's options are its bits with and without its
         # salient channels split off, all measured, all priced, one allocation.
-        avg = budget_bits(budget, sizes)
-        floor = _smallest_budget(folded, default, sizes, depthwise)
+        # an explicit budget is a hard limit; the uniform 4-bit file's size (no budget given) is not
+        avg = budget_bits(budget, sizes, reserve=BYTES_RESERVE if explicit is not None else 0.0)
+        floor = _smallest_budget(folded, default, sizes, depthwise, int2)
         if avg < floor - 1e-9:  # said before anything is measured
-            raise UserError(f"bit budget {avg:g} average bits is impossible: the cheapest plan needs {floor:.3f} "
-                            "(first conv and classifier stay at 8 bits; scales, zero points and biases count)")
+            asked = f"{avg / (1 - BYTES_RESERVE):.4g} ({avg:.4g} after the {BYTES_RESERVE:.0%} reserve for the size estimate)" \
+                if explicit is not None else f"{avg:g}"
+            raise UserError(f"bit budget {asked} average bits is impossible: the cheapest plan needs {floor:.3f} "
+                            "(first conv and classifier stay at 8 bits; scales, zero points and biases count"
+                            + ("" if int2 else "; 2-bit weights in INT4 containers") + ")")
         # depthwise kernels join in: LSQ gives them a step per channel (plan_weight_bits keeps them
         # at 8 for the learned-range schemes, whose range spans the whole kernel)
         fixed = {n: b for n, b in default.items() if b == 8 and n not in depthwise}
@@ -127,28 +148,54 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
         fraction = {n: len(c) / folded.get_layer(n).input_shape[-1] for n, c in offered.items()}
         print(f"measuring the sensitivity of {len(free)} layers at bits 8/4/3/2 on {len(calib_images)} images", flush=True)
         sensitivity = layer_sensitivity(folded, free, calib_images, salient=offered)
-        options = allocate_bits(sensitivity, sizes, avg, fixed=fixed, salient_fraction=fraction, overhead_bits=_overhead(folded))
+        args = dict(fixed=fixed, salient_fraction=fraction, overhead_bits=_overhead(folded), int2=int2)
+        chosen = solve_allocation(sensitivity, sizes, avg, allocator=allocator, **args)
+        # the former heuristic's answer on the same table, for comparison (milliseconds)
+        other = solve_allocation(sensitivity, sizes, avg, allocator="greedy" if allocator == "exact" else "exact", **args)
+        exact, greedy = (chosen, other) if allocator == "exact" else (other, chosen)
+        options = chosen.options
         plan = {n: parse_option(k)[0] for n, k in options.items()}
         salient_channels = {n: offered[n] for n, k in options.items() if parse_option(k)[1]}
-        record.update(avg_bits=avg)
+        record.update(avg_bits=avg / (1 - BYTES_RESERVE) if explicit is not None else avg, allocated_avg_bits=avg,
+                      allocator=allocator, total_weights=chosen.total_weights,
+                      planned_bytes=-(-chosen.spent_bits // 8), sensitivity_sum=chosen.loss,
+                      exact_sensitivity_sum=exact.loss, greedy_sensitivity_sum=greedy.loss,
+                      greedy_planned_bytes=-(-greedy.spent_bits // 8))
+        if isinstance(explicit, dict) and "bytes" in explicit:
+            record.update(bytes=int(explicit["bytes"]), budget_bytes=int(explicit["bytes"]))
+        elif explicit is not None:  # --avg-bits: whole-file bits per weight, so bytes = bits x weights / 8
+            given = explicit["avg_bits"] if isinstance(explicit, dict) else explicit
+            record.update(budget_bytes=int(float(given) * chosen.total_weights + 1e-6) // 8)
+        else:
+            record.update(budget_source="uniform_estimate")  # the estimated uniform file: no hard limit
+        if frontier_path is not None:
+            from tfdefakeq.quant.frontier import write_frontier
+
+            front = frontier(sensitivity, sizes, **args)
+            paths = write_frontier(front, frontier_path, chosen_bits=chosen.spent_bits, budget_bits=chosen.budget_bits,
+                                   bytes_reserve=BYTES_RESERVE, title=f"{len(free)} layers, budget {avg:.3f} bits per weight")
+            print(f"wrote the frontier ({len(front.loss)} optimal plans) to {paths[0]} and {paths[1]}", flush=True)
     if salient_channels is None:
         salient_channels = candidates([n for n, b in plan.items() if b < 8])
     fraction = {n: len(c) / folded.get_layer(n).input_shape[-1] for n, c in salient_channels.items()}
     kept = {n: plan[n] for n in sizes if n in plan}
-    record["weight_bits_avg"] = round(average_bits(kept, sizes, fraction), 4)
-    record["file_bits_avg"] = round(average_bits(kept, sizes, fraction, _overhead(folded)), 4)
+    record["weight_bits_avg"] = round(average_bits(kept, sizes, fraction, int2=int2), 4)
+    file_bits = average_bits(kept, sizes, fraction, _overhead(folded), int2=int2)
+    record["file_bits_avg"] = round(file_bits, 4)
+    record.setdefault("planned_bytes", math.ceil(file_bits * sum(sizes[n] for n in kept) / 8 - 1e-6))
     channels = {n: _channels(folded.get_layer(n)) for n in sizes}
     layers = {n: {"weights": sizes[n], "cin": channels[n][0], "cout": channels[n][1]} for n in sizes}
     return QuantPlan(weight_bits=plan, salient_channels=salient_channels, budget=record,
                      sensitivity={n: {str(b): s for b, s in v.items()} for n, v in sensitivity.items()}, layers=layers)
 
 
-def smallest_budget(model, low_bits: int = 4) -> float:
+def smallest_budget(model, low_bits: int = 4, int2: bool = True) -> float:
     """The smallest --avg-bits the adaptive scheme can meet for float `model` (every free layer at
-    2 bits, no split; file bytes counted), known without measuring anything."""
+    2 bits, no split; file bytes counted; int2=False: 2-bit layers in INT4 containers), known
+    without measuring anything."""
     from tfdefakeq.quant.fold import fold_batchnorm
 
-    return _smallest_budget(*_weighted_layers(fold_batchnorm(model), low_bits))
+    return _smallest_budget(*_weighted_layers(fold_batchnorm(model), low_bits), int2=int2)
 
 
 def _weighted_layers(folded, low_bits: int):
@@ -161,6 +208,6 @@ def _weighted_layers(folded, low_bits: int):
     return folded, default, sizes, depthwise
 
 
-def _smallest_budget(folded, default, sizes, depthwise) -> float:
+def _smallest_budget(folded, default, sizes, depthwise, int2: bool = True) -> float:
     cheapest = {n: 8 if (b == 8 and n not in depthwise) else 2 for n, b in default.items()}
-    return average_bits(cheapest, sizes, None, _overhead(folded))
+    return average_bits(cheapest, sizes, None, _overhead(folded), int2=int2)

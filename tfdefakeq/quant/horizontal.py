@@ -4,21 +4,26 @@ budget (after DeFakeQ's horizontal direction; HAWQ/BRECQ-style sensitivity).
 Sensitivity of layer l at b bits = mean squared change of the detector's logits on calibration
 images when only l's (BN-folded) kernel is put on the b-bit grid (MSE-optimal steps) and every
 other layer stays float. The allocator then minimises the summed sensitivity subject to the
-storage budget (a multiple-choice knapsack, solved by a Lagrangian bisection and a greedy fill).
+storage budget: a multiple-choice knapsack (one option per layer), solved exactly (`solve_allocation`).
 Storage counts what the .tflite holds: 3-bit weights cost 4 bits (INT4 containers), 2-bit ones 2
-bits (INT2), and salient channels kept at 8 bits by the vertical split cost 8.
+bits (INT2; 4 when INT2 is off, `int2=False`), salient channels kept at 8 bits by the vertical split
+cost 8, plus each layer's scales, biases and graph bytes (`layer_overhead_bits`).
+
+The allocator is numpy only: importing this module imports no TensorFlow (only
+`layer_sensitivity`, which runs a Keras model, does, when called).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tfdefakeq.core.errors import UserError
-from tfdefakeq.quant.quantizers import STORAGE_BITS, mse_step, weight_levels
+from tfdefakeq.quant.grids import mse_step, storage_bits_per_weight, weight_levels
 
 CHOICES = (8, 4, 3, 2)
 
@@ -125,51 +130,153 @@ def layer_sensitivity(folded, layer_names, images: np.ndarray, choices=CHOICES, 
     return scores
 
 
-def storage_bits(bits: int, salient_fraction: float = 0.0) -> float:
-    """Bits per weight a layer costs in the .tflite at `bits` with a share of 8-bit input channels."""
+def storage_bits(bits: int, salient_fraction: float = 0.0, int2: bool = True) -> float:
+    """Bits per weight a layer costs in the .tflite at `bits` with a share of 8-bit input channels
+    (`int2=False`: 2-bit weights stored in INT4 containers, as `convert --no-int2` writes them)."""
     if bits == 8:
         return 8.0
-    return salient_fraction * 8 + (1 - salient_fraction) * STORAGE_BITS[bits]
+    return salient_fraction * 8 + (1 - salient_fraction) * storage_bits_per_weight(bits, int2)
 
 
-def allocate_bits(sensitivity: dict, sizes: dict[str, int], budget_bits: float, fixed: dict[str, int] | None = None,
-                  salient_fraction: dict[str, float] | None = None, overhead_bits=None) -> dict[str, str]:
-    """Option per layer minimising summed sensitivity with storage <= budget_bits x all weights.
+def _whole_bits(x: float) -> int:
+    """A cost as an integer number of bits. Every cost of the model is one already (weights x
+    container bits, bytes x 8); the ceiling keeps a fractional one from slipping under a budget."""
+    return int(math.ceil(float(x) - 1e-6))
 
-    sensitivity: layer -> {option: score} for the free layers (options: see `option_key`, so the
-    vertical split competes for the same budget as the bits); sizes: layer -> weights (free and
-    fixed); fixed: layer -> bits not to change (stem, classifier, depthwise); salient_fraction:
-    layer -> share of its weights on the 8-bit path when split. overhead_bits(layer, bits, split)
-    -> bits the file spends on the layer besides its weights (scales, biases, graph), when the
-    budget is the whole file's. Returns layer -> option key. Raises UserError when even the
-    cheapest option everywhere exceeds the budget.
-    """
+
+def option_cost_bits(size: int, key, salient_fraction: float = 0.0, overhead: float = 0.0, int2: bool = True) -> int:
+    """Bits the .tflite spends on a layer of `size` weights at option `key` ("4", "2s", ...):
+    its weights in their containers, the split-off salient share (size x fraction weights, a whole
+    number: kh*kw*k*cout of kh*kw*cin*cout) at 8 bits, and `overhead` (scales, biases, graph)."""
+    bits, split = parse_option(key)
+    if bits == 8:
+        return 8 * int(size) + _whole_bits(overhead)
+    salient = int(round(size * salient_fraction)) if split else 0
+    return (8 * salient + storage_bits_per_weight(bits, int2) * (int(size) - salient)) + _whole_bits(overhead)
+
+
+@dataclass
+class Allocation:
+    """The allocator's answer. options: layer -> option key (fixed layers included); spent_bits /
+    budget_bits: file bits of the plan / the budget (integers, `overhead_bits` counted when given);
+    cheapest_bits: the least any plan can spend; loss: the plan's summed sensitivity (free layers,
+    summed in their order); total_weights: weights of all layers (bits / total_weights = avg bits)."""
+
+    options: dict[str, str]
+    spent_bits: int
+    budget_bits: int
+    cheapest_bits: int
+    loss: float
+    total_weights: int
+    allocator: str = "exact"
+
+
+@dataclass
+class _Problem:
+    free: list[str]
+    keys: list[list[str]]
+    costs: list[np.ndarray]  # int64 bits per option
+    scores: list[np.ndarray]  # float64 sensitivity per option
+    fixed_options: dict[str, str]
+    fixed_cost: int
+    total_weights: int
+
+
+def _problem(sensitivity, sizes, fixed=None, salient_fraction=None, overhead_bits=None, int2: bool = True) -> _Problem:
     fixed = dict(fixed or {})
     salient_fraction = salient_fraction or {}
-    free = [n for n in sensitivity if n not in fixed]
-    total = sum(sizes.values())
-    budget = budget_bits * total
     extra = overhead_bits or (lambda name, bits, split: 0.0)
-    fixed_cost = sum(sizes[n] * storage_bits(b) + extra(n, b, False) for n, b in fixed.items())
-    fixed_cost += extra(None, 8, False) if overhead_bits else 0.0  # the file's own bytes (name None)
+    free = [n for n in sensitivity if n not in fixed]
+    fixed_cost = sum(option_cost_bits(sizes[n], option_key(b), 0.0, extra(n, b, False), int2) for n, b in fixed.items())
+    fixed_cost += _whole_bits(extra(None, 8, False)) if overhead_bits else 0  # the file's own bytes (name None)
+    keys, costs, scores = [], [], []
+    for n in free:
+        ks = [str(k) for k in sensitivity[n]]
+        if not ks:
+            raise UserError(f"layer {n}: no quantization options to choose from")
+        sc = np.array([float(v) for v in sensitivity[n].values()], np.float64)
+        if not np.all(np.isfinite(sc)):
+            raise UserError(f"layer {n}: sensitivity {dict(zip(ks, sc.tolist()))} is not finite")
+        co = []
+        for k in ks:
+            bits, split = parse_option(k)
+            if split and bits < 8 and n not in salient_fraction:
+                raise ValueError(f"layer {n}: option {k} splits salient channels off, but no salient_fraction prices them")
+            co.append(option_cost_bits(sizes[n], k, salient_fraction.get(n, 0.0), extra(n, bits, split), int2))
+        keys.append(ks)
+        costs.append(np.array(co, np.int64))
+        scores.append(sc)
+    return _Problem(free, keys, costs, scores, {n: option_key(b) for n, b in fixed.items()}, int(fixed_cost),
+                    int(sum(int(v) for v in sizes.values())))
 
-    def cost(name, key):
-        bits, split = parse_option(key)
-        return sizes[name] * storage_bits(bits, salient_fraction.get(name, 0.0) if split else 0.0) + extra(name, bits, split)
 
-    score = {n: {str(k): float(v) for k, v in sensitivity[n].items()} for n in free}
-    cheapest = fixed_cost + sum(min(cost(n, k) for k in score[n]) for n in free)
-    if cheapest > budget + 1e-6:
-        raise UserError(
-            f"bit budget {budget_bits:g} average bits is impossible: the cheapest plan needs "
-            f"{cheapest / total:.3f} (first conv, classifier and depthwise layers stay at 8 bits; scales and biases count)"
-        )
+def _pareto(cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats: sorted by cost, each strictly lower in loss
+    than every point at most as costly (at equal loss the cheaper one stays)."""
+    order = np.lexsort((loss, cost))
+    if len(order) < 2:
+        return order
+    lo = loss[order]
+    keep = np.ones(len(order), bool)
+    keep[1:] = lo[1:] < np.minimum.accumulate(lo)[:-1]
+    return order[keep]
+
+
+def _pareto_dp(problem: _Problem, cap: int | None = None):
+    """Exact multiple-choice knapsack by Pareto dynamic programming over the layers.
+
+    After layer i the state is every partial plan (one option for each of layers 0..i) that no other
+    partial plan beats on both cost and summed sensitivity. Exact because (1) costs are integers
+    (bits), so comparing them loses nothing, and (2) floating-point addition is monotone: if
+    a <= b then fl(a + s) <= fl(b + s), so a pruned partial plan can never end better than the one
+    that beat it, even counted in float64 (the sum is taken in layer order, as a brute force
+    `total += score` does). With `cap`, partial plans that cannot fit (cost + the cheapest of the
+    remaining layers > cap) are dropped as well. Returns (cost, loss, parents, picks): the final
+    Pareto points and, per layer, each point's predecessor and option index.
+    """
+    n = len(problem.free)
+    cheapest_rest = np.zeros(n + 1, np.int64)
+    for i in range(n - 1, -1, -1):
+        cheapest_rest[i] = cheapest_rest[i + 1] + problem.costs[i].min()
+    cost = np.array([problem.fixed_cost], np.int64)
+    loss = np.zeros(1, np.float64)
+    parents, picks = [], []
+    for i in range(n):
+        c, s = problem.costs[i], problem.scores[i]
+        all_cost = (cost[:, None] + c[None, :]).ravel()
+        all_loss = (loss[:, None] + s[None, :]).ravel()
+        candidates = np.arange(len(all_cost))
+        if cap is not None:
+            candidates = candidates[all_cost + cheapest_rest[i + 1] <= cap]
+        keep = candidates[_pareto(all_cost[candidates], all_loss[candidates])]
+        parents.append(keep // len(c))
+        picks.append(keep % len(c))
+        cost, loss = all_cost[keep], all_loss[keep]
+    return cost, loss, parents, picks
+
+
+def _backtrack(points: np.ndarray, parents, picks) -> np.ndarray:
+    """Option index of each layer (columns) for each final Pareto point in `points` (rows)."""
+    out = np.empty((len(points), len(picks)), np.int64)
+    idx = np.asarray(points, np.int64)
+    for i in range(len(picks) - 1, -1, -1):
+        out[:, i] = picks[i][idx]
+        idx = parents[i][idx]
+    return out
+
+
+def _greedy(problem: _Problem, budget: int) -> dict[str, str]:
+    """The allocator before the exact one (kept for comparison: `allocator="greedy"`): a Lagrangian
+    bisection, then an upgrade-only greedy fill. Not optimal (tests/quant/test_horizontal.py)."""
+    score = {n: dict(zip(ks, s.tolist())) for n, ks, s in zip(problem.free, problem.keys, problem.scores)}
+    price = {n: dict(zip(ks, c.tolist())) for n, ks, c in zip(problem.free, problem.keys, problem.costs)}
+    free = problem.free
 
     def pick(lam):
-        return {n: min(score[n], key=lambda k: (score[n][k] + lam * cost(n, k), -cost(n, k))) for n in free}
+        return {n: min(score[n], key=lambda k: (score[n][k] + lam * price[n][k], -price[n][k])) for n in free}
 
     def spent(plan):
-        return fixed_cost + sum(cost(n, k) for n, k in plan.items())
+        return problem.fixed_cost + sum(price[n][k] for n, k in plan.items())
 
     lo, hi = 0.0, 1.0
     while spent(pick(hi)) > budget and hi < 1e12:
@@ -178,30 +285,139 @@ def allocate_bits(sensitivity: dict, sizes: dict[str, int], budget_bits: float, 
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if spent(pick(mid)) > budget else (lo, mid)
     plan = pick(hi)
-    # Greedy fill: spend what the bisection left on the upgrades that buy the most per bit.
     while True:
         left = budget - spent(plan)
         moves = [
-            ((score[n][plan[n]] - score[n][k]) / (cost(n, k) - cost(n, plan[n])), n, k)
+            ((score[n][plan[n]] - score[n][k]) / (price[n][k] - price[n][plan[n]]), n, k)
             for n in free for k in score[n]
-            if 0 < cost(n, k) - cost(n, plan[n]) <= left and score[n][k] < score[n][plan[n]]
+            if 0 < price[n][k] - price[n][plan[n]] <= left and score[n][k] < score[n][plan[n]]
         ]
         if not moves:
             break
         _, n, k = max(moves)
         plan[n] = k
-    return {**{n: option_key(b) for n, b in fixed.items()}, **plan}
+    return plan
+
+
+def plan_loss(options: dict[str, str], sensitivity: dict) -> float:
+    """Summed sensitivity of `options` over the layers in `sensitivity` (in its order)."""
+    total = 0.0
+    for n, scores in sensitivity.items():
+        if n in options:
+            total += float({str(k): v for k, v in scores.items()}[str(options[n])])
+    return total
+
+
+def solve_allocation(sensitivity: dict, sizes: dict[str, int], budget_bits: float, fixed: dict[str, int] | None = None,
+                     salient_fraction: dict[str, float] | None = None, overhead_bits=None, int2: bool = True,
+                     allocator: str = "exact") -> Allocation:
+    """Option per layer minimising summed sensitivity with storage <= budget_bits x all weights.
+
+    sensitivity: layer -> {option: score} for the free layers (options: see `option_key`, so the
+    vertical split competes for the same budget as the bits); sizes: layer -> weights (free and
+    fixed); fixed: layer -> bits not to change (stem, classifier); salient_fraction: layer -> share
+    of its weights on the 8-bit path when split. overhead_bits(layer, bits, split) -> bits the file
+    spends on the layer besides its weights (scales, biases, graph; layer None: the file's own),
+    when the budget is the whole file's. int2: 2-bit weights are stored as INT2 (else in INT4
+    containers, `convert --no-int2`). The budget is floor(budget_bits x all weights) bits.
+
+    allocator "exact" (default): the optimum of the multiple-choice knapsack (`_pareto_dp`; among
+    equally good plans the cheapest); "greedy": the former Lagrangian + greedy-fill heuristic, kept
+    for comparison. Raises UserError when even the cheapest option everywhere exceeds the budget.
+    """
+    if allocator not in ("exact", "greedy"):
+        raise UserError(f"unknown allocator {allocator!r} (exact or greedy)")
+    problem = _problem(sensitivity, sizes, fixed, salient_fraction, overhead_bits, int2)
+    total = problem.total_weights
+    budget = int(math.floor(float(budget_bits) * total + 1e-6))
+    cheapest = problem.fixed_cost + sum(int(c.min()) for c in problem.costs)
+    if cheapest > budget:
+        raise UserError(
+            f"bit budget {budget_bits:g} average bits is impossible: the cheapest plan needs "
+            f"{cheapest / total:.3f} ({math.ceil(cheapest / 8):,} bytes; first conv, classifier and fixed layers stay at "
+            f"8 bits{'; scales and biases count' if overhead_bits else ''}{'' if int2 else '; 2-bit weights in INT4 containers'})"
+        )
+    if allocator == "greedy":
+        plan = _greedy(problem, budget)
+    else:
+        cost, loss, parents, picks = _pareto_dp(problem, cap=budget)
+        # the Pareto points are sorted by cost with falling loss: the last one is the optimum
+        choice = _backtrack(np.array([len(cost) - 1]), parents, picks)[0]
+        plan = {n: ks[j] for n, ks, j in zip(problem.free, problem.keys, choice)}
+    spent = problem.fixed_cost + sum(int(c[ks.index(plan[n])]) for n, ks, c in zip(problem.free, problem.keys, problem.costs))
+    assert spent <= budget, (spent, budget)
+    return Allocation(options={**problem.fixed_options, **plan}, spent_bits=int(spent), budget_bits=budget,
+                      cheapest_bits=int(cheapest), loss=plan_loss(plan, sensitivity), total_weights=total,
+                      allocator=allocator)
+
+
+def allocate_bits(sensitivity: dict, sizes: dict[str, int], budget_bits: float, fixed: dict[str, int] | None = None,
+                  salient_fraction: dict[str, float] | None = None, overhead_bits=None, int2: bool = True,
+                  allocator: str = "exact") -> dict[str, str]:
+    """layer -> option key of `solve_allocation` (same arguments)."""
+    return solve_allocation(sensitivity, sizes, budget_bits, fixed, salient_fraction, overhead_bits, int2, allocator).options
+
+
+@dataclass
+class Frontier:
+    """Every budget's optimum at once: the plans no other plan beats on both file bits and summed
+    sensitivity, sorted by cost (loss strictly falling). The optimum under a budget of B bits is the
+    last point with cost_bits <= B. cost_bits: int64 (n,); loss: float64 (n,); options: one
+    layer -> option map per point (fixed layers included); total_weights: for bits per weight."""
+
+    cost_bits: np.ndarray
+    loss: np.ndarray
+    options: list[dict[str, str]]
+    total_weights: int
+
+    def best_under(self, budget_bits_total: int) -> int | None:
+        """Index of the optimum under a budget of `budget_bits_total` bits (None: nothing fits)."""
+        i = int(np.searchsorted(self.cost_bits, budget_bits_total, side="right")) - 1
+        return None if i < 0 else i
+
+
+def frontier(sensitivity: dict, sizes: dict[str, int], fixed: dict[str, int] | None = None,
+             salient_fraction: dict[str, float] | None = None, overhead_bits=None, int2: bool = True) -> Frontier:
+    """The whole bytes -> least predicted loss frontier of the allocation problem (arguments as
+    `solve_allocation`, without a budget): one exact Pareto DP, every point an optimum."""
+    problem = _problem(sensitivity, sizes, fixed, salient_fraction, overhead_bits, int2)
+    cost, loss, parents, picks = _pareto_dp(problem)
+    choice = _backtrack(np.arange(len(cost)), parents, picks)
+    options = [{**problem.fixed_options, **{n: ks[j] for n, ks, j in zip(problem.free, problem.keys, row)}} for row in choice]
+    return Frontier(cost_bits=cost, loss=loss, options=options, total_weights=problem.total_weights)
 
 
 def average_bits(plan: dict[str, int], sizes: dict[str, int], salient_fraction: dict[str, float] | None = None,
-                 overhead_bits=None) -> float:
-    """Storage bits per weight of `plan` over all its layers (with `overhead_bits`, file bits)."""
+                 overhead_bits=None, int2: bool = True) -> float:
+    """Storage bits per weight of `plan` over all its layers (with `overhead_bits`, file bits;
+    `int2=False`: 2-bit layers in INT4 containers)."""
     salient_fraction = salient_fraction or {}
     extra = overhead_bits or (lambda name, bits, split: 0.0)
     total = sum(sizes[n] for n in plan)
     file_bytes = extra(None, 8, False) if overhead_bits else 0.0
-    return (file_bytes + sum(sizes[n] * storage_bits(b, salient_fraction.get(n, 0.0)) + extra(n, b, n in salient_fraction and b < 8)
+    return (file_bytes + sum(sizes[n] * storage_bits(b, salient_fraction.get(n, 0.0), int2) + extra(n, b, n in salient_fraction and b < 8)
                              for n, b in plan.items())) / total
+
+
+def check_file_budget(path, plan: QuantPlan, label=None) -> None:
+    """Raises UserError (naming `label`, default `path`) when the .tflite at `path` is larger than
+    the budget `plan` was made for (plan.budget["budget_bytes"]: --budget-bytes, or --avg-bits x
+    weights / 8). A plan without a budget (a given --bit-plan, or no budget at all) has nothing to hold."""
+    limit = plan.budget.get("budget_bytes")
+    if limit is None:
+        return
+    size = Path(path).stat().st_size
+    if size <= int(limit):
+        return
+    record = plan.budget
+    what = (f"--budget-bytes {int(record['bytes']):,}" if record.get("bytes") is not None
+            else f"--avg-bits {record.get('avg_bits')}")
+    weights = record.get("total_weights")
+    per_weight = f" ({8 * size / weights:.3f} bits per weight)" if weights else ""
+    planned = f"; the plan estimated {int(record['planned_bytes']):,}" if record.get("planned_bytes") is not None else ""
+    containers = "INT2" if record.get("int2", True) else "INT4 (--no-int2)"
+    raise UserError(f"{label or path}: {size:,} bytes{per_weight} exceed the budget of {int(limit):,} bytes ({what}{planned}, "
+                    f"2-bit weights priced in {containers} containers)")
 
 
 # What the .tflite spends on a quantized conv besides its weights (TF 2.21 files): per output

@@ -12,6 +12,8 @@ import numpy as np
 from tfdefakeq.core.tfcompat import keras, tf
 import tensorflow_model_optimization as tfmot
 
+from tfdefakeq.quant.grids import mse_step, weight_levels
+
 Quantizer = tfmot.quantization.keras.quantizers.Quantizer
 
 
@@ -76,39 +78,7 @@ class LearnedRangeWeightQuantizer(Quantizer):
         return not self.__eq__(other)
 
 
-# Signed integer levels of each weight bit-width, and the FakeQuant container that stores them.
-# 8 and 4 bits are TFLite's symmetric narrow ranges. Below 4 bits the full signed range is used
-# (LSQ's choice: 2 bits = {-2, -1, 0, 1}, not a 3-level ternary grid), emitted as a 4-bit
-# FakeQuant of range +-7 steps with the weights first clamped to the levels: the converter then
-# stores exactly these integers in an INT4 tensor instead of re-rounding a 3-bit grid onto int4
-# (DESIGN.md section 5).
-WEIGHT_LEVELS = {8: (-127, 127), 4: (-7, 7), 3: (-4, 3), 2: (-2, 1)}
-# Bits each value costs in the .tflite: 3-bit values live in INT4 containers; 2-bit tensors are
-# repacked as INT2 after conversion (`tfdefakeq.runtime.unpack.pack_int2_tensors`).
-STORAGE_BITS = {8: 8, 4: 4, 3: 4, 2: 2}
-
-
-def weight_levels(num_bits: int) -> tuple[int, int]:
-    if num_bits not in WEIGHT_LEVELS:
-        raise ValueError(f"weight bits must be one of {sorted(WEIGHT_LEVELS)}, got {num_bits}")
-    return WEIGHT_LEVELS[num_bits]
-
-
-def mse_step(weights: np.ndarray, num_bits: int, per_axis: bool, grid: int = 40) -> np.ndarray:
-    """Step size per output channel (last axis; shape () if not per_axis) minimising the
-    quantization MSE of `weights` on the levels of `num_bits`."""
-    qmin, qmax = weight_levels(num_bits)
-    w = weights.reshape(-1, weights.shape[-1]) if per_axis else weights.reshape(-1, 1)
-    largest = np.maximum(np.abs(w).max(axis=0), 1e-8) / max(-qmin, qmax)
-    best_err = np.full(largest.shape, np.inf)
-    best = largest.copy()
-    for ratio in np.linspace(0.15, 1.0, grid):
-        step = largest * ratio
-        err = ((np.clip(np.floor(w / step + 0.5), qmin, qmax) * step - w) ** 2).mean(axis=0)
-        better = err < best_err
-        best_err[better] = err[better]
-        best[better] = step[better]
-    return best.astype(np.float32) if per_axis else np.float32(best[0])
+# The grids (levels per bit-width, MSE-optimal steps, storage bits) are numpy-only: grids.py.
 
 
 def _lsq_round(w, step, qmin: int, qmax: int, grad_scale: float):
