@@ -373,6 +373,14 @@ def _write(buf, obj, legacy):
                     save(k)
                     save(v)
                 buf.write(pickle.SETITEMS)
+        elif isinstance(o, dict):  # a plain dict around the state dict ({"model": ..., "total_steps": n})
+            buf.write(pickle.EMPTY_DICT)
+            if o:
+                buf.write(pickle.MARK)
+                for k, v in o.items():
+                    save(k)
+                    save(v)
+                buf.write(pickle.SETITEMS)
         else:  # str, int, bool, None, float
             buf.write(_plain(o))
 
@@ -392,7 +400,7 @@ def _tensors(state: dict) -> tuple[collections.OrderedDict, list[_StorageRef]]:
     return out, refs
 
 
-def state_dict_bytes(state: dict[str, np.ndarray], legacy: bool = False, archive: str = "archive") -> bytes:
+def state_dict_bytes(state: dict[str, np.ndarray], legacy: bool = False, archive: str = "archive", wrap: str | None = None) -> bytes:
     """`torch.save(state_dict)` bytes for {name: np.ndarray} (zip format, or legacy with `legacy`).
 
     zip: entries `{archive}/data.pkl` (protocol-2 pickle: an OrderedDict of `_rebuild_tensor_v2`
@@ -400,10 +408,11 @@ def state_dict_bytes(state: dict[str, np.ndarray], legacy: bool = False, archive
     little-endian bytes), `{archive}/version` ("3"), stored uncompressed like torch's writer.
     legacy: magic, protocol, sys info, the same pickle (persistent ids with a 6th field None), the
     storage keys, then per key an int64 element count and the bytes.
+    `wrap="model"` saves `{"model": state, "total_steps": 0}` instead, as training scripts do.
     """
     tensors, refs = _tensors(state)
     buf = io.BytesIO()
-    _write(buf, tensors, legacy)
+    _write(buf, {wrap: tensors, "total_steps": 0} if wrap else tensors, legacy)
     data_pkl = buf.getvalue()
     if legacy:
         out = io.BytesIO()

@@ -213,14 +213,13 @@ def _describe(items, limit: int = 3) -> str:
     return shown + (", ..." if len(items) > limit else "")
 
 
-def find_head(state: dict, family: Family, path) -> tuple[str, int, int]:
-    """(torch prefix, logits, in_features) of the final Linear."""
+def find_head(state: dict, family: Family) -> str:
+    """The torch prefix of the final Linear (the family's last candidate when none is there: then
+    check_fit reports it missing with the rest)."""
     for head in family.heads:
-        w = state.get(head + ".weight")
-        if w is not None and np.ndim(w) == 2:
-            return head, int(w.shape[0]), int(w.shape[1])
-    raise UserError(f"{path}: no classifier for {family.backbone} (looked for {', '.join(h + '.weight' for h in family.heads)}; "
-                    f"the file has {len(state)} tensors, e.g. {_describe([(k, _shape_of(v)) for k, v in state.items()])})")
+        if np.ndim(state.get(head + ".weight")) == 2:
+            return head
+    return family.heads[-1]
 
 
 def head_weights(weight: np.ndarray, bias: np.ndarray | None, fake_class: int | None, path) -> list[np.ndarray]:
@@ -279,6 +278,8 @@ def check_fit(model, pairs, state: dict, head: str, path, label: str) -> None:
     in_features = int(dense.weights[0].shape[0])
     head_keys = {f"{head}.weight", f"{head}.bias"}
     missing = [(k, s) for k, s in expected.items() if k not in state]
+    if f"{head}.weight" not in state:
+        missing.append((f"{head}.weight", ("K", in_features)))
     mismatched = [(k, s) for k, s in expected.items() if k in state and _shape_of(state[k]) != tuple(s)
                   and not (k.endswith("pointwise.weight") and _shape_of(state[k]) == tuple(s[:2]))]
     w = state.get(f"{head}.weight")
@@ -311,7 +312,7 @@ def port_state_dict(state: dict, backbone: str, input_size: int, fake_class: int
         raise UserError(f"--backbone {backbone}: no PyTorch mapping (known: {', '.join(sorted(FAMILIES))})")
     family = FAMILIES[backbone]
     state = normalize_keys(state, family)
-    head, _, _ = find_head(state, family, path)
+    head = find_head(state, family)
     kwargs = dict(build_kwargs or guess_build_kwargs(backbone, state, input_size))
     model = build(backbone, input_shape=(input_size, input_size, 3), num_classes=1, **kwargs)
     pairs = layer_pairs(backbone, model)
