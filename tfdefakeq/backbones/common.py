@@ -8,6 +8,9 @@ from tfdefakeq.core.tfcompat import keras, tf
 
 layers = keras.layers
 BN_EPSILON = 1.001e-5  # keras.applications ResNet's value, so its weights load unchanged
+TORCH_BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default (graphs built with a torch_layout use it)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalisation of [0, 1] pixels
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def classifier_head(x, num_classes: int, name: str = "predictions", dropout: float = 0.0):
@@ -210,3 +213,51 @@ def front_end(inputs, kind: str | bool | None):
         return layers.DepthwiseConv2D(5, padding="same", depth_multiplier=3, use_bias=False,
                                       depthwise_initializer=SRMKernel(), trainable=False, name="srm")(inputs)
     raise ValueError(f"unknown front end {kind!r}: use None, 'highpass' or 'srm'")
+
+
+def torch_normalize(inputs, mean_std):
+    """Our Preprocess output `u = (pixel - 128) / 128` -> torch's `x = (pixel / 255 - mean_c) / std_c`.
+
+    `mean_std`: [mean, std], three values each, on [0, 1] pixels (torchvision: IMAGENET_MEAN/STD). A
+    fixed 1x1 depthwise conv with bias, `x = a_c u + b_c`, `a_c = 128 / (255 std_c)`,
+    `b_c = (128 / 255 - mean_c) / std_c`: exact in float and, being first, before any zero padding
+    (folding it into the first conv would be wrong on the padded border). The input stays our
+    Preprocess, so an int8 input still holds every pixel value; the layer's per-channel 8-bit weight
+    is its own scale, exact.
+    """
+    mean, std = (np.asarray(v, np.float64).reshape(3) for v in mean_std)
+    scale = 128.0 / (255.0 * std)
+    offset = (128.0 / 255.0 - mean) / std
+    return layers.DepthwiseConv2D(
+        1, use_bias=True, trainable=False, name="torch_normalize",
+        depthwise_initializer=keras.initializers.Constant(scale.reshape(1, 1, 3, 1).tolist()),
+        bias_initializer=keras.initializers.Constant(offset.tolist()))(inputs)
+
+
+def torch_input(inputs, torch_normalize_arg):
+    """The graph's input after the optional torch normalisation (see `torch_normalize`)."""
+    return torch_normalize(inputs, torch_normalize_arg) if torch_normalize_arg else inputs
+
+
+def static_same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF 'same' padding (before, after) for a side of `size`: what efficientnet_pytorch's
+    Conv2dStaticSamePadding computes for its build-time image size."""
+    out = -(-size // stride)
+    pad = max((out - 1) * stride + kernel - size, 0)
+    return pad // 2, pad - pad // 2
+
+
+def torch_max_pool(x, name: str):
+    """torch's MaxPool2d(3, 2, padding=1) (pads with -inf). TF's 'same' pads an even side only after,
+    torch both sides; replicating the edge row/column equals -inf padding for a max. Cropping2D +
+    Concatenate: plain slicing ops the converter and the Edge TPU take."""
+    height, width = int(x.shape[1]), int(x.shape[2])
+    rows = [layers.Cropping2D(((0, height - 1), (0, 0)), name=name + "_top")(x), x]
+    if height % 2:
+        rows.append(layers.Cropping2D(((height - 1, 0), (0, 0)), name=name + "_bottom")(x))
+    x = layers.Concatenate(axis=1, name=name + "_rows")(rows)
+    cols = [layers.Cropping2D(((0, 0), (0, width - 1)), name=name + "_left")(x), x]
+    if width % 2:
+        cols.append(layers.Cropping2D(((0, 0), (width - 1, 0)), name=name + "_right")(x))
+    x = layers.Concatenate(axis=2, name=name + "_cols")(cols)
+    return layers.MaxPooling2D(3, strides=2, padding="valid", name=name)(x)

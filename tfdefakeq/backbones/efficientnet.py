@@ -15,6 +15,14 @@ Differences from keras.applications, all forced by tfmot / TFLite:
 - swish is built as x * sigmoid(x) from two layers (`swish`): TFLite computes it as LOGISTIC + MUL
   with an int8 gate in between, and only a layer of its own lets Keras round the gate as TFLite
   does (quant.configs.SigmoidQuantizeConfig). Same function, same names on the products.
+
+Twins of torch models for `tfdefakeq.port` (same layer names, BatchNorm epsilon 1e-3 as there):
+- `torch_layout="efficientnet_pytorch"`: efficientnet_pytorch's EfficientNet, whose convs pad like TF
+  'same' but for the image size the model was built with (`torch_image_size`, default its native 224
+  / 380), not the size it runs at: explicit ZeroPadding2D from that size (common.static_same_pad).
+- `torch_layout="deepfakebench"`: DeepfakeBench's EfficientNet-B4, the same network with its stem
+  replaced by an unpadded `nn.Conv2d(3, 48, 3, stride=2)`.
+`torch_normalize=[mean, std]`: see common.torch_normalize.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import math
 
 import numpy as np
 
-from tfdefakeq.backbones.common import front_end, layers
+from tfdefakeq.backbones.common import front_end, layers, static_same_pad, torch_input
 from tfdefakeq.backbones.mobilenet import _correct_pad
 from tfdefakeq.backbones.registry import register_backbone
 from tfdefakeq.core.tfcompat import keras
@@ -53,7 +61,7 @@ def _activation(x, activation: str, name: str):
 
 
 def _block(x, drop_rate, name, filters_in, filters_out, kernel_size, strides, expand_ratio, se_ratio=0.25,
-           activation="swish"):
+           activation="swish", static_size=None):
     inputs = x
     filters = filters_in * expand_ratio
     if expand_ratio != 1:
@@ -61,7 +69,8 @@ def _block(x, drop_rate, name, filters_in, filters_out, kernel_size, strides, ex
         x = layers.BatchNormalization(name=name + "expand_bn", **_BN)(x)
         x = _activation(x, activation, name + "expand_activation")
     if strides == 2:
-        x = layers.ZeroPadding2D(padding=_correct_pad(x, kernel_size), name=name + "dwconv_pad")(x)
+        pad = (static_same_pad(static_size, kernel_size, 2),) * 2 if static_size else _correct_pad(x, kernel_size)
+        x = layers.ZeroPadding2D(padding=pad, name=name + "dwconv_pad")(x)
     x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding="valid" if strides == 2 else "same",
                                use_bias=False, name=name + "dwconv")(x)
     x = layers.BatchNormalization(name=name + "bn", **_BN)(x)
@@ -83,12 +92,19 @@ def _block(x, drop_rate, name, filters_in, filters_out, kernel_size, strides, ex
 
 
 def _efficientnet(width_coefficient, depth_coefficient, dropout, name, input_shape, num_classes, width, depth,
-                  drop_connect_rate, highpass):
+                  drop_connect_rate, highpass, torch_layout=None, torch_normalize=None, torch_image_size=None):
+    if torch_layout not in (None, "efficientnet_pytorch", "deepfakebench"):
+        raise ValueError(f"torch_layout {torch_layout!r}: EfficientNet knows None, 'efficientnet_pytorch' or 'deepfakebench'")
     width_coefficient *= width
     depth_coefficient *= depth
     inputs = keras.Input(shape=input_shape, name="image")
-    x = front_end(inputs, highpass)
-    x = layers.ZeroPadding2D(padding=_correct_pad(x, 3), name="stem_conv_pad")(x)
+    x = front_end(torch_input(inputs, torch_normalize), highpass)
+    static = int(torch_image_size) if torch_layout else None  # efficientnet_pytorch's build-time image size
+    if torch_layout == "efficientnet_pytorch":
+        x = layers.ZeroPadding2D(padding=(static_same_pad(static, 3, 2),) * 2, name="stem_conv_pad")(x)
+    elif torch_layout is None:
+        x = layers.ZeroPadding2D(padding=_correct_pad(x, 3), name="stem_conv_pad")(x)
+    static = -(-static // 2) if static else None
     x = layers.Conv2D(_round_filters(32, width_coefficient), 3, strides=2, padding="valid", use_bias=False,
                       name="stem_conv")(x)
     x = layers.BatchNormalization(name="stem_bn", **_BN)(x)
@@ -98,8 +114,10 @@ def _efficientnet(width_coefficient, depth_coefficient, dropout, name, input_sha
     for i, ((kernel, _, f_in, f_out, expand, strides), n) in enumerate(zip(_BLOCKS, repeats)):
         f_in, f_out = _round_filters(f_in, width_coefficient), _round_filters(f_out, width_coefficient)
         for j in range(n):
+            stride = strides if j == 0 else 1
             x = _block(x, drop_connect_rate * b / total, f"block{i + 1}{chr(j + 97)}_", f_in if j == 0 else f_out, f_out,
-                       kernel, strides if j == 0 else 1, expand)
+                       kernel, stride, expand, static_size=static)
+            static = -(-static // stride) if static else None
             b += 1
     x = layers.Conv2D(_round_filters(1280, width_coefficient), 1, padding="same", use_bias=False, name="top_conv")(x)
     x = layers.BatchNormalization(name="top_bn", **_BN)(x)
@@ -115,19 +133,23 @@ def _efficientnet(width_coefficient, depth_coefficient, dropout, name, input_sha
 @register_backbone("efficientnet_b0", family="efficientnet", reference_params=5_330_571, keras_application="EfficientNetB0",
                    params_outside_graph=7, reference_source="keras.applications (its Normalization: 7 statistics)")
 def efficientnet_b0(input_shape=(224, 224, 3), num_classes=1, width: float = 1.0, depth: float = 1.0,
-                    dropout: float = 0.2, drop_connect_rate: float = 0.2, highpass=False):
-    """EfficientNet-B0; `width` / `depth` multiply the compound coefficients (tests use small ones)."""
+                    dropout: float = 0.2, drop_connect_rate: float = 0.2, highpass=False, torch_layout: str | None = None,
+                    torch_normalize=None, torch_image_size: int = 224):
+    """EfficientNet-B0; `width` / `depth` multiply the compound coefficients (tests use small ones);
+    `torch_layout` / `torch_normalize` / `torch_image_size`: torch twins (module docstring)."""
     return _efficientnet(1.0, 1.0, dropout, "efficientnet_b0", input_shape, num_classes, width, depth,
-                         drop_connect_rate, highpass)
+                         drop_connect_rate, highpass, torch_layout, torch_normalize, torch_image_size)
 
 
 @register_backbone("efficientnet_b4", family="efficientnet", reference_params=19_466_823, keras_application="EfficientNetB4",
                    params_outside_graph=7, reference_source="keras.applications (its Normalization: 7 statistics)")
 def efficientnet_b4(input_shape=(380, 380, 3), num_classes=1, width: float = 1.0, depth: float = 1.0,
-                    dropout: float = 0.4, drop_connect_rate: float = 0.2, highpass=False):
-    """EfficientNet-B4 (native 380 px; the detector of many DeepfakeBench / SBI entries)."""
+                    dropout: float = 0.4, drop_connect_rate: float = 0.2, highpass=False, torch_layout: str | None = None,
+                    torch_normalize=None, torch_image_size: int = 380):
+    """EfficientNet-B4 (native 380 px; the detector of many DeepfakeBench / SBI entries);
+    `torch_layout` / `torch_normalize` / `torch_image_size`: torch twins (module docstring)."""
     return _efficientnet(1.4, 1.8, dropout, "efficientnet_b4", input_shape, num_classes, width, depth,
-                         drop_connect_rate, highpass)
+                         drop_connect_rate, highpass, torch_layout, torch_normalize, torch_image_size)
 
 
 def fold_input_affine(model, scale, offset, conv_name: str = "stem_conv", bn_name: str = "stem_bn") -> None:

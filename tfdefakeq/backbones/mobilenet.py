@@ -5,11 +5,16 @@ keras.applications.MobileNetV3Small/Large with include_preprocessing=False (2,55
 parameters): squeeze-excite blocks and hard-swish, built from our HardSigmoid layer instead of
 keras' TFOpLambda arithmetic. Our Preprocess (pixel - 128) / 128 is keras' Rescaling(1/127.5, -1)
 up to a 0.4% scale: ImageNet weights load as they are.
+
+`mobilenet_v2(torch_layout="torchvision")` is the twin of torchvision's MobileNetV2 for
+`tfdefakeq.port`: symmetric padding on the stride-2 stem and depthwise convs (keras pads those
+asymmetrically), BatchNorm epsilon 1e-5; `torch_normalize=[mean, std]`: see common.torch_normalize.
 """
 
 from __future__ import annotations
 
-from tfdefakeq.backbones.common import HardSigmoid, classifier_head, front_end, hard_swish, highpass_front, layers
+from tfdefakeq.backbones.common import (TORCH_BN_EPSILON, HardSigmoid, classifier_head, front_end, hard_swish, highpass_front,
+                                        layers, torch_input)
 from tfdefakeq.backbones.registry import register_backbone
 from tfdefakeq.core.tfcompat import keras
 
@@ -34,43 +39,53 @@ def _correct_pad(x, kernel_size: int):
     return ((half - adjust[0], half), (half - adjust[1], half))
 
 
-def _inverted_residual(x, expansion, stride, alpha, filters, block_id):
+def _inverted_residual(x, expansion, stride, alpha, filters, block_id, torch_layout=None):
     in_channels = x.shape[-1]
     pointwise_filters = make_divisible(int(filters * alpha), 8)
     inputs = x
     prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
+    bn = dict(_BN, epsilon=TORCH_BN_EPSILON) if torch_layout else _BN
     if block_id:
         x = layers.Conv2D(expansion * in_channels, 1, padding="same", use_bias=False, name=prefix + "expand")(x)
-        x = layers.BatchNormalization(name=prefix + "expand_BN", **_BN)(x)
+        x = layers.BatchNormalization(name=prefix + "expand_BN", **bn)(x)
         x = layers.ReLU(6.0, name=prefix + "expand_relu")(x)
     if stride == 2:
-        x = layers.ZeroPadding2D(padding=_correct_pad(x, 3), name=prefix + "pad")(x)
+        x = layers.ZeroPadding2D(padding=1 if torch_layout else _correct_pad(x, 3), name=prefix + "pad")(x)
     x = layers.DepthwiseConv2D(
         3, strides=stride, use_bias=False, padding="same" if stride == 1 else "valid", name=prefix + "depthwise"
     )(x)
-    x = layers.BatchNormalization(name=prefix + "depthwise_BN", **_BN)(x)
+    x = layers.BatchNormalization(name=prefix + "depthwise_BN", **bn)(x)
     x = layers.ReLU(6.0, name=prefix + "depthwise_relu")(x)
     x = layers.Conv2D(pointwise_filters, 1, padding="same", use_bias=False, name=prefix + "project")(x)
-    x = layers.BatchNormalization(name=prefix + "project_BN", **_BN)(x)
+    x = layers.BatchNormalization(name=prefix + "project_BN", **bn)(x)
     if in_channels == pointwise_filters and stride == 1:
         return layers.Add(name=prefix + "add")([inputs, x])
     return x
 
 
 @register_backbone("mobilenet_v2", family="mobilenet", reference_params=3_538_984, keras_application="MobileNetV2")
-def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1, alpha: float = 1.0, dropout: float = 0.0, highpass: bool = False):
+def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1, alpha: float = 1.0, dropout: float = 0.0, highpass: bool = False,
+                 torch_layout: str | None = None, torch_normalize=None):
     """MobileNetV2 with width multiplier `alpha` (keras.applications' values: 0.35 ... 1.4);
-    `highpass` puts a fixed high-pass filter in front (see common.HighPassKernel)."""
+    `highpass` puts a fixed high-pass filter in front (see common.HighPassKernel); `torch_layout` /
+    `torch_normalize`: torchvision's twin (module docstring)."""
+    if torch_layout not in (None, "torchvision"):
+        raise ValueError(f"torch_layout {torch_layout!r}: MobileNetV2 knows None or 'torchvision'")
+    bn = dict(_BN, epsilon=TORCH_BN_EPSILON) if torch_layout else _BN
     inputs = keras.Input(shape=input_shape, name="image")
-    x = highpass_front(inputs) if highpass else inputs
-    x = layers.Conv2D(make_divisible(32 * alpha, 8), 3, strides=2, padding="same", use_bias=False, name="Conv1")(x)
-    x = layers.BatchNormalization(name="bn_Conv1", **_BN)(x)
+    x = torch_input(inputs, torch_normalize)
+    x = highpass_front(x) if highpass else x
+    if torch_layout:
+        x = layers.ZeroPadding2D(padding=1, name="Conv1_pad")(x)
+    x = layers.Conv2D(make_divisible(32 * alpha, 8), 3, strides=2, padding="valid" if torch_layout else "same",
+                      use_bias=False, name="Conv1")(x)
+    x = layers.BatchNormalization(name="bn_Conv1", **bn)(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     for block_id, (expansion, filters, stride) in enumerate(_V2_BLOCKS):
-        x = _inverted_residual(x, expansion, stride, alpha, filters, block_id)
+        x = _inverted_residual(x, expansion, stride, alpha, filters, block_id, torch_layout)
     last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
     x = layers.Conv2D(last_filters, 1, use_bias=False, name="Conv_1")(x)
-    x = layers.BatchNormalization(name="Conv_1_bn", **_BN)(x)
+    x = layers.BatchNormalization(name="Conv_1_bn", **bn)(x)
     x = layers.ReLU(6.0, name="out_relu")(x)
     outputs = classifier_head(x, num_classes, dropout=dropout)
     return keras.Model(inputs, outputs, name="mobilenet_v2")

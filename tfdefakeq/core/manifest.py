@@ -47,6 +47,7 @@ class Manifest:
     metrics: dict = field(default_factory=dict)
     size_bytes: int | None = None
     build_kwargs: dict = field(default_factory=dict)  # extra builder arguments (width, alpha)
+    source: dict = field(default_factory=dict)  # weights from outside: {"file", "sha256", "format", ...} (tfdefakeq.port)
     versions: dict[str, str] = field(default_factory=dict)
     command: str = ""
 
