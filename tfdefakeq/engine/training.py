@@ -183,18 +183,11 @@ def train_detector(args) -> int:
     from tfdefakeq.runtime.images import load_images
     from tfdefakeq.core.tfcompat import keras
 
-    out = Path(args.out)
+    out = Path(args.out)  # the command line was checked by tfdefakeq.train.check_args
     final = out / "model.weights.h5"
     backup = out / "backup"
-    if final.exists() and not args.overwrite:
-        raise UserError(f"{final}: already exists (pass --overwrite to retrain)")
-    if backup.exists() and not args.resume:
-        raise UserError(f"{backup}: an interrupted run is here (pass --resume to continue it, or remove the folder)")
     if args.scheme:
         quant.qat.get_scheme(args.scheme)  # fail fast on a bad name
-    if args.weights and args.init:
-        raise UserError("--weights initialises a new float backbone; --init already gives the weights")
-    out.mkdir(parents=True, exist_ok=True)
 
     strategy = make_strategy(args.strategy, args.logical_cpus)
     print(f"training on {strategy.num_replicas_in_sync} replica(s) ({args.strategy} strategy)", flush=True)
@@ -213,7 +206,7 @@ def train_detector(args) -> int:
     with strategy.scope():
         model, info = _build_model(args, input_shape)
         if args.weights:
-            load_pretrained(model, info["backbone"], args.weights, info["build_kwargs"])
+            load_pretrained(model, info["backbone"], args.weights, info["build_kwargs"], partial=args.partial)
         preprocess = info["preprocess"]
         teacher = None
         if args.scheme:
@@ -222,11 +215,11 @@ def train_detector(args) -> int:
             teacher = model  # quantize() builds a new graph; the float model stays as it is
             model = quant.quantize(model, args.scheme, calib_images, **adaptive_options(args, out))
             info["scheme"] = args.scheme
+        out.mkdir(parents=True, exist_ok=True)  # the work starts: nothing is created for a run refused above
+        if args.scheme:
             if model.quant_plan is not None and not (args.resume and (out / "bit_plan.json").exists()):
                 model.quant_plan.save(out / "bit_plan.json", overwrite=True)  # a resumed run keeps the measured one
 
-    if not 0.0 <= args.aug_prob <= 1.0:
-        raise UserError(f"--aug-prob must be in [0, 1], got {args.aug_prob}")
     val_ds = make_dataset(val_samples, size, args.batch_size, training=False, preprocess=preprocess)
     steps_per_epoch = max(1, -(-len(train_samples) // args.batch_size))
     if args.init is None:
