@@ -129,46 +129,51 @@ class EpochCheckpoint:
         return int(self.epoch.numpy()) + 1
 
 
-def load_pretrained(model, backbone: str, weights: str, build_kwargs: dict) -> None:
-    """Loads ImageNet weights (keras.applications, by layer name) or a weights file into `model`.
+def load_pretrained(model, backbone: str, weights: str, build_kwargs: dict, partial: bool = False) -> dict[str, str]:
+    """Loads ImageNet weights (keras.applications) or a weights file into `model` through the one
+    strict loader, `backbones.weights.load_keras_weights`; says which layers loaded.
 
-    Only layers whose names and shapes match are loaded (the detector head never does); raises
-    UserError when the backbone has no keras.applications twin or the download is impossible.
+    A file that covers less than the backbone (every layer with weights but the head and the fixed
+    front end) is refused unless `partial`, which loads what matches and lists what it skipped.
+    Raises UserError when the backbone has no keras.applications twin or the download is impossible.
+    Returns {our layer: file layer}.
     """
+    import tempfile
+
     from tfdefakeq.backbones import backbone_info
+    from tfdefakeq.backbones.weights import load_keras_weights, not_loaded
     from tfdefakeq.core.tfcompat import keras
 
-    path = Path(weights)
     if weights != "imagenet":
+        path = Path(weights)
         if not path.is_file():
             raise UserError(f"{path}: --weights file not found")
+        mapping = load_keras_weights(model, path, partial=partial)
+        source = str(path)
+    else:
+        app_name = backbone_info(backbone).keras_application
+        if app_name is None:
+            raise UserError(f"--weights imagenet: {backbone} has no keras.applications twin with ImageNet weights")
+        constructor = getattr(keras.applications, app_name)
+        kwargs = {"alpha": build_kwargs["alpha"]} if "alpha" in build_kwargs else {}
         try:
-            model.load_weights(path, by_name=True, skip_mismatch=True)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: not a Keras weights file ({str(e).splitlines()[0][:160]})") from e
-        return
-    app_name = backbone_info(backbone).keras_application
-    if app_name is None:
-        raise UserError(f"--weights imagenet: {backbone} has no keras.applications twin with ImageNet weights")
-    constructor = getattr(keras.applications, app_name)
-    kwargs = {"alpha": build_kwargs["alpha"]} if "alpha" in build_kwargs else {}
-    try:
-        reference = constructor(include_top=False, weights="imagenet", input_shape=model.input_shape[1:], **kwargs)
-    except Exception as e:  # the download fails in many ways offline (URLError, HTTPError, OSError, ...)
-        raise UserError(
-            f"--weights imagenet: cannot get {app_name} ImageNet weights ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
-            "offline, put the file Keras downloads into ~/.keras/models/ or pass --weights FILE.h5"
-        ) from e
-    loaded = 0
-    for layer in reference.layers:
-        try:
-            ours = model.get_layer(layer.name)
-        except ValueError:
-            continue
-        if layer.weights and [w.shape for w in ours.weights] == [w.shape for w in layer.weights]:
-            ours.set_weights(layer.get_weights())
-            loaded += 1
-    print(f"loaded ImageNet weights into {loaded} layers of {backbone}")
+            reference = constructor(include_top=False, weights="imagenet", input_shape=model.input_shape[1:], **kwargs)
+        except Exception as e:  # the download fails in many ways offline (URLError, HTTPError, OSError, ...)
+            raise UserError(
+                f"--weights imagenet: cannot get {app_name} ImageNet weights ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
+                "offline, put the file Keras downloads into ~/.keras/models/ or pass --weights FILE.h5"
+            ) from e
+        with tempfile.TemporaryDirectory() as tmp:  # the reference as a weights file: one loader for both sources
+            reference.save_weights(Path(tmp) / "imagenet.h5")
+            mapping = load_keras_weights(model, Path(tmp) / "imagenet.h5", partial=partial)
+        source = f"{app_name} ImageNet weights"
+    if not mapping:
+        raise UserError(f"--weights {weights}: no layer of {backbone} matches (names and shapes differ everywhere)")
+    skipped = not_loaded(model, mapping)
+    total = len(mapping) + len(skipped)
+    print(f"loaded {source} into {len(mapping)} of {total} layers with weights of {backbone}"
+          + (f"; left as built: {', '.join(skipped)}" if skipped else ""), flush=True)
+    return mapping
 
 
 def train_detector(args) -> int:
