@@ -42,16 +42,19 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "motorc
 
 
 def photos(size: int, n: int = 16):
-    """uint8 (n, size, size, 3): center-square crops of scikit-image's photos, resized, with flips to fill n."""
+    """-> (uint8 (n, size, size, 3), skipped): center-square crops of scikit-image's photos, resized,
+    with flips to fill n; `skipped` lists "name (why)" for each photo that could not be read (one that
+    needs a download offline), so the report says what the images were."""
     import numpy as np
     import skimage.data
     from PIL import Image
 
-    out = []
+    out, skipped = [], []
     for name in PHOTOS:
         try:
             img = getattr(skimage.data, name)()
-        except Exception:  # noqa: BLE001 - a photo that needs a download offline: skip it
+        except Exception as e:  # noqa: BLE001 - a photo that needs a download offline: skipped, and reported
+            skipped.append(f"{name} ({e.__class__.__name__}: {' '.join(str(e).split())[:120]})")
             continue
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)
@@ -60,9 +63,18 @@ def photos(size: int, n: int = 16):
         top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
         crop = Image.fromarray(np.ascontiguousarray(img[top : top + side, left : left + side]).astype(np.uint8))
         out.append(np.asarray(crop.resize((size, size), Image.BICUBIC), dtype=np.uint8))
+    if not out:
+        raise RuntimeError(f"no scikit-image photo could be read: {'; '.join(skipped)}")
     while len(out) < n:
         out.append(out[len(out) % max(1, len(out))][:, ::-1].copy())
-    return np.stack(out[:n])
+    return np.stack(out[:n]), skipped
+
+
+def photo_note(skipped: list[str], n: int) -> str:
+    """The report's line on the input images."""
+    used = len(PHOTOS) - len(skipped)
+    return (f"{n} images from {used} of {len(PHOTOS)} scikit-image photos (+ flips)"
+            + (f"; skipped {len(skipped)}: {'; '.join(skipped)}" if skipped else ""))
 
 
 def build_models(size: int, work: Path, rebuild: bool) -> dict:
@@ -77,7 +89,8 @@ def build_models(size: int, work: Path, rebuild: bool) -> dict:
     from tfdefakeq.core.tfcompat import keras
 
     work.mkdir(parents=True, exist_ok=True)
-    calib = Preprocess().apply(photos(size, 16)).astype(np.float32)
+    calib_photos, _ = photos(size, 16)  # skipped photos are reported by main, which reads the same ones
+    calib = Preprocess().apply(calib_photos).astype(np.float32)
     paths, notes = {}, {}
     jobs = [(b, fmt, scheme) for b in BACKBONES for fmt, scheme in
             (("float32", "float"), ("int8", "tfmot_int8"), ("int4", "w4a8"))] + [(DW4, "int4", "w4a8")]
@@ -273,7 +286,11 @@ def main() -> int:
     built = build_models(args.size, work, args.rebuild)
     load_before = f"{os.getloadavg()[0]:.2f}"
     images_path = work / "photos.npy"
-    np.save(images_path, photos(args.size, 16))
+    images, skipped = photos(args.size, 16)
+    np.save(images_path, images)
+    built["notes"]["input photos"] = photo_note(skipped, len(images))
+    if skipped:
+        print(f"skipped {len(skipped)} photo(s): {'; '.join(skipped)}", file=sys.stderr, flush=True)
     plan_path = work / "plan.json"
     plan_path.write_text(json.dumps({"paths": built["paths"], "images": str(images_path)}))
     child = [sys.executable, __file__, "--measure", str(plan_path), "--threads", *map(str, args.threads),

@@ -28,14 +28,15 @@ def synthetic_root(tmp_path_factory, tiny_synthetic_config):
 
 # Tiny detector runs: ResNet-18 at width 1/4 on 32 px crops; batch 8 so the BatchNorm statistics
 # settle in the few epochs (an unsettled model has meaningless logits and output LSBs).
-TINY_TRAIN = ["--backbone", "resnet18", "--width", "0.25", "--highpass", "--input-size", "32",
-              "--batch-size", "8", "--aug-prob", "0.1"]
+TINY_RUN = ["--input-size", "32", "--batch-size", "8", "--aug-prob", "0.1"]
+TINY_TRAIN = ["--backbone", "resnet18", "--width", "0.25", "--highpass"] + TINY_RUN
 
 
 def run_train(data, out, extra):
     from tfdefakeq import train
 
-    assert train.main(train.parse_args(["--data", str(data), "--out", str(out)] + TINY_TRAIN + extra)) == 0
+    base = TINY_RUN if "--init" in extra else TINY_TRAIN  # --init's model fixes the backbone (train refuses those flags)
+    assert train.main(train.parse_args(["--data", str(data), "--out", str(out)] + base + extra)) == 0
     return out / "model.weights.h5"
 
 

@@ -62,3 +62,53 @@ def test_unknown_backbone_is_named(tmp_path, synthetic_root):
     code, errors = run("tfdefakeq.train", "--data", str(synthetic_root), "--out", str(tmp_path / "r"),
                        "--backbone", "resnet81")
     assert code == 2 and "unknown backbone 'resnet81'" in errors[0] and "resnet18" in errors[0]
+
+
+# A flag that would be ignored, or a value no run can use, is refused at once: before TensorFlow is
+# imported (the child cannot import it), with nothing created under --out.
+NO_TF = ("import sys\n"
+         "for name in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization'): sys.modules[name] = None\n"
+         "from tfdefakeq.{verb} import cli\n"
+         "cli(sys.argv[1:])\n")
+
+REFUSED = [
+    ("convert", ["{model}", "--data", "{data}", "--out", "{out}/m.tflite", "--avg-bits", "3"],
+     "--avg-bits acts on the QAT fine-tuning, which only --scheme starts"),
+    ("convert", ["{model}", "--data", "{data}", "--out", "{out}/m.tflite", "--epochs", "2"], "--epochs acts on the QAT"),
+    ("convert", ["{model}", "--data", "{data}", "--out", "{out}/m.tflite", "--budget-bytes", "90000"], "--budget-bytes"),
+    ("convert", ["{model}", "--data", "{data}", "--out", "{out}/m.tflite", "--bit-plan", "p.json"], "--bit-plan"),
+    ("convert", ["{model}", "--data", "{data}", "--out", "{out}/m.tflite", "--salient-ratio", "0.1"], "--salient-ratio"),
+    ("convert", ["{model}", "--data", "{data}", "--out", "{out}/m.tflite", "--distill", "off"], "--distill acts"),
+    ("convert", ["{model}", "--data", "{data}", "--out", "{out}/m.tflite", "--scheme", "w4a8", "--avg-bits", "3"],
+     "--avg-bits needs --scheme adaptive"),
+    ("convert", ["{model}", "--data", "{data}", "--out", "{out}/m.onnx"], "output path must end in .tflite"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--backbone", "resnet50"],
+     "--backbone is fixed by --init's model"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--width", "0.5"], "--width is fixed by --init"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--highpass"], "--highpass is fixed by --init"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--avg-bits", "3"], "--scheme"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--scheme", "w4a8"], "--scheme needs --init"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--scheme", "w4a8", "--kd-alpha", "0.3"],
+     "--kd-alpha weighs distillation, which is off"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--partial"], "--partial loosens --weights"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--aug-prob", "2"], "--aug-prob must be in [0, 1]"),
+    ("train", ["--data", "{out}/nowhere", "--out", "{out}/run"], "nowhere/train: dataset split not found"),
+    ("predict", ["{model}", "{data}", "--margin", "0.5"], "--margin sets the face crop: add --face-crop"),
+    ("predict", ["{model}", "{data}", "--face-model", "full"], "--face-model sets the face crop"),
+    ("evaluate", ["{model}", "--data", "{data}", "--curves"], "--curves draws into --out"),
+]
+
+
+@pytest.mark.parametrize("verb,argv,message", REFUSED, ids=[f"{v}-{i}" for i, (v, _, _) in enumerate(REFUSED)])
+def test_bad_arguments_are_refused_before_tensorflow_and_before_any_output(verb, argv, message, tmp_path, synthetic_root):
+    model = tmp_path / "model.weights.h5"
+    model.write_bytes(b"never read: the arguments are refused first")
+    out = tmp_path / "out"
+    argv = [a.format(model=model, data=synthetic_root, out=out) for a in argv]
+    result = subprocess.run([sys.executable, "-c", NO_TF.format(verb=verb), *argv], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"tfdefakeq {verb}: error: " + result.stderr.split(": error: ", 1)[1].strip()]
+    assert message in result.stderr
+    assert "replica" not in result.stdout
+    assert not out.exists()

@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +114,23 @@ def test_cli_reports_missing_manifest_in_one_line(tmp_path, easy_synthetic_root)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("tfdefakeq convert: error: ")
     assert "orphan.manifest.json: manifest missing" in result.stderr
+
+
+def test_interrupted_publish_leaves_neither_model_nor_manifest(tmp_path, tiny_float_model, easy_synthetic_root,
+                                                               monkeypatch):
+    """convert_model stages the .tflite and its manifest, then renames them: the second rename failing
+    leaves neither file (nor a temp file) behind."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(Path(dst).name)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "out" / "m.tflite"
+    with pytest.raises(UserError, match=r"m\.tflite: cannot write"):
+        _convert(tiny_float_model, easy_synthetic_root, out)
+    assert calls == ["m.manifest.json", "m.tflite"]
+    assert list((tmp_path / "out").iterdir()) == []

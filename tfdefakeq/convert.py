@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfdefakeq.core.cli import add_adaptive_args, run_cli
+from tfdefakeq.core.cli import add_adaptive_args, given_options, options_given, refuse_ignored, run_cli
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.engine.export import FORMATS
 
@@ -46,51 +46,74 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--batch-size", type=int, default=32)
     add_adaptive_args(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.given = given_options(p, argv)
+    return args
 
 
-def _finetune(args, out: Path) -> Path:
-    """QAT-fine-tunes the float --model under --scheme into OUT's stem + '.qat/'; returns the result."""
+# Options of the QAT fine-tuning: they act only with --scheme (train's flags of the same names).
+QAT_ONLY = ("epochs", "lr", "batch_size", "avg_bits", "budget_bytes", "bit_plan", "salient_ratio", "channel_choice",
+            "frontier", "distill", "kd_alpha", "temperature", "feature_weight")
+
+
+def _finetune_args(args, out: Path, given: set[str]):
+    """tfdefakeq.train's arguments for the QAT fine-tuning of --model under --scheme into OUT's stem + '.qat/'."""
     from tfdefakeq import train
     from tfdefakeq.core.manifest import Manifest, manifest_path
 
     work = out.with_name(out.stem + ".qat")
     size = Manifest.load(manifest_path(args.model)).input_shape[0] if manifest_path(args.model).is_file() else 64
     argv = ["--data", args.data, "--out", str(work), "--init", args.model, "--scheme", args.scheme, "--input-size", str(size),
-            "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
-            "--channel-choice", args.channel_choice, "--distill", args.distill, "--kd-alpha", str(args.kd_alpha),
-            "--temperature", str(args.temperature), "--feature-weight", str(args.feature_weight)]
-    for flag, value in (("--avg-bits", args.avg_bits), ("--budget-bytes", args.budget_bytes),
-                        ("--bit-plan", args.bit_plan), ("--salient-ratio", args.salient_ratio),
-                        ("--frontier", args.frontier)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if not args.int2 and args.scheme == "adaptive":  # only the adaptive plan prices the containers
+            "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size)]
+    for dest in QAT_ONLY[3:]:  # only those given: train refuses an adaptive / distillation flag that would not act
+        if dest in given:
+            argv += [f"--{dest.replace('_', '-')}", str(getattr(args, dest))]
+    if not args.int2 and args.scheme == "adaptive":  # the adaptive plan prices the containers it will get
         argv.append("--no-int2")
     if (work / "backup").exists():
         argv.append("--resume")
     if args.overwrite:
         argv.append("--overwrite")
-    train.main(train.parse_args(argv))
-    return work / "model.weights.h5"
+    return train.parse_args(argv)
 
 
 def main(args) -> int:
     from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+
+    # Everything the command line can get wrong is rejected here, before TensorFlow loads.
+    given = options_given(args, parse_args([str(args.model), "--data", str(args.data), "--out", str(args.out)]))
+    out = Path(args.out)
+    if out.suffix != ".tflite":
+        raise UserError(f"{out}: output path must end in .tflite")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+    if not Path(args.model).is_file():
+        raise UserError(f"{args.model}: model not found")
+    if args.calib_images < 1:
+        raise UserError(f"--calib-images must be >= 1, got {args.calib_images}")
+    if not args.scheme:
+        refuse_ignored(given, QAT_ONLY, "acts on the QAT fine-tuning, which only --scheme starts")
+    calib = balanced_subset(scan_forensynths(args.data, args.split), args.calib_images)
+    train_args = None
+    if args.scheme:
+        from tfdefakeq import train
+
+        train_args = _finetune_args(args, out, given)
+        train.check_args(train_args)
+
     from tfdefakeq.engine.modelio import load_detector
     from tfdefakeq.engine.export import convert_model, target_format
     from tfdefakeq.runtime.images import load_images
 
-    out = Path(args.out)
-    if out.suffix != ".tflite":
-        raise UserError(f"{out}: output path must end in .tflite")
     model_path = args.model
-    if args.scheme:
-        model_path = _finetune(args, out)
+    if train_args is not None:
+        from tfdefakeq import train
+
+        train.main(train_args)
+        model_path = Path(train_args.out) / "model.weights.h5"
     model, manifest = load_detector(model_path)
     fmt = target_format(manifest, args.format)
     size = tuple(manifest.input_shape[:2])
-    calib = balanced_subset(scan_forensynths(args.data, args.split), args.calib_images)
     calib_uint8 = load_images([s.path for s in calib], size)
     plan = None
     if manifest.scheme == "adaptive" and (Path(model_path).parent / "bit_plan.json").is_file():

@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.curves and args.out is None:
+        raise UserError("--curves draws into --out: give --out DIR (without it nothing would be plotted)")
     # Imported here so `--help` answers without loading numpy/litert.
     from tfdefakeq.data.folders import generators_of, scan_dataset
     from tfdefakeq.runtime.scoring import (
@@ -61,8 +63,9 @@ def main(args: argparse.Namespace) -> int:
 
     check_tflite_file(args.model)
     name = args.model.stem + (f".{args.split}" if args.split else "")
+    curves_path = Path(args.out) / f"{name}.curves.png" if args.curves else None
     if args.out is not None and not args.overwrite:
-        for path in output_paths(args.out, name).values():
+        for path in [*output_paths(args.out, name).values()] + ([curves_path] if curves_path else []):
             if path.exists():
                 raise UserError(f"{path}: already exists (pass --overwrite to replace it)")
     model, manifest = load_model(args.model, num_threads=args.threads, use_xnnpack=args.xnnpack,
@@ -104,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
             except ImportError as e:
                 raise UserError(f"--curves needs matplotlib ({e}); pip install matplotlib") from e
             curves = plot_roc_pr([s.label for s in samples], probs, [s.generator for s in samples],
-                                 Path(args.out) / f"{name}.curves.png", f"{args.model.name} on {args.data}")
+                                 curves_path, f"{args.model.name} on {args.data}", overwrite=args.overwrite)
             print(f"wrote {curves}")
     return 0
 

@@ -20,7 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from tfdefakeq.core.cli import run_cli
+from tfdefakeq.core.cli import given_options, options_given, refuse_ignored, run_cli
 from tfdefakeq.core.errors import UserError
 
 VERB = "predict"
@@ -47,10 +47,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.given = given_options(p, argv)
     return args
 
 
 def main(args) -> int:
+    if not args.face_crop:
+        given = options_given(args, parse_args([str(args.model), str(args.path)]))
+        refuse_ignored(given, ("face_model", "margin"), "sets the face crop: add --face-crop")
     from tfdefakeq.core.fileio import check_writable, write_text_atomic
     from tfdefakeq.runtime.scoring import rows_to_csv
     from tfdefakeq.runtime.interpreter import check_tflite_file, load_model

@@ -11,8 +11,10 @@ interrupted run from there and reaches the weights the uninterrupted run would h
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from tfdefakeq.core.cli import add_adaptive_args, run_cli
+from tfdefakeq.core.cli import add_adaptive_args, given_options, options_given, refuse_ignored, run_cli
+from tfdefakeq.core.errors import UserError
 
 VERB = "train"
 
@@ -43,12 +45,73 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--logical-cpus", type=int, default=None, help="split the CPU into N logical devices (testing mirrored)")
     p.add_argument("--weights", default=None,
                    help="initial weights for a float backbone: 'imagenet' (keras.applications, downloaded by Keras) or a .h5 file")
+    p.add_argument("--partial", action="store_true",
+                   help="with --weights: accept a file that covers only part of the backbone (the layers it skips are listed)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing finished run in --out")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.given = given_options(p, argv)
+    return args
+
+
+ADAPTIVE_ONLY = ("avg_bits", "budget_bytes", "bit_plan", "salient_ratio", "channel_choice")
+DISTILL_ONLY = ("kd_alpha", "temperature", "feature_weight")
+
+
+def check_args(args) -> None:
+    """Rejects what the command line contradicts, before TensorFlow is imported or anything is
+    written: a flag that would be ignored, a value out of range, an output in the way."""
+    given = options_given(args, parse_args(["--data", str(args.data), "--out", str(args.out)]))
+    if args.init is not None:
+        refuse_ignored(given, ("backbone", "width", "highpass"),
+                       "is fixed by --init's model (its manifest names backbone, width and front end)")
+        if not Path(args.init).is_file():
+            raise UserError(f"{args.init}: --init model not found")
+    elif args.scheme:
+        raise UserError("--scheme needs --init: QAT fine-tunes a trained float model")
+    if not args.scheme:
+        refuse_ignored(given, ("calib_images",), "calibrates QAT ranges: it needs --init FLOAT --scheme S")
+    if args.scheme != "adaptive":
+        refuse_ignored(given, ADAPTIVE_ONLY, "needs --scheme adaptive")
+    if args.avg_bits is not None and args.budget_bytes is not None:
+        raise UserError("give one budget: --avg-bits or --budget-bytes")
+    if args.salient_ratio is not None and not 0 <= args.salient_ratio < 1:
+        raise UserError(f"--salient-ratio must be in [0, 1), got {args.salient_ratio}")
+    distill = args.distill == "on" or (args.distill == "auto" and args.scheme == "adaptive")
+    if distill and not args.scheme:
+        raise UserError("--distill needs QAT (--init FLOAT --scheme S): the float model is the teacher")
+    if not distill:
+        refuse_ignored(given, DISTILL_ONLY, "weighs distillation, which is off (--distill on, or --scheme adaptive)")
+    if args.weights and args.init:
+        raise UserError("--weights initialises a new float backbone; --init already gives the weights")
+    if args.weights and args.weights != "imagenet" and not Path(args.weights).is_file():
+        raise UserError(f"{args.weights}: --weights file not found")
+    if args.partial and not args.weights:
+        raise UserError("--partial loosens --weights: give --weights FILE or imagenet")
+    if not 0.0 <= args.aug_prob <= 1.0:
+        raise UserError(f"--aug-prob must be in [0, 1], got {args.aug_prob}")
+    if args.no_augment:
+        refuse_ignored(given, ("aug_prob",), "sets the augmentation that --no-augment turns off")
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--input-size", args.input_size),
+                        ("--calib-images", args.calib_images)):
+        if value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    if args.logical_cpus is not None and args.logical_cpus < 1:
+        raise UserError(f"--logical-cpus must be >= 1, got {args.logical_cpus}")
+    for split in ("train", "val"):
+        if not (Path(args.data) / split).is_dir():
+            raise UserError(f"{Path(args.data) / split}: dataset split not found (train needs {args.data}/train and /val)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: --out must be a folder")
+    if (out / "model.weights.h5").exists() and not args.overwrite:
+        raise UserError(f"{out / 'model.weights.h5'}: already exists (pass --overwrite to retrain)")
+    if (out / "backup").exists() and not args.resume:
+        raise UserError(f"{out / 'backup'}: an interrupted run is here (pass --resume to continue it, or remove the folder)")
 
 
 def main(args) -> int:
+    check_args(args)
     from tfdefakeq.engine.training import train_detector
 
     return train_detector(args)

@@ -160,6 +160,19 @@ def test_deepfakebench_json(tmp_path):
     samples = scan_deepfakebench_json(path)
     assert [(s.generator, s.label, s.video) for s in samples[::2]] == [("real", 0, "FF-real/a"), ("FF-DF", 1, "FF-DF/b")]
     assert all(s.path.is_file() for s in samples)
-    assert scan_dataset(path) == samples
+    # evaluated, every fake set is paired with the shared reals (as FF++ frames are): one balanced set per method
+    sets = scan_dataset(path)
+    assert generators_of(sets) == ["FF-DF"]
+    assert sorted((s.label, s.video) for s in sets) == [(0, "FF-real/a")] * 2 + [(1, "FF-DF/b")] * 2
     with pytest.raises(UserError, match="no frames for split 'val'"):
         scan_deepfakebench_json(path, split="val")
+    only_reals = tmp_path / "reals.json"
+    only_reals.write_text(json.dumps({"FaceForensics++": {"FF-real": spec["FaceForensics++"]["FF-real"]}}))
+    with pytest.raises(UserError, match=r"reals\.json: no fake images"):
+        scan_dataset(only_reals)
+
+
+def test_group_by_video_takes_samples_or_ids(tmp_path):
+    samples = scan_ffpp_frames(_ffpp(tmp_path))
+    assert group_by_video(samples) == group_by_video([s.video for s in samples])
+    assert group_by_video(["v1", None, "v2", "v1"]) == {"v1": [0, 3], "v2": [2]}

@@ -62,7 +62,10 @@ def test_every_quantized_activation_matches_one_tflite_tensor(exported):
     np.testing.assert_allclose(table.loc[own, "scale"], table.loc[own, "keras_scale"], rtol=1e-4)
     # the error a layer introduces is within one LSB (the rest is inherited), off only at rounding ties
     assert (table["local_max_lsb"].fillna(0) <= 1.0 + 1e-3).all()
-    assert (table["local_share_beyond_ties"].fillna(0) <= table["local_share_differ"].fillna(0)).all()
+    beyond = table.set_index("keras_layer")["local_share_beyond_ties"].fillna(0)
+    assert (beyond.drop("logit") == 0).all(), table  # every local difference inside the net is a rounding tie
+    # the logit (one value per image, matched by value): measured one of the 8 off beyond a tie, no more
+    assert beyond["logit"] <= 1 / len(images), table
 
 
 def test_a_corrupted_weight_shows_at_exactly_its_layer(exported, tmp_path):

@@ -40,3 +40,28 @@ def add_adaptive_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the logit distillation term")
     g.add_argument("--temperature", type=float, default=2.0)
     g.add_argument("--feature-weight", type=float, default=1.0, help="initial weight of the feature term (cosine decay to 0)")
+
+
+def given_options(parser: argparse.ArgumentParser, argv=None) -> set[str]:
+    """The dests of the options `argv` sets on the command line, defaults or not (`--epochs 2` is
+    given even where 2 is the default): what a verb checks before it ignores a flag."""
+    parsed = vars(parser.parse_args(argv))
+    unset = object()
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{dest: unset for dest in parsed}))
+    return {dest for dest, value in vars(probe).items() if value is not unset}
+
+
+def options_given(args: argparse.Namespace, defaults: argparse.Namespace) -> set[str]:
+    """`args.given` (set by a verb's parse_args), or else the options whose values differ from
+    `defaults` (for a Namespace built in code)."""
+    given = getattr(args, "given", None)
+    if given is not None:
+        return set(given)
+    return {dest for dest, value in vars(args).items() if dest in vars(defaults) and value != getattr(defaults, dest)}
+
+
+def refuse_ignored(given: set[str], dests, why: str) -> None:
+    """UserError naming the first of `dests` in `given`: a flag that would be ignored, and why."""
+    for dest in dests:
+        if dest in given:
+            raise UserError(f"--{dest.replace('_', '-')} {why}")

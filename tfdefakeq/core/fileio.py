@@ -73,3 +73,71 @@ def read_json(path: str | os.PathLike):
         raise UserError(f"{path}: no such file") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: not readable JSON ({e})") from e
+
+
+def stage_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes `data` to a new temp file beside `path` (same folder, so a rename publishes it), fsynced;
+    returns the temp file's path. Raises UserError when the folder is not writable or the disk is full."""
+    path = check_writable(path, overwrite=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            fd = None
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if fd is not None:
+            os.close(fd)
+        os.unlink(tmp)
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from e
+    return Path(tmp)
+
+
+def json_bytes(obj) -> bytes:
+    """The bytes `write_json_atomic` writes for `obj`."""
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the renames so far reach the disk before the next one
+    finally:
+        os.close(fd)
+
+
+def publish_together(primary: tuple[Path, Path], *companions: tuple[Path, Path]) -> None:
+    """Renames staged temp files (`stage_bytes`) over their targets, each a (temp, target) pair, so
+    that a reader sees the new files all together or none of them.
+
+    The primary is the file a reader opens first and reads its companions through (a model, then its
+    manifest); a reader that finds no primary reads nothing. So: (1) an old primary is removed,
+    (2) the companions are renamed into place, (3) the primary last. Interrupted between any two
+    steps, the folder holds no primary: neither file, for that reader (a stray new companion is
+    inert and replaced by the next run); never a new model beside an old or missing manifest. An
+    error during the steps removes the companions it published and every temp file, then raises
+    UserError. Callers check for existing targets (overwrite) before staging.
+    """
+    primary_tmp, primary_path = map(Path, primary)
+    published: list[Path] = []
+    try:
+        if primary_path.exists():
+            os.unlink(primary_path)
+        for tmp, target in companions:
+            os.replace(tmp, target)
+            published.append(Path(target))
+        _sync_folder(primary_path.parent)
+        os.replace(primary_tmp, primary_path)
+        _sync_folder(primary_path.parent)
+    except OSError as e:
+        for target in published:
+            if target.exists():
+                os.unlink(target)
+        raise UserError(f"{primary_path}: cannot write ({e.strerror or e}); neither it nor "
+                        f"{', '.join(Path(t).name for _, t in companions)} was written") from e
+    finally:
+        for tmp in [primary_tmp] + [Path(t) for t, _ in companions]:
+            if tmp.exists():
+                os.unlink(tmp)

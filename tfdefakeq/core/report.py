@@ -161,11 +161,21 @@ def plot_sweep(df, path, level_name: str, title: str) -> Path:
     return out
 
 
-def plot_roc_pr(labels, probs, generators, path, title: str) -> Path:
-    """ROC and precision-recall curves, one per generator (labels 0/1, probs of fake)."""
+def pr_step(recall, precision):
+    """The precision-recall curve as drawn, `(x, y)` for `step(x, y, where="pre")`: on each recall
+    interval (R_{n-1}, R_n] the precision P_n, from recall 0, so the area under the drawn path is
+    average_precision's sum of (R_n - R_{n-1}) * P_n (with "post" it would take P_{n-1} instead)."""
     import numpy as np
 
-    from tfdefakeq.runtime.metrics import pr_curve, roc_auc, roc_curve
+    return np.r_[0.0, recall], np.r_[precision[0], precision]
+
+
+def plot_roc_pr(labels, probs, generators, path, title: str, overwrite: bool = True) -> Path:
+    """ROC and precision-recall curves, one per generator (labels 0/1, probs of fake); the AP beside
+    each PR curve is the area under it as drawn."""
+    import numpy as np
+
+    from tfdefakeq.runtime.metrics import average_precision, pr_curve, roc_auc, roc_curve
 
     plt = _pyplot()
     labels, probs, generators = np.asarray(labels), np.asarray(probs), np.asarray(generators)
@@ -175,7 +185,8 @@ def plot_roc_pr(labels, probs, generators, path, title: str) -> Path:
         fpr, tpr = roc_curve(labels[mask], probs[mask])
         recall, precision = pr_curve(labels[mask], probs[mask])
         roc_ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(labels[mask], probs[mask]):.3f})")
-        pr_ax.step(recall, precision, where="post", label=name)
+        pr_ax.step(*pr_step(recall, precision), where="pre",
+                   label=f"{name} (AP {average_precision(labels[mask], probs[mask]):.3f})")
     roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     roc_ax.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate", title="ROC")
     pr_ax.set(xlabel="recall (fakes found)", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
@@ -184,6 +195,6 @@ def plot_roc_pr(labels, probs, generators, path, title: str) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    out = save_figure(fig, path)
+    out = save_figure(fig, path, overwrite=overwrite)
     plt.close(fig)
     return out

@@ -194,6 +194,15 @@ def per_method_sets(samples: list[Sample], real_generator: str = "youtube") -> l
     return out
 
 
+def _paired_sets(source: Path, samples: list[Sample], real_generator: str) -> list[Sample]:
+    """`per_method_sets`, after checking `samples` hold both reals and at least one fake set (each
+    set must be scored against reals); UserError naming `source` otherwise."""
+    for label, kind in ((0, "real"), (1, "fake")):
+        if not any(s.label == label for s in samples):
+            raise UserError(f"{source}: no {kind} images (each fake set is scored against the shared reals)")
+    return per_method_sets(samples, real_generator=real_generator)
+
+
 def scan_deepfakebench_json(json_path, split: str = "test", compression: str = "c23",
                             frames_root=None) -> list[Sample]:
     """A DeepfakeBench dataset JSON::
@@ -201,7 +210,8 @@ def scan_deepfakebench_json(json_path, split: str = "test", compression: str = "
         {dataset: {label_name: {split: {compression: {video: {"label": name, "frames": [paths]}}}}}}
 
     Label names ending in "real" (e.g. "FF-real", "Celeb-real", "DFDC_Real") are class 0, all others
-    fake; each fake label name is its own test set, reals are grouped as "real". Frame paths are
+    fake; each fake label name is its own test set, reals are grouped as "real" (`scan_dataset` pairs
+    them with every fake set through `per_method_sets`, as for FF++ frames). Frame paths are
     resolved against `frames_root` when relative (DeepfakeBench stores them relative to its
     `rgb_dir`). Compression levels only exist for FF++; other datasets are read whatever their key.
     """
@@ -241,19 +251,21 @@ def scan_dataset(root, split: str | None = None) -> list[Sample]:
     pairs (UniversalFakeDetect)."""
     root = Path(root)
     if root.is_file() and root.suffix == ".json":
-        return scan_deepfakebench_json(root, split=split or "test")
+        return _paired_sets(root, scan_deepfakebench_json(root, split=split or "test"), real_generator="real")
     if (root / FFPP_REAL).is_dir():
-        return per_method_sets(scan_ffpp_frames(root))
+        return _paired_sets(root, scan_ffpp_frames(root), real_generator="youtube")
     base = root / split if split else root
     if base.is_dir() and any((d / name).is_dir() for d in base.iterdir() if d.is_dir() for name in ("real", "fake")):
         return scan_real_fake_pairs(base)
     return scan_forensynths(root, split)
 
 
-def group_by_video(samples: list[Sample]) -> dict[str, list[int]]:
-    """video id -> indices of its frames in `samples` (samples without a video are left out)."""
+def group_by_video(items) -> dict[str, list[int]]:
+    """video id -> indices of its frames in `items`: Samples (their `.video`) or the video ids
+    themselves; items without a video (None) are left out."""
     groups: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        if s.video is not None:
-            groups.setdefault(s.video, []).append(i)
+    for i, item in enumerate(items):
+        video = item.video if isinstance(item, Sample) else item
+        if video is not None:
+            groups.setdefault(str(video), []).append(i)
     return groups

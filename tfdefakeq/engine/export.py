@@ -163,7 +163,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
     import dataclasses
     import tempfile
 
-    from tfdefakeq.core.fileio import check_writable, write_atomic
+    from tfdefakeq.core.fileio import check_writable, json_bytes, publish_together, stage_bytes
     from tfdefakeq.core.manifest import command_line, manifest_path, versions
     from tfdefakeq.runtime.modelinfo import read_model_info
 
@@ -198,7 +198,6 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
             from tfdefakeq.quant.horizontal import check_file_budget
 
             check_file_budget(staged, plan, label=out_path)
-    write_atomic(out_path, flatbuffer, overwrite=overwrite)
     from tfdefakeq.quant.schemes import plan_weight_bits
 
     bits = manifest.weight_bits
@@ -215,5 +214,12 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         versions=versions(),
         command=command_line(),
     )
-    out_manifest.save(manifest_path(out_path), overwrite=True)
+    # both staged beside their targets, then published together: a model never stands without its manifest
+    staged_model = stage_bytes(out_path, flatbuffer)
+    try:
+        staged_manifest = stage_bytes(manifest_path(out_path), json_bytes(out_manifest.to_json()))
+    except UserError:
+        staged_model.unlink()
+        raise
+    publish_together((staged_model, out_path), (staged_manifest, manifest_path(out_path)))
     return out_manifest

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from tfdefakeq.core.errors import UserError
-from tfdefakeq.core.fileio import check_writable
+from tfdefakeq.core.fileio import check_writable, json_bytes, publish_together, stage_bytes
 from tfdefakeq.core.manifest import Manifest, manifest_path
 
 WEIGHTS_SUFFIX = ".weights.h5"
@@ -26,18 +26,23 @@ def save_detector(model, path, manifest: Manifest, overwrite: bool = False) -> P
     if not path.name.endswith(WEIGHTS_SUFFIX):
         raise UserError(f"{path}: a detector path must end in {WEIGHTS_SUFFIX}")
     check_writable(path, overwrite=overwrite)
+    staged_manifest = stage_bytes(manifest_path(path), json_bytes(manifest.to_json()))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=WEIGHTS_SUFFIX, dir=path.parent)
     os.close(fd)
     os.unlink(tmp)  # h5py writes a new file; only the unique name is wanted
     try:
         model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"{path}: cannot write ({e.strerror or e})") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    manifest.save(manifest_path(path), overwrite=True)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    except BaseException as e:
+        for staged in (tmp, staged_manifest):
+            if os.path.exists(staged):
+                os.unlink(staged)
+        if isinstance(e, OSError):
+            raise UserError(f"{path}: cannot write ({e.strerror or e})") from e
+        raise
+    # published together (fileio.publish_together): the weights never stand without their manifest
+    publish_together((Path(tmp), path), (staged_manifest, manifest_path(path)))
     return path
 
 

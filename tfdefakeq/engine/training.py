@@ -134,46 +134,51 @@ class EpochCheckpoint:
         return int(self.epoch.numpy()) + 1
 
 
-def load_pretrained(model, backbone: str, weights: str, build_kwargs: dict) -> None:
-    """Loads ImageNet weights (keras.applications, by layer name) or a weights file into `model`.
+def load_pretrained(model, backbone: str, weights: str, build_kwargs: dict, partial: bool = False) -> dict[str, str]:
+    """Loads ImageNet weights (keras.applications) or a weights file into `model` through the one
+    strict loader, `backbones.weights.load_keras_weights`; says which layers loaded.
 
-    Only layers whose names and shapes match are loaded (the detector head never does); raises
-    UserError when the backbone has no keras.applications twin or the download is impossible.
+    A file that covers less than the backbone (every layer with weights but the head and the fixed
+    front end) is refused unless `partial`, which loads what matches and lists what it skipped.
+    Raises UserError when the backbone has no keras.applications twin or the download is impossible.
+    Returns {our layer: file layer}.
     """
+    import tempfile
+
     from tfdefakeq.backbones import backbone_info
+    from tfdefakeq.backbones.weights import load_keras_weights, not_loaded
     from tfdefakeq.core.tfcompat import keras
 
-    path = Path(weights)
     if weights != "imagenet":
+        path = Path(weights)
         if not path.is_file():
             raise UserError(f"{path}: --weights file not found")
+        mapping = load_keras_weights(model, path, partial=partial)
+        source = str(path)
+    else:
+        app_name = backbone_info(backbone).keras_application
+        if app_name is None:
+            raise UserError(f"--weights imagenet: {backbone} has no keras.applications twin with ImageNet weights")
+        constructor = getattr(keras.applications, app_name)
+        kwargs = {"alpha": build_kwargs["alpha"]} if "alpha" in build_kwargs else {}
         try:
-            model.load_weights(path, by_name=True, skip_mismatch=True)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: not a Keras weights file ({str(e).splitlines()[0][:160]})") from e
-        return
-    app_name = backbone_info(backbone).keras_application
-    if app_name is None:
-        raise UserError(f"--weights imagenet: {backbone} has no keras.applications twin with ImageNet weights")
-    constructor = getattr(keras.applications, app_name)
-    kwargs = {"alpha": build_kwargs["alpha"]} if "alpha" in build_kwargs else {}
-    try:
-        reference = constructor(include_top=False, weights="imagenet", input_shape=model.input_shape[1:], **kwargs)
-    except Exception as e:  # the download fails in many ways offline (URLError, HTTPError, OSError, ...)
-        raise UserError(
-            f"--weights imagenet: cannot get {app_name} ImageNet weights ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
-            "offline, put the file Keras downloads into ~/.keras/models/ or pass --weights FILE.h5"
-        ) from e
-    loaded = 0
-    for layer in reference.layers:
-        try:
-            ours = model.get_layer(layer.name)
-        except ValueError:
-            continue
-        if layer.weights and [w.shape for w in ours.weights] == [w.shape for w in layer.weights]:
-            ours.set_weights(layer.get_weights())
-            loaded += 1
-    print(f"loaded ImageNet weights into {loaded} layers of {backbone}")
+            reference = constructor(include_top=False, weights="imagenet", input_shape=model.input_shape[1:], **kwargs)
+        except Exception as e:  # the download fails in many ways offline (URLError, HTTPError, OSError, ...)
+            raise UserError(
+                f"--weights imagenet: cannot get {app_name} ImageNet weights ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
+                "offline, put the file Keras downloads into ~/.keras/models/ or pass --weights FILE.h5"
+            ) from e
+        with tempfile.TemporaryDirectory() as tmp:  # the reference as a weights file: one loader for both sources
+            reference.save_weights(Path(tmp) / "imagenet.h5")
+            mapping = load_keras_weights(model, Path(tmp) / "imagenet.h5", partial=partial)
+        source = f"{app_name} ImageNet weights"
+    if not mapping:
+        raise UserError(f"--weights {weights}: no layer of {backbone} matches (names and shapes differ everywhere)")
+    skipped = not_loaded(model, mapping)
+    total = len(mapping) + len(skipped)
+    print(f"loaded {source} into {len(mapping)} of {total} layers with weights of {backbone}"
+          + (f"; left as built: {', '.join(skipped)}" if skipped else ""), flush=True)
+    return mapping
 
 
 def train_detector(args) -> int:
@@ -188,18 +193,11 @@ def train_detector(args) -> int:
     from tfdefakeq.runtime.images import load_images
     from tfdefakeq.core.tfcompat import keras
 
-    out = Path(args.out)
+    out = Path(args.out)  # the command line was checked by tfdefakeq.train.check_args
     final = out / "model.weights.h5"
     backup = out / "backup"
-    if final.exists() and not args.overwrite:
-        raise UserError(f"{final}: already exists (pass --overwrite to retrain)")
-    if backup.exists() and not args.resume:
-        raise UserError(f"{backup}: an interrupted run is here (pass --resume to continue it, or remove the folder)")
     if args.scheme:
         quant.qat.get_scheme(args.scheme)  # fail fast on a bad name
-    if args.weights and args.init:
-        raise UserError("--weights initialises a new float backbone; --init already gives the weights")
-    out.mkdir(parents=True, exist_ok=True)
 
     strategy = make_strategy(args.strategy, args.logical_cpus)
     print(f"training on {strategy.num_replicas_in_sync} replica(s) ({args.strategy} strategy)", flush=True)
@@ -218,7 +216,7 @@ def train_detector(args) -> int:
     with strategy.scope():
         model, info = _build_model(args, input_shape)
         if args.weights:
-            load_pretrained(model, info["backbone"], args.weights, info["build_kwargs"])
+            load_pretrained(model, info["backbone"], args.weights, info["build_kwargs"], partial=args.partial)
         preprocess = info["preprocess"]
         teacher = None
         if args.scheme:
@@ -227,11 +225,11 @@ def train_detector(args) -> int:
             teacher = model  # quantize() builds a new graph; the float model stays as it is
             model = quant.quantize(model, args.scheme, calib_images, **adaptive_options(args, out))
             info["scheme"] = args.scheme
+        out.mkdir(parents=True, exist_ok=True)  # the work starts: nothing is created for a run refused above
+        if args.scheme:
             if model.quant_plan is not None and not (args.resume and (out / "bit_plan.json").exists()):
                 model.quant_plan.save(out / "bit_plan.json", overwrite=True)  # a resumed run keeps the measured one
 
-    if not 0.0 <= args.aug_prob <= 1.0:
-        raise UserError(f"--aug-prob must be in [0, 1], got {args.aug_prob}")
     val_ds = make_dataset(val_samples, size, args.batch_size, training=False, preprocess=preprocess)
     steps_per_epoch = max(1, -(-len(train_samples) // args.batch_size))
     if args.init is None:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from tfdefakeq.data.folders import Sample, scan_dataset
+from tfdefakeq.data.folders import Sample, group_by_video, scan_dataset
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.core.fileio import check_writable, write_text_atomic
 from tfdefakeq.runtime.images import load_images
@@ -39,10 +39,7 @@ def video_level(labels, probs, videos) -> tuple[np.ndarray, np.ndarray]:
 
     Frames without a video id (None) are left out. Raises UserError when a video mixes labels.
     """
-    groups: dict[str, list[int]] = {}
-    for i, video in enumerate(videos):
-        if video is not None:
-            groups.setdefault(str(video), []).append(i)
+    groups = group_by_video(videos)
     video_labels, video_probs = [], []
     for video, idx in sorted(groups.items()):
         frame_labels = {int(labels[i]) for i in idx}

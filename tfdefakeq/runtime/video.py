@@ -26,10 +26,6 @@ def _av():
     return av
 
 
-def is_video(path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
 def count_frames(path) -> int:
     """Frames of the first video stream: the container's count, else counted by demuxing packets."""
     av = _av()
