@@ -361,7 +361,7 @@ int4 file is half the size of the int8 one and runs at int8 speed. `--int4 packe
 runs = 10 if SMOKE else 200
 for name in ("resnet18_64_int8", "resnet18_64_int4"):
     for mode in (("unpacked", "packed") if "int4" in name else ("unpacked",)):
-        r = bench_model(device_dir / f"{name}.tflite", threads=1, warmup=5, runs=runs, unpack_int4=(mode == "unpacked"))
+        r = bench_model(device_dir / f"{name}.tflite", threads=1, warmup=5, runs=runs, unpack_packed=(mode == "unpacked"))
         print(f"{name:18s} int4 {mode:8s} p50 {r['latency_ms_p50']:.3f} ms  p90 {r['latency_ms_p90']:.3f} ms  "
               f"{r['size_bytes']:,} bytes")'''),
     new_markdown_cell("""## 3. Score images, a folder and a video

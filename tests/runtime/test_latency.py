@@ -110,16 +110,16 @@ def test_bench_reports_p99_throughput_and_memory(tiny_models):
     assert result["gmacs_per_s"] == pytest.approx(TINY_MACS / (result["latency_ms_p50"] * 1e6), rel=1e-3)
     assert result["peak_rss_mb"] > 0 and result["model_rss_mb"] >= 0
     assert result["memory_method"] in ("VmHWM", "getrusage")
-    assert result["int4"] == "" and result["unpacked_tensors"] == 0
+    assert result["packed_weights"] == "" and result["unpacked_tensors"] == 0
     text = format_result(result)
     assert "p99" in text and "GMAC/s" in text and "[ci-box]" in text and "peak RSS" in text
 
 
 def test_bench_int4_unpacked_and_packed():
     unpacked = bench_model(INT4_MODEL, warmup=1, runs=5)
-    packed = bench_model(INT4_MODEL, warmup=1, runs=5, unpack_int4=False)
-    assert unpacked["int4"] == "unpacked" and unpacked["unpacked_tensors"] == 19 and unpacked["unpack_ms"] > 0
-    assert packed["int4"] == "packed" and packed["unpacked_tensors"] == 0 and packed["unpack_ms"] == 0
+    packed = bench_model(INT4_MODEL, warmup=1, runs=5, unpack_packed=False)
+    assert unpacked["packed_weights"] == "unpacked" and unpacked["unpacked_tensors"] == 19 and unpacked["unpack_ms"] > 0
+    assert packed["packed_weights"] == "packed" and packed["unpacked_tensors"] == 0 and packed["unpack_ms"] == 0
     assert unpacked["size_bytes"] == packed["size_bytes"] == INT4_MODEL.stat().st_size
     assert "INT4 unpacked to INT8" in format_result(unpacked) and "run packed" in format_result(packed)
 
@@ -127,14 +127,14 @@ def test_bench_int4_unpacked_and_packed():
 def test_cli_grid_of_threads_xnnpack_and_int4(tiny_models, tmp_path, capfd):
     out = tmp_path / "grid.csv"
     argv = [tiny_models["int8"], INT4_MODEL, "--threads", "1", "2", "--xnnpack", "on", "off",
-            "--int4", "unpacked", "packed", "--runs", "3", "--warmup", "0", "--device", "pi5-lab", "--out", out]
+            "--packed", "unpacked", "packed", "--runs", "3", "--warmup", "0", "--device", "pi5-lab", "--out", out]
     code, stdout, _ = run_cli(argv, capfd)
     assert code == 0 and f"appended to {out} (12 row(s))" in stdout
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     # the int8 model has nothing to unpack: 2 threads x 2 XNNPACK; the int4 model: x 2 INT4 modes
     assert len(rows) == 4 + 8
     assert {(r["threads"], r["xnnpack"]) for r in rows} == {("1", "True"), ("2", "True"), ("1", "False"), ("2", "False")}
-    assert {r["int4"] for r in rows if r["model"].endswith("int4.tflite")} == {"unpacked", "packed"}
+    assert {r["packed_weights"] for r in rows if r["model"].endswith("int4.tflite")} == {"unpacked", "packed"}
     assert {r["device"] for r in rows} == {"pi5-lab"}
     assert all(float(r["gmacs_per_s"]) > 0 for r in rows)
 

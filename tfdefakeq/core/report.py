@@ -89,7 +89,7 @@ def record_measurements(tflite_path, rows: list[dict], bench: dict, dataset: str
     manifest.dataset = dataset
     manifest.metrics["test"] = {row["generator"]: {k: row[k] for k in ("ap", "auc", "acc", "real_acc", "fake_acc", "eer", "n")}
                                 for row in rows}
-    manifest.metrics["latency"] = {k: bench[k] for k in ("latency_ms_p50", "latency_ms_p90", "threads", "xnnpack", "int4",
+    manifest.metrics["latency"] = {k: bench[k] for k in ("latency_ms_p50", "latency_ms_p90", "threads", "xnnpack", "packed_weights",
                                                           "machine", "processor", "runtime_version")}
     manifest.save(manifest_path(tflite_path), overwrite=True)
 
