@@ -121,7 +121,7 @@ def test_bench_int4_unpacked_and_packed():
     assert unpacked["packed_weights"] == "unpacked" and unpacked["unpacked_tensors"] == 19 and unpacked["unpack_ms"] > 0
     assert packed["packed_weights"] == "packed" and packed["unpacked_tensors"] == 0 and packed["unpack_ms"] == 0
     assert unpacked["size_bytes"] == packed["size_bytes"] == INT4_MODEL.stat().st_size
-    assert "INT4 unpacked to INT8" in format_result(unpacked) and "run packed" in format_result(packed)
+    assert "packed weights unpacked to INT8" in format_result(unpacked) and "run as stored" in format_result(packed)
 
 
 def test_cli_grid_of_threads_xnnpack_and_int4(tiny_models, tmp_path, capfd):

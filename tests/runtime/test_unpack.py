@@ -133,12 +133,12 @@ def test_default_load_unpacks_and_keeps_the_file(photos, tmp_path):
     assert diff.max() <= 2
 
 
-def test_model_without_packed_weights_is_loaded_from_its_path():
+def test_model_without_packed_weights_runs_the_bytes_that_were_checked():
     data = INT8_MODEL.read_bytes()
     out, report = unpack_model(data)
     assert out == data and report.tensors == 0
     model = TFLiteModel(INT8_MODEL)
-    assert model.unpacked_tensors == 0 and model._content is None
+    assert model.unpacked_tensors == 0 and model.unpack_ms == 0 and model._content == data  # not re-read from the path
 
 
 def test_int2_weights_unpack_like_int8(tiny_models, photos):

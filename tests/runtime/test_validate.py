@@ -237,7 +237,7 @@ def test_probe_restarts_after_a_crash(tmp_path):
 
 
 def test_an_add_whose_scales_abort_the_interpreter_is_rejected(tmp_path):
-    """Scales that are each plausible but whose ratio trips a kernel's TFLITE_CHECK (an ADD input
+    """Scales that are each plausible but whose ratio trips a kernel's TFLITE_CHECK (ADD inputs
     ~1e7 times coarser than its output: the output multiplier leaves (0, 1)): validation rejects the
     file, naming the op and the rule; unvalidated, the interpreter aborts (the probe reports it)."""
     def coarse_add_input(model):
@@ -245,7 +245,7 @@ def test_an_add_whose_scales_abort_the_interpreter_is_rejected(tmp_path):
         made_by = {int(t): model.operatorCodes[op.opcodeIndex].builtinCode for op in graph.operators for t in op.outputs}
         add = next(op for op in graph.operators if model.operatorCodes[op.opcodeIndex].builtinCode == ADD
                    and made_by.get(int(op.inputs[0])) == CONV_2D)  # a block whose shortcut is a conv
-        graph.tensors[add.inputs[0]].quantization.scale[:] = 1e6
+        graph.tensors[add.outputs[0]].quantization.scale[:] *= 1e-7  # inputs ~1e7 times coarser than it
 
     path = tmp_path / "coarse.tflite"
     path.write_bytes(rewritten(coarse_add_input))

@@ -29,7 +29,7 @@ import numpy as np
 
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.core.manifest import manifest_path
-from tfdefakeq.runtime.probe import ChildProbe, _serve
+from tfdefakeq.runtime.probe import ChildProbe, serve
 
 SHIPPED = Path(__file__).resolve().parents[2] / "tflite_models"
 MODELS = ("resnet18_64_int8", "resnet18_64_int4", "resnet18_64_adaptive-avg3", "resnet18_64_adaptive-avg2.5")
@@ -410,7 +410,7 @@ class EntryWorker(ChildProbe):
 
 
 def _serve_entries(memory_limit_bytes=None) -> None:
-    _serve(memory_limit_bytes, _run_entry)
+    serve(memory_limit_bytes, _run_entry)
 
 
 def _run_entry(path: str, entry: str, data_root: str, image: str) -> dict:
@@ -492,7 +492,7 @@ class UnvalidatedChild(ChildProbe):
     (packed models still go through the object-API unpacking first). For comparison only."""
 
     child_code = ("import tfdefakeq.runtime.probe as p; p.read_tflite = lambda path: open(path, 'rb').read(); "
-                  "p._serve({limit!r})")
+                  "p.serve({limit!r})")
 
 
 def tally(outcomes, key=lambda o: (o.case.model, o.case.kind)) -> dict:

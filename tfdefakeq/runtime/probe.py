@@ -55,7 +55,7 @@ class ChildProbe:
     """
 
     # what the child runs ({limit}: memory_limit_bytes); a test swaps in a child that crashes
-    child_code = "from tfdefakeq.runtime.probe import _serve; _serve({limit!r})"
+    child_code = "from tfdefakeq.runtime.probe import serve; serve({limit!r})"
 
     def __init__(self, timeout_s: float = 120.0, memory_limit_bytes: int | None = None):
         self.timeout_s = float(timeout_s)
@@ -173,7 +173,7 @@ def probe_in_child(path, num_threads: int = 1, use_xnnpack: bool = True, unpack_
     return result
 
 
-def _serve(memory_limit_bytes: int | None = None, handler=None) -> None:
+def serve(memory_limit_bytes: int | None = None, handler=None) -> None:
     """The child's loop: one JSON request per stdin line, one JSON reply per line on the original stdout.
     `handler(**request) -> reply` (default: load and invoke the model)."""
     handler = handler or _load_and_invoke

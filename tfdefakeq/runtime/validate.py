@@ -479,7 +479,7 @@ def _check_tensor(tensor: dict, buffers: list[dict]) -> bool:
     # and positive"); TFLite's QuantizeMultiplier turns inf / NaN into an undefined int64 cast
     bad = ~np.isfinite(scale) | (scale < FLOAT32_MIN_NORMAL)
     if np.any(bad):
-        raise _Damaged(f"scale {float(scale[bad][0]):.9g} not a finite, normal, positive number")
+        raise _Damaged(f"scale {float(scale[bad][0])} not a finite positive number (a normal float32)")
     if len(scale) > 1:
         axis = quant["quantized_dimension"]
         if not 0 <= axis < len(shape) or shape[axis] != len(scale):
