@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from tfdefakeq import bench as bench_cli
-from tfdefakeq.runtime.latency import BENCH_COLUMNS, append_csv_row, bench_model, format_result
+from tfdefakeq.runtime.latency import BENCH_COLUMNS, append_csv_row, bench_model, format_result, profile_model
+from tfdefakeq.runtime.profile import format_profile
 from tfdefakeq.runtime.modelinfo import read_model_info
 
 
@@ -152,3 +153,21 @@ def test_cli_profile_says_how_it_was_measured(tiny_models, tmp_path, capfd):
 def test_cli_contradicting_xnnpack_flags(tiny_models, capfd):
     code, _, err = run_cli([tiny_models["int8"], "--no-xnnpack", "--xnnpack", "on"], capfd)
     assert code == 2 and "contradicts" in err
+
+
+def test_an_op_that_cannot_be_timed_says_why(monkeypatch):
+    from tfdefakeq.runtime import profile
+
+    real = profile.single_op_model
+
+    def fails_on_the_first_conv(model_t, op_index, schema):
+        if op_index == 1:
+            raise ValueError("cannot isolate this op")
+        return real(model_t, op_index, schema)
+
+    monkeypatch.setattr(profile, "single_op_model", fails_on_the_first_conv)
+    rows = profile_model(INT4_MODEL, warmup=0, runs=1)
+    failed = [r for r in rows if r["latency_ms_p50"] is None]
+    assert [r["op_index"] for r in failed] == [1] and failed[0]["not_timed"] == "ValueError: cannot isolate this op"
+    assert all(r["not_timed"] == "" for r in rows if r["latency_ms_p50"] is not None)
+    assert "op 1 " in format_profile(rows) and "not timed: ValueError: cannot isolate this op" in format_profile(rows)
