@@ -80,10 +80,11 @@ def main() -> int:
 
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    planned = list(cases(args.mutations))
+    per = -(-args.mutations // (len(MODELS) * len(ALL_CLASSES)))
+    planned = per * len(MODELS) * len(ALL_CLASSES)  # cases() makes them one at a time: ~1 MB each
 
     def within_budget():
-        for case in planned:
+        for case in cases(args.mutations):
             if args.time_budget_s is not None and time.perf_counter() - start > args.time_budget_s:
                 return
             yield case
@@ -98,7 +99,7 @@ def main() -> int:
     battery = {path: collect(path) for path in BATTERY}
     resume = collect(RESUME, keyword="resume")
     ours = {path: collect(path) for path in OURS}
-    write_results(outcomes, len(planned), MODELS, ALL_CLASSES, ENTRY_POINTS, MANIFEST_MODES, battery, resume, ours,
+    write_results(outcomes, planned, MODELS, ALL_CLASSES, ENTRY_POINTS, MANIFEST_MODES, battery, resume, ours,
                   args, load_before, campaign_s)
     return 0
 
