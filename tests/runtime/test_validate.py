@@ -289,3 +289,30 @@ def test_load_model_refuses_a_model_that_crashes_its_probe(tmp_path, monkeypatch
     shutil.copy(INT8_MODEL, bare)
     with pytest.raises(UserError, match=re.escape(f"{bare}: crashed the TFLite interpreter")):
         load_model(bare)
+
+
+MEAN, FULLY_CONNECTED = 40, 9
+
+
+def _scale(model, tensor: int, factor: float) -> None:
+    model.subgraphs[0].tensors[tensor].quantization.scale[:] *= factor
+
+
+@pytest.mark.parametrize("edit, message", [
+    # a conv output 1e6 times finer: input x weight / output >= 256, which XNNPACK's qs8 conv refuses
+    (lambda m: _scale(m, first_op(m, CONV_2D).outputs[0], 1e-6), r"\(CONV_2D\): requantization scale .* outside \[2\.32831e-10, 256\)"),
+    # the classifier's weights 1e-9 times smaller: below XNNPACK's 2^-32
+    (lambda m: _scale(m, first_op(m, FULLY_CONNECTED).inputs[1], 1e-9), r"\(FULLY_CONNECTED\): requantization scale"),
+    # a MEAN input 2^32 times coarser than its output: QuantizeMultiplier's shift would exceed 31
+    (lambda m: _scale(m, first_op(m, MEAN).outputs[0], 2.0**-33), r"\(MEAN\): input 0 / output scale ratio .* outside \[0, 2\.14748e\+09\)"),
+], ids=["conv", "fully_connected", "mean"])
+def test_requantization_multipliers_outside_the_kernels_range_are_named(tmp_path, edit, message):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(rewritten(edit))
+    with pytest.raises(UserError, match=message):
+        check_tflite_file(path)
+
+
+def test_shipped_models_pass_every_requantization_rule():
+    for path in sorted(SHIPPED.glob("*.tflite")):
+        assert validate_flatbuffer(path.read_bytes(), str(path)).operators > 0

@@ -437,7 +437,7 @@ def _check_subgraph(graph: dict, s: int, buffers: list[dict], codes: list[dict],
                 raise _Damaged(f"{what}: writes tensor {t}, {'a constant' if t in constants else 'already written'}")
             written.add(t)
             ready.add(t)
-        _check_requantization(max(code["deprecated_builtin_code"], code["builtin_code"]), op, tensors, constants, what)
+        _check_requantization(max(code["deprecated_builtin_code"], code["builtin_code"]), op, tensors, what)
         custom_at, custom_bytes = op["large_custom_options_offset"], op["large_custom_options_size"]
         if custom_at > 1 and custom_at + custom_bytes > size:
             raise _Damaged(f"{what}: custom options run past the {size}-byte file")
@@ -523,7 +523,7 @@ def _activation_scales(tensor: dict) -> np.ndarray | None:
     return quant["scale"].astype(np.float64)
 
 
-def _check_requantization(code: int, op: dict, tensors: list[dict], constants: set, what: str) -> None:
+def _check_requantization(code: int, op: dict, tensors: list[dict], what: str) -> None:
     """Per op type, the requantization multipliers the kernels compute from the scales must be ones
     they accept (REQUANTIZATION_RULES); the scales themselves were checked with their tensors."""
     inputs = [] if op["inputs"] is None else op["inputs"].tolist()
@@ -582,10 +582,8 @@ def _check_requantization(code: int, op: dict, tensors: list[dict], constants: s
         return
     # any other op that rescales (MEAN, SUM, CONCATENATION, QUANTIZE, pooling, PAD, ...): the multiplier
     # input scale / output scale goes through QuantizeMultiplier, whose shift must stay <= 31
-    for k, t in enumerate(inputs):
-        if t < 0 or t in constants and tensors[t]["type"] not in ACTIVATION_TYPES:
-            continue
-        sc = scales(k)
+    for k in range(len(inputs)):
+        sc = scales(k)  # None for an omitted input and for tensors that are not quantized 8/16-bit
         if sc is not None:
             bad(f"input {k} / output scale ratio", np.array([sc.max() / out.min()]), 0.0, QUANTIZE_MULTIPLIER_MAX,
                 "QuantizeMultiplier")
