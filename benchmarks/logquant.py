@@ -115,7 +115,7 @@ def probe(fn):
         path.write_bytes(flat)
         info = read_model_info(path)
         try:
-            from tfdefakeq.runtime.interpreter import load_interpreter
+            from tfdefakeq.runtime.loader import load_interpreter
 
             load_interpreter(path).invoke()
         except Exception as e:

@@ -1,14 +1,16 @@
-"""Reliability: seeded mutations of the shipped models through the harness, and the bad-input tests.
+"""Reliability: seeded mutations of every shipped model through each command's own loader, and the bad-input tests.
 
-    python benchmarks/reliability.py [--mutations 2000] [--no-compare]
+    python benchmarks/reliability.py --commit $(git rev-parse HEAD) [--mutations 10000] [--time-budget-s 1500]
 
-Writes benchmarks/results/reliability.csv and reliability.md. The campaign is the one
-tests/runtime/test_fuzz.py runs (504 mutations in CI), larger: each mutated file goes through
-`check_tflite_file` (tfdefakeq.runtime.validate) in this process and, when it passes, is loaded and
-invoked once on zero inputs in a child process (`ChildProbe`), where an interpreter crash is counted
-instead of ending the run. With the comparison on (the default), the same mutations are run again
-with validation switched off, to show what the interpreter does with them on its own. Needs no
-TensorFlow (pandas only formats the table). The bad-input battery is counted by collecting the tests.
+Run from a `git archive` snapshot. Writes benchmarks/results/reliability.csv and reliability.md. The
+campaign is `tfdefakeq.runtime.fuzz` (tests/runtime/test_fuzz.py runs 544 of it in CI): each mutated
+`.tflite` (or tampered manifest) is written with a manifest beside it, "matching" (it records the
+SHA-256 of the mutated bytes, so the loader trusts them and opens them in-process, validation being the
+only defence) or "copied" (the shipped model's, whose hash differs, so the loader probes the file in a
+child first), and opened by `bench`, `evaluate` or `predict` (`main(parse_args(argv))`) in a worker
+process that stands for the user's; the worker's death is a harness crash. `--time-budget-s` stops
+early (the report gives the measured count); the full count runs without it. Needs no TensorFlow
+(pandas formats the tables).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 BATTERY = ("tests/test_reliability.py", "tests/test_cli_errors.py")
 RESUME = "tests/test_train.py"
-OURS = ("tests/runtime/test_validate.py", "tests/runtime/test_fuzz.py")
+OURS = ("tests/runtime/test_validate.py", "tests/runtime/test_fuzz.py", "tests/runtime/test_trust.py")
 DESCRIPTIONS = {
     "bit_flip": "1, 2, 4 or 8 random bits flipped (half the positions outside the weights, where the structure is)",
     "boundary_bytes": "1-4 runs of 1-8 bytes set to 0x00 / 0xFF / 0x7F / 0x80 at random positions",
@@ -42,8 +44,14 @@ DESCRIPTIONS = {
              "an op code",
     "tensor_type": "a tensor's type byte set to another type (0-23), 100, 127 or -1",
     "shape": "a shape dimension set to 0, -1, 2^31-1, -2^31, 65536, 2^20, doubled, +1 or random",
-    "quantization": "a scale set to NaN / inf / 0 / -1 / 1e38 / 1e-45, a zero point to 2^63-1 / 128 / -129 / ..., "
-                    "or the quantized dimension out of range",
+    "quantization": "a scale, zero point or quantized dimension set to a boundary value",
+    "scale": "one scale set to a huge (1e10-3.4e38, or x1e7), tiny (1e-45-1e-20, or x1e-7), zero, negative, NaN or "
+             "inf value",
+    "zero_point": "one zero point set to a huge (2^31, 2^40, 2^63-1), negative (-2^63, -129, ...), edge (127, 128, "
+                  "255, 256, ...) or random value in [-300, 300)",
+    "manifest_hash": "the model's bytes untouched; its manifest's sha256 removed, emptied or replaced",
+    "manifest_input_shape": "the manifest's input_shape wrong ([32, 32, 3], [64, 64, 1], 2^31, strings, floats, ...)",
+    "manifest_preprocess": "the manifest's preprocess wrong (std 0 / inf / None / negative, mean NaN / string, ...)",
 }
 
 
@@ -59,155 +67,160 @@ def collect(*paths: str, keyword: str | None = None) -> list[str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mutations", type=int, default=2000, help="total over both models (rounded up per class)")
-    p.add_argument("--no-compare", dest="compare", action="store_false", help="skip the run without validation")
+    p.add_argument("--mutations", type=int, default=10_000, help="total over all models (rounded up per class)")
+    p.add_argument("--time-budget-s", type=float, default=None,
+                   help="stop starting new cases after this many seconds (the report gives the measured count)")
+    p.add_argument("--commit", required=True, help="the commit the snapshot was taken from (git rev-parse HEAD)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()
+    if args.mutations < 1:
+        p.error("--mutations must be >= 1")
 
-    from tests.runtime.test_fuzz import MODELS, MUTATORS, cases, run_campaign
+    from tfdefakeq.runtime.fuzz import ALL_CLASSES, ENTRY_POINTS, MANIFEST_MODES, MODELS, cases, run_campaign
 
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    load_before = f"{os.getloadavg()[0]:.2f}"
-    all_cases = list(cases(args.mutations))
+    per = -(-args.mutations // (len(MODELS) * len(ALL_CLASSES)))
+    planned = per * len(MODELS) * len(ALL_CLASSES)  # cases() makes them one at a time: ~1 MB each
+
+    def within_budget():
+        for case in cases(args.mutations):
+            if args.time_budget_s is not None and time.perf_counter() - start > args.time_budget_s:
+                return
+            yield case
+
+    def progress(n, outcome):
+        if n % 500 == 0:
+            print(f"{n} cases, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory() as work:
-        validated = run_campaign(all_cases, Path(work))
-        validated_s = time.perf_counter() - start
-        raw = run_campaign(all_cases, Path(work), validate=False) if args.compare else None
-    rows = table_rows(validated, raw, MODELS, MUTATORS)
+        outcomes = run_campaign(within_budget(), Path(work), progress=progress)
+    campaign_s = time.perf_counter() - start
     battery = {path: collect(path) for path in BATTERY}
     resume = collect(RESUME, keyword="resume")
     ours = {path: collect(path) for path in OURS}
-    write_results(rows, validated, raw, battery, resume, ours, args, load_before, validated_s,
-                  time.perf_counter() - start)
+    write_results(outcomes, planned, MODELS, ALL_CLASSES, ENTRY_POINTS, MANIFEST_MODES, battery, resume, ours,
+                  args, load_before, campaign_s)
     return 0
 
 
-def table_rows(validated, raw, models, mutators) -> list[dict]:
-    by_case = {}
-    for o in validated:
-        by_case.setdefault((o.case.model, o.case.kind), []).append(o)
-    raw_by_case = {}
-    for o in raw or []:
-        raw_by_case.setdefault((o.case.model, o.case.kind), Counter())[o.outcome] += 1
-    rows = []
-    for model in models:
-        for kind in mutators:
-            outcomes = by_case.get((model, kind), [])
-            counts = Counter(o.outcome for o in outcomes)
-            rejected = [o.seconds * 1e3 for o in outcomes if o.outcome == "rejected"]
-            row = {
-                "model": model, "mutation": kind, "cases": len(outcomes),
-                "rejected_by_validator": counts["rejected"], "loaded_and_ran": counts["ran"],
-                "interpreter_error_caught": counts["error"], "child_crashed": counts["crashed"],
-                "child_timeout": counts["timeout"], "parent_crashed": 0,
-                "reject_ms_mean": sum(rejected) / len(rejected) if rejected else float("nan"),
-            }
-            if raw is not None:
-                r = raw_by_case.get((model, kind), Counter())
-                row.update({"unvalidated_ran": r["ran"], "unvalidated_error": r["error"] + r["rejected"],
-                            "unvalidated_crashed": r["crashed"] + r["timeout"]})
-            rows.append(row)
-    return rows
+def cost_of_validation(models) -> dict:
+    """Per shipped model: validation (best / median of 20) and a trusted load (median of 5), in ms."""
+    import statistics
 
-
-def write_results(rows, validated, raw, battery, resume, ours, args, load_before, validated_s, total_s) -> None:
-    import pandas as pd
-
-    from tfdefakeq.core.fileio import write_text_atomic
-    from tfdefakeq.core.manifest import versions
-    from tfdefakeq.core.report import header_lines, markdown_table
-    from tfdefakeq.runtime.interpreter import machine_info
+    from tfdefakeq.runtime.loader import open_model
     from tfdefakeq.runtime.validate import validate_flatbuffer
 
-    df = pd.DataFrame(rows)
-    totals = df.drop(columns=["model", "mutation", "reject_ms_mean"]).sum()
-    rejected_ms = [o.seconds * 1e3 for o in validated if o.outcome == "rejected"]
-    total_row = {"model": "all", "mutation": "all", **{k: int(v) for k, v in totals.items()},
-                 "reject_ms_mean": sum(rejected_ms) / max(1, len(rejected_ms))}
-    df = pd.concat([df, pd.DataFrame([total_row])], ignore_index=True)
-    machine = machine_info()
     cost = {}
-    for model in sorted({o.case.model for o in validated}):
-        data = (REPO / "tflite_models" / f"{model}.tflite").read_bytes()
+    for model in models:
+        path = REPO / "tflite_models" / f"{model}.tflite"
+        data = path.read_bytes()
         times = []
         for _ in range(20):
             t = time.perf_counter()
             validate_flatbuffer(data, model)
             times.append((time.perf_counter() - t) * 1e3)
-        cost[model] = (min(times), sorted(times)[len(times) // 2], len(data))
+        loads = []
+        for _ in range(5):
+            t = time.perf_counter()
+            open_model(path)
+            loads.append((time.perf_counter() - t) * 1e3)
+        cost[model] = {"bytes": len(data), "best_ms": min(times), "median_ms": statistics.median(times),
+                       "load_ms": statistics.median(loads)}
+    return cost
+
+
+def write_results(outcomes, planned, models, classes, entries, modes, battery, resume, ours, args, load_before,
+                  campaign_s) -> None:
+    import pandas as pd
+
+    from tfdefakeq.core.fileio import write_text_atomic
+    from tfdefakeq.core.manifest import versions
+    from tfdefakeq.core.report import header_lines, markdown_table
+    from tfdefakeq.runtime.fuzz import FAILURES, OUTCOMES
+    from tfdefakeq.runtime.interpreter import machine_info
+
+    def table(key, order) -> pd.DataFrame:
+        rows = []
+        for value in order:
+            subset = [o for o in outcomes if key(o) == value]
+            counts = Counter(o.outcome for o in subset)
+            rows.append({"": value if isinstance(value, str) else " / ".join(value), "cases": len(subset),
+                         **{k: counts[k] for k in OUTCOMES},
+                         "ms_mean": sum(o.seconds for o in subset) * 1e3 / max(1, len(subset))})
+        counts = Counter(o.outcome for o in outcomes)
+        rows.append({"": "all", "cases": len(outcomes), **{k: counts[k] for k in OUTCOMES},
+                     "ms_mean": sum(o.seconds for o in outcomes) * 1e3 / max(1, len(outcomes))})
+        return pd.DataFrame(rows)
+
+    by_class = table(lambda o: o.case.kind, classes)
+    by_entry = table(lambda o: (o.case.entry, o.case.manifest_mode), [(e, m) for e in entries for m in modes])
+    by_model = table(lambda o: o.case.model, models)
+    cost = cost_of_validation(models)
+    machine = machine_info()
+    failures = [o for o in outcomes if o.outcome in FAILURES]
+    counts = Counter(o.outcome for o in outcomes)
     header = {
+        "commit": args.commit,
         "machine": f"{machine['machine']}, {machine['processor']}, {machine['cpus']} CPUs, {machine['system']}",
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items() if k != "machine"),
-        "models": ", ".join(f"tflite_models/{m}.tflite ({n:,} bytes)" for m, (_, _, n) in cost.items()),
-        "protocol": f"{len(validated)} seeded mutations ({len(validated) // len(rows)} per model and class); each "
-                    "written to a file, validated in the campaign's process (check_tflite_file), and if it passes "
-                    "loaded + invoked once on zero inputs in a child process (ChildProbe, XNNPACK on, INT4 unpacked at "
-                    "load, 8 GiB address-space limit, 60 s timeout)"
-                    + ("; then the same mutations with validation off (unvalidated_* columns)" if raw else ""),
-        "validation cost": "; ".join(f"{m}: {lo:.1f} ms best / {med:.1f} ms median of 20"
-                                     for m, (lo, med, _) in cost.items()),
-        "load": f"load average {load_before} before / {os.getloadavg()[0]:.2f} after (2 cores shared with other work)",
-        "duration": f"{validated_s:.0f} s validated campaign, {total_s:.0f} s in all",
+        "models": ", ".join(f"tflite_models/{m}.tflite ({c['bytes']:,} bytes)" for m, c in cost.items()),
+        "protocol": f"{len(outcomes)} of {planned} planned seeded mutations ({len(classes)} classes x {len(models)} "
+                    f"models); each written with a manifest beside it and opened by one command ({', '.join(entries)}) "
+                    "in a worker process (8 GiB address-space limit, 120 s timeout), the manifest matching the bytes "
+                    "or copied from the shipped model, in rotation",
+        "validation cost": "; ".join(f"{m}: {c['best_ms']:.1f} ms best / {c['median_ms']:.1f} ms median of 20, "
+                                     f"a trusted load {c['load_ms']:.0f} ms" for m, c in cost.items()),
+        "load": f"load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after",
+        "duration": f"{campaign_s:.0f} s campaign"
+                    + (f" (stopped by --time-budget-s {args.time_budget_s:g})" if len(outcomes) < planned else ""),
         "command": "python benchmarks/reliability.py " + shlex.join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "reliability.csv", header_lines(header) + df.to_csv(index=False))
+    csv = pd.concat([by_class.assign(table="class"), by_entry.assign(table="entry/manifest"),
+                     by_model.assign(table="model")], ignore_index=True)
+    write_text_atomic(args.out / "reliability.csv", header_lines(header) + csv.to_csv(index=False))
 
-    ints = {c: "{:d}" for c in df.columns if c not in ("model", "mutation", "reject_ms_mean")}
+    fmt = {k: "{:d}" for k in ["cases", *OUTCOMES]} | {"ms_mean": "{:.0f}"}
     lines = ["# Reliability: untrusted .tflite files and bad inputs", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()] + [""]
     lines += ["## Fuzz campaign", "",
-              "Outcomes: `rejected_by_validator` (a one-line UserError before any interpreter sees the file), "
-              "`loaded_and_ran` (the damage left a model the interpreter runs: mostly weights), "
-              "`interpreter_error_caught` (the interpreter refused it with an error, turned into a one-line "
-              "UserError), "
-              "`child_crashed` / `child_timeout` (the interpreter died or hung in the child: the parent reports a "
-              "UserError), `parent_crashed` (the campaign's own process died: it ran to the end, so 0). "
-              "`reject_ms_mean`: time to reject, file write excluded.", ""]
-    lines += [markdown_table(df, {**ints, "reject_ms_mean": "{:.2f}"}), ""]
-    lines += ["Mutation classes:", ""] + [f"- `{k}`: {v}" for k, v in DESCRIPTIONS.items()] + [""]
-    crashes = [o for o in validated if o.outcome in ("crashed", "timeout")]
-    lines += [f"Crashes or hangs after validation: {len(crashes)}."]
-    lines += [f"- {o.case.name} ({o.case.note}): {o.message.split(': ', 1)[1]}" for o in crashes]
-    if raw is not None:
-        raw_crashes = [o for o in raw if o.outcome in ("crashed", "timeout")]
-        verdicts = {o.case.name: o for o in validated}
-        caught = sum(verdicts[o.case.name].outcome == "rejected" for o in raw_crashes)
-        lines += ["", f"Without validation the interpreter crashed or hung on {len(raw_crashes)} of {len(raw)} mutations "
-                      f"(each would kill a process that loads the file itself); validation rejects {caught} of them. "
-                      "The interpreter's stray reads depend on the heap, so this count is a lower bound: a conv whose "
-                      "filter index is -1 (resnet18_64_int4-index-0002) segfaulted 6 of 6 fresh processes while "
-                      "building this, yet may end in an error in the campaign's warm child.", ""]
-        lines += [f"- {o.case.name} ({o.case.note}): {o.message.split('(', 1)[1].split(')')[0]}; with validation: "
-                  f"{verdicts[o.case.name].outcome} ({_detail(verdicts[o.case.name].message)})" for o in raw_crashes]
-    lines += ["", "What validation leaves to the child probe: it checks each tensor, operator and index, not every "
-                  "kernel's preconditions across tensors. An ADD input whose scale is ~1e7 times its output's passes "
-                  "validation and aborts the interpreter (a TFLITE_CHECK on the output multiplier); "
-                  "`tests/runtime/test_validate.py::test_probe_turns_an_interpreter_abort_into_a_user_error` shows "
-                  "the probe reporting it. `load_model` probes in a child every file without a manifest (~0.4 s); "
-                  "`probe=True` forces it."]
+              f"{len(outcomes)} mutations; the worker process died {counts['harness_crashed']} times, hung "
+              f"{counts['harness_timeout']} times and showed a Python traceback {counts['uncaught']} times. "
+              f"{counts['rejected']} were rejected by validation before any interpreter saw them, "
+              f"{counts['manifest_rejected']} by the manifest check, {counts['error']} by the interpreter with an "
+              f"error; {counts['probe_crashed']} crashed and {counts['probe_timeout']} hung the loader's child "
+              f"probe (each reported as a one-line error); {counts['ran']} ran to the end.", "",
+              "Outcomes: `rejected` (one-line error from validation), `manifest_rejected` (one-line error: a manifest "
+              "field), `ran` (the command completed), `error` (the interpreter refused the model: one-line error), "
+              "`probe_crashed` / `probe_timeout` (the interpreter died / hung in the loader's child: one-line error), "
+              "`uncaught` (a traceback: a bug), `harness_crashed` / `harness_timeout` (the worker standing for the "
+              "user's process died / hung). `ms_mean`: wall time per case, the command included.", ""]
+    lines += ["### Per mutation class", "", markdown_table(by_class, fmt), ""]
+    lines += ["### Per entry point and manifest", "", markdown_table(by_entry, fmt), ""]
+    lines += ["### Per model", "", markdown_table(by_model, fmt), ""]
+    lines += ["Mutation classes:", ""] + [f"- `{k}`: {v}" for k, v in DESCRIPTIONS.items() if k in classes] + [""]
+    lines += [f"Harness failures: {len(failures)}."]
+    lines += [f"- {o.case.name} via {o.case.entry}, {o.case.manifest_mode} manifest ({o.case.note}): {o.outcome}: "
+              f"{o.message[:200]}" for o in failures]
+    probe_crashes = [o for o in outcomes if o.outcome in ("probe_crashed", "probe_timeout")]
+    if probe_crashes:
+        lines += ["", "Caught by the child probe (validation let them through):"]
+        lines += [f"- {o.case.name} ({o.case.note}): {o.message.split(': ', 1)[-1][:160]}" for o in probe_crashes]
     lines += ["", "## Bad-input battery (one-line errors naming the file, exit code 2)", ""]
     for path, ids in battery.items():
         lines += [f"- `{path}`: {len(ids)} test cases"]
     lines += [f"- total: {sum(len(ids) for ids in battery.values())} test cases; listed by "
               f"`python -m pytest --collect-only -q {' '.join(BATTERY)}`", ""]
-    for path, ids in battery.items():
-        lines += [f"<details><summary>{path}</summary>", "", *[f"- `{i.split('::', 1)[1]}`" for i in ids], "",
-                  "</details>", ""]
     lines += ["## Kill and resume", ""]
     lines += [f"- `{i}`: SIGKILL after the first epoch's checkpoint; `--resume` finishes with the uninterrupted "
               "run's weights" for i in resume] or ["- none found"]
     lines += ["", "## Tests of this campaign", ""]
     lines += [f"- `{path}`: {len(ids)} test cases" for path, ids in ours.items()]
-    lines += ["- run with `python -m pytest -q tests/runtime/test_validate.py tests/runtime/test_fuzz.py`", ""]
+    lines += [f"- run with `python -m pytest -q {' '.join(OURS)}`", ""]
     write_text_atomic(args.out / "reliability.md", "\n".join(lines))
     print("\n".join(lines))
-
-
-def _detail(message: str) -> str:
-    """The problem part of a one-line UserError (after the file name)."""
-    return " ".join(message.split(": ", 1)[-1].split())[:160]
 
 
 if __name__ == "__main__":

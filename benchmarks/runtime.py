@@ -177,10 +177,10 @@ def measure(args) -> None:
                    if ("int4" if fmt == "int4_unpacked" else fmt) in formats]
         for threads in args.threads:
             # init time and peak memory: one load each, alone
-            loads = {fmt: bench_model(path, threads=threads, warmup=2, runs=5, unpack_int4=fmt != "int4")
+            loads = {fmt: bench_model(path, threads=threads, warmup=2, runs=5, unpack_packed=fmt != "int4")
                      for fmt, path in configs}
             for round_index in range(args.rounds):
-                models = {fmt: TFLiteModel(path, num_threads=threads, unpack_int4=fmt != "int4") for fmt, path in configs}
+                models = {fmt: TFLiteModel(path, num_threads=threads, unpack_packed=fmt != "int4") for fmt, path in configs}
                 latencies = paired_latency(models, args.runs, args.warmup, seed=round_index)
                 for fmt, ms in latencies.items():
                     load = loads[fmt]
@@ -220,7 +220,7 @@ def parity(plan) -> dict:
     import numpy as np
 
     from tfdefakeq.core.manifest import Manifest, manifest_path
-    from tfdefakeq.runtime.unpack import int4_to_int8
+    from tfdefakeq.runtime.unpack import unpack_packed_weights
 
     images = np.load(plan["images"])
     result = {}
@@ -228,7 +228,7 @@ def parity(plan) -> dict:
         if "int4" not in formats:
             continue
         data = Path(formats["int4"]).read_bytes()
-        unpacked = int4_to_int8(data)
+        unpacked = unpack_packed_weights(data)
         pre = Manifest.load(manifest_path(formats["int4"])).preprocess
         a, ta = _all_outputs(data, images, pre, xnnpack=False, everything=True)
         b, tb = _all_outputs(unpacked, images, pre, xnnpack=False, everything=True)

@@ -34,7 +34,7 @@ def main(argv):
             for xnnpack in (True, False):
                 int4 = ("unpacked" if unpack else "packed") if packed else "no-int4"
                 key = f"{path.stem}|{int4}|{'xnnpack' if xnnpack else 'builtin'}"
-                model = TFLiteModel(path, use_xnnpack=xnnpack, unpack_int4=unpack)
+                model = TFLiteModel(path, use_xnnpack=xnnpack, unpack_packed=unpack)
                 images = inputs[str(model.image_size[0])]
                 start = time.perf_counter()
                 raw = [model.invoke_raw(model.quantize_input(manifest.preprocess.apply(img[None]))).copy() for img in images]

@@ -342,7 +342,9 @@ model, benchmark it, score images / folders / videos, and check whether it maps 
     new_code_cell(INSTALL),
     new_code_cell(PARAMETERS),
     new_markdown_cell("""## 1. Copy the model to the device
-A `.tflite` travels with its `NAME.manifest.json` (preprocessing, bits per layer, measured metrics).
+A `.tflite` travels with its `NAME.manifest.json` (preprocessing, bits per layer, measured metrics, and the
+SHA-256 of the model's bytes: the runtime opens a model without first trying it in a child process only when
+they match).
 On a Pi: `scp tflite_models/resnet18_64_int4.* pi@raspberrypi.local:~/models/`."""),
     new_code_cell('''import shutil, pathlib, tfdefakeq
 
@@ -355,14 +357,14 @@ for name in ("resnet18_64_int8", "resnet18_64_int4"):
 sorted(p.name for p in device_dir.iterdir())'''),
     new_markdown_cell("""## 2. Benchmark
 INT4 weights are unpacked to INT8 when the model loads (XNNPACK has no INT4 convolution kernels), so the
-int4 file is half the size of the int8 one and runs at int8 speed. `--int4 packed` shows the difference."""),
+int4 file is half the size of the int8 one and runs at int8 speed. `--packed packed` shows the difference."""),
     new_code_cell('''from tfdefakeq.runtime.latency import bench_model
 
 runs = 10 if SMOKE else 200
 for name in ("resnet18_64_int8", "resnet18_64_int4"):
     for mode in (("unpacked", "packed") if "int4" in name else ("unpacked",)):
-        r = bench_model(device_dir / f"{name}.tflite", threads=1, warmup=5, runs=runs, unpack_int4=(mode == "unpacked"))
-        print(f"{name:18s} int4 {mode:8s} p50 {r['latency_ms_p50']:.3f} ms  p90 {r['latency_ms_p90']:.3f} ms  "
+        r = bench_model(device_dir / f"{name}.tflite", threads=1, warmup=5, runs=runs, unpack_packed=(mode == "unpacked"))
+        print(f"{name:18s} weights {mode:8s} p50 {r['latency_ms_p50']:.3f} ms  p90 {r['latency_ms_p90']:.3f} ms  "
               f"{r['size_bytes']:,} bytes")'''),
     new_markdown_cell("""## 3. Score images, a folder and a video
 `python -m tfdefakeq.predict MODEL PATH` takes an image, a folder (recursive) or a video (frames sampled,

@@ -1,4 +1,5 @@
 import os
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,11 @@ def test_w4a8_model_converts_to_int4(tmp_path, tiny_w4a8_model, easy_synthetic_r
     assert manifest.metrics["parity"]["decision_agreement"] >= 0.9  # flips only where |logit| is a few LSB
     assert read_model_info(out).weight_bytes["INT4"] > 0
     assert manifest.size_bytes == out.stat().st_size
+    # trust by bytes: the manifest records the written file's hash, so the runtime opens it without a probe
+    assert manifest.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    from tfdefakeq.runtime.loader import read_model_file
+
+    assert read_model_file(out).trusted
 
 
 def test_int4_from_a_float_model_is_refused(tmp_path, tiny_float_model, easy_synthetic_root):

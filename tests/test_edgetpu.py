@@ -134,3 +134,20 @@ def test_bad_file_is_a_user_error(tmp_path, capfd):
     path.write_text("not a model at all")
     code, _, err = run_cli([path], capfd)
     assert code == 2 and err.startswith(f"tfdefakeq edgetpu: error: {path}: not a TFLite flatbuffer")
+
+
+def test_unreadable_op_options_make_the_op_incompatible_with_the_reason(monkeypatch):
+    """Options that cannot be read are unknown, not the defaults (no fused activation, dilation 1)."""
+    from tfdefakeq.runtime import modelinfo
+
+    read_options = modelinfo._options
+
+    def unreadable_for_convs(schema, op):
+        options = read_options(schema, op)
+        return {"unreadable": "options type 1: ValueError: damaged"} if "dilation_h" in options else options
+
+    monkeypatch.setattr(modelinfo, "_options", unreadable_for_convs)
+    report = check_model(INT8_MODELS[0])
+    assert not report.compatible
+    text = format_report(report)
+    assert "its options could not be read (options type 1: ValueError: damaged)" in text

@@ -22,7 +22,7 @@ from tfdefakeq.runtime.faces import (
     ssd_anchors,
 )
 from tfdefakeq.runtime.images import center_crop
-from tfdefakeq.runtime.interpreter import load_model
+from tfdefakeq.runtime.loader import load_model
 from tfdefakeq.runtime.video import read_frames, sample_indices
 
 MODEL = Path(__file__).resolve().parents[1] / "tflite_models" / "resnet18_64_int8.tflite"

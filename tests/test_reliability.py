@@ -227,3 +227,15 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(UserError):
         write_atomic(target, b"new model")
     assert target.read_bytes() == b"old model" and sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+
+
+@pytest.mark.parametrize("preprocess, problem", [({"mean": 128.0, "std": 0.0}, "preprocess.std is 0"),
+                                                 ({"mean": "128", "std": 128.0}, "preprocess.mean '128' is not a finite number")])
+def test_manifest_with_wrong_preprocessing(tmp_path, data, capsys, preprocess, problem):
+    model = tmp_path / "m.tflite"
+    shutil.copyfile(SHIPPED_INT8, model)
+    manifest = json.loads(SHIPPED_INT8.with_name("resnet18_64_int8.manifest.json").read_text())
+    manifest["preprocess"] = preprocess
+    (tmp_path / "m.manifest.json").write_text(json.dumps(manifest))
+    fails(evaluate.cli, [str(model), "--data", str(data), "--split", "test"], capsys, tmp_path / "m.manifest.json",
+          f"not a valid manifest ({problem})")

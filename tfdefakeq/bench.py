@@ -1,10 +1,10 @@
 """python -m tfdefakeq.bench MODEL.tflite [MODEL ...] [--threads 1 2 4] [--warmup 10] [--runs 100]
-       [--xnnpack on off | --no-xnnpack] [--int4 unpacked packed] [--device LABEL] [--profile] [--out results.csv]
+       [--xnnpack on off | --no-xnnpack] [--packed unpacked packed] [--device LABEL] [--profile] [--out results.csv]
 
 Times single-image invokes of `.tflite` models on this machine (no TensorFlow needed) for every
 combination of the listed threads, XNNPACK settings and INT4 handling, and prints init time,
 p50/p90/p99/mean latency in ms, MACs and achieved GMAC/s, peak memory, size, machine and runtime.
-`--int4 unpacked` (default) runs packed INT4 weights unpacked to INT8 at load (int8 speed, same
+`--packed unpacked` (default) runs packed INT4/INT2 weights unpacked to INT8 at load (int8 speed, same
 outputs); `packed` runs them as stored. With --out, appends one row per measurement (plus the
 command line) to a CSV, creating it with a header; with --profile also, per op, to OUT's
 `.ops.csv` sibling.
@@ -34,8 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--xnnpack", choices=("on", "off"), nargs="+", default=None,
                         help="XNNPACK delegate on, off or both (default on)")
     parser.add_argument("--no-xnnpack", dest="no_xnnpack", action="store_true", help="same as --xnnpack off")
-    parser.add_argument("--int4", choices=("unpacked", "packed"), nargs="+", default=["unpacked"],
-                        help="INT4 weights unpacked to INT8 at load (default) or run packed; both to compare")
+    parser.add_argument("--packed", choices=("unpacked", "packed"), nargs="+", default=["unpacked"],
+                        help="packed INT4/INT2 weights unpacked to INT8 at load (default) or run as stored; both to compare")
     parser.add_argument("--device", default="", help="a label for the machine, e.g. 'rpi5' (stored in the CSV)")
     parser.add_argument("--profile", action="store_true", help="also time every op alone (isolated per-op timings)")
     parser.add_argument("--out", type=Path, default=None, help="CSV to append the result rows to")
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--no-xnnpack contradicts --xnnpack on")
     args.xnnpack = ["off"] if args.no_xnnpack else list(dict.fromkeys(args.xnnpack or ["on"]))
     args.threads = list(dict.fromkeys(args.threads))
-    args.int4 = list(dict.fromkeys(args.int4))
+    args.packed = list(dict.fromkeys(args.packed))
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
@@ -61,12 +61,12 @@ def main(args: argparse.Namespace) -> int:
     for path in args.model:
         info = read_model_info(path)
         packed = info.tensor_types.get("INT4", 0) + info.tensor_types.get("INT2", 0)
-        modes = args.int4 if packed else ["unpacked"]  # nothing to unpack: one mode only
+        modes = args.packed if packed else ["unpacked"]  # nothing to unpack: one mode only
         for mode in modes:
             for xnn in args.xnnpack:
                 for threads in args.threads:
                     result = bench_model(path, threads=threads, warmup=args.warmup, runs=args.runs,
-                                         use_xnnpack=xnn == "on", unpack_int4=mode == "unpacked", device=args.device)
+                                         use_xnnpack=xnn == "on", unpack_packed=mode == "unpacked", device=args.device)
                     if rows:
                         print()
                     print(format_result(result))
@@ -74,10 +74,10 @@ def main(args: argparse.Namespace) -> int:
                     if args.profile:
                         from tfdefakeq.runtime.profile import format_profile
 
-                        ops = profile_model(path, threads=threads, use_xnnpack=xnn == "on", unpack_int4=mode == "unpacked")
+                        ops = profile_model(path, threads=threads, use_xnnpack=xnn == "on", unpack_packed=mode == "unpacked")
                         print(format_profile(ops, whole_ms=result["latency_ms_p50"], top=15))
                         for r in ops:
-                            op_rows.append({"device": args.device, "model": str(path), "int4": result["int4"],
+                            op_rows.append({"device": args.device, "model": str(path), "packed_weights": result["packed_weights"],
                                             "threads": threads, "xnnpack": xnn == "on", **r})
     if args.out is not None:
         print(f"appended to {append_csv_rows(args.out, rows)} ({len(rows)} row(s))")

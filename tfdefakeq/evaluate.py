@@ -34,8 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability above which an image is called fake")
     parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", help="run without the XNNPACK delegate")
-    parser.add_argument("--int4", choices=("unpacked", "packed"), default="unpacked",
-                        help="run INT4 weights unpacked to INT8 at load (default: int8 speed, same arithmetic) or packed")
+    parser.add_argument("--packed", choices=("unpacked", "packed"), default="unpacked",
+                        help="run packed INT4/INT2 weights unpacked to INT8 at load (default: int8 speed, same arithmetic) or as stored")
     parser.add_argument("--curves", action="store_true",
                         help="with --out, also plot ROC and precision-recall curves per generator (needs matplotlib)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -59,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
         scores_of,
         write_results,
     )
-    from tfdefakeq.runtime.interpreter import check_tflite_file, load_model, machine_info
+    from tfdefakeq.runtime.interpreter import check_tflite_file, machine_info
+    from tfdefakeq.runtime.loader import load_model
 
     check_tflite_file(args.model)
     name = args.model.stem + (f".{args.split}" if args.split else "")
@@ -69,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
             if path.exists():
                 raise UserError(f"{path}: already exists (pass --overwrite to replace it)")
     model, manifest = load_model(args.model, num_threads=args.threads, use_xnnpack=args.xnnpack,
-                                 unpack_int4=args.int4 == "unpacked")
+                                 unpack_packed=args.packed == "unpacked")
     samples = scan_dataset(args.data, split=args.split)
     progress = Progress(f"{VERB} {args.model.name}")
     start = time.perf_counter()
@@ -90,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
         "machine": f"{machine['machine']}, {machine['processor']}, {machine['system']}, python {machine['python']}",
         "runtime": f"{model.runtime.name} {model.runtime.version}, {args.threads} thread(s), "
         f"XNNPACK {'on' if args.xnnpack else 'off'}"
-        + (f", INT4 {'unpacked to INT8' if model.unpacked_tensors else 'packed'}" if args.int4 == "packed" or model.unpacked_tensors else "")
+        + (f", INT4 {'unpacked to INT8' if model.unpacked_tensors else 'packed'}" if args.packed == "packed" or model.unpacked_tensors else "")
         + f", {seconds:.2f} s",
         "threshold": f"{args.threshold}",
         "command": "python -m tfdefakeq.evaluate " + shlex.join(args.argv),

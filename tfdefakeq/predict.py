@@ -41,8 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--per-frame", action="store_true", help="also write one row per scored video frame")
     p.add_argument("--threshold", type=float, default=0.5, help="probability above which an item is called fake")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
-    p.add_argument("--int4", choices=("unpacked", "packed"), default="unpacked",
-                   help="run INT4 weights unpacked to INT8 (default, faster, same outputs) or packed")
+    p.add_argument("--packed", choices=("unpacked", "packed"), default="unpacked",
+                   help="run packed INT4/INT2 weights unpacked to INT8 (default: faster, same arithmetic) or as stored")
     p.add_argument("--out", type=Path, default=None, help="CSV of per-item probabilities and decisions")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = p.parse_args(argv)
@@ -57,7 +57,8 @@ def main(args) -> int:
         refuse_ignored(given, ("face_model", "margin"), "sets the face crop: add --face-crop")
     from tfdefakeq.core.fileio import check_writable, write_text_atomic
     from tfdefakeq.runtime.scoring import rows_to_csv
-    from tfdefakeq.runtime.interpreter import check_tflite_file, load_model
+    from tfdefakeq.runtime.interpreter import check_tflite_file
+    from tfdefakeq.runtime.loader import load_model
     from tfdefakeq.runtime.inference import PREDICT_COLUMNS, Predictor, collect_items, format_rows
 
     if args.margin < 0:
@@ -66,7 +67,7 @@ def main(args) -> int:
         check_writable(args.out, overwrite=args.overwrite)
     check_tflite_file(args.model)
     items = collect_items(args.path)
-    model, manifest = load_model(args.model, num_threads=args.threads, unpack_int4=args.int4 == "unpacked")
+    model, manifest = load_model(args.model, num_threads=args.threads, unpack_packed=args.packed == "unpacked")
     detector = None
     if args.face_crop:
         from tfdefakeq.runtime.faces import MODEL_FILES, FaceDetector

@@ -34,7 +34,8 @@ def main(args) -> int:
     from tfdefakeq.core.fileio import check_writable
     from tfdefakeq.core.manifest import command_line
     from tfdefakeq.runtime.scoring import Progress, format_table
-    from tfdefakeq.runtime.interpreter import check_tflite_file, load_model, machine_info
+    from tfdefakeq.runtime.interpreter import check_tflite_file, machine_info
+    from tfdefakeq.runtime.loader import load_model
     from tfdefakeq.runtime.perturb import SWEEPS, sweep
 
     check_tflite_file(args.model)

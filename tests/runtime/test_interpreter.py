@@ -12,11 +12,10 @@ from tfdefakeq.runtime.interpreter import (
     check_tflite_file,
     cpu_name,
     find_runtime,
-    load_interpreter,
-    load_model,
     machine_info,
     sigmoid,
 )
+from tfdefakeq.runtime.loader import load_interpreter, load_model
 
 
 @pytest.fixture(scope="module")

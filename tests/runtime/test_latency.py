@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tfdefakeq import bench as bench_cli
-from tfdefakeq.runtime.latency import BENCH_COLUMNS, append_csv_row, bench_model, format_result
+from tfdefakeq.runtime.latency import BENCH_COLUMNS, append_csv_row, bench_model, format_result, profile_model
+from tfdefakeq.runtime.profile import format_profile
 from tfdefakeq.runtime.modelinfo import read_model_info
 
 
@@ -111,31 +112,31 @@ def test_bench_reports_p99_throughput_and_memory(tiny_models):
     assert result["gmacs_per_s"] == pytest.approx(TINY_MACS / (result["latency_ms_p50"] * 1e6), rel=1e-3)
     assert result["peak_rss_mb"] > result["model_rss_mb"]
     assert result["memory_method"] in ("VmHWM", "getrusage")
-    assert result["int4"] == "" and result["unpacked_tensors"] == 0
+    assert result["packed_weights"] == "" and result["unpacked_tensors"] == 0
     text = format_result(result)
     assert "p99" in text and "GMAC/s" in text and "[ci-box]" in text and "peak RSS" in text
 
 
 def test_bench_int4_unpacked_and_packed():
     unpacked = bench_model(INT4_MODEL, warmup=1, runs=5)
-    packed = bench_model(INT4_MODEL, warmup=1, runs=5, unpack_int4=False)
-    assert unpacked["int4"] == "unpacked" and unpacked["unpacked_tensors"] == 19 and unpacked["unpack_ms"] > 0
-    assert packed["int4"] == "packed" and packed["unpacked_tensors"] == 0 and packed["unpack_ms"] == 0
+    packed = bench_model(INT4_MODEL, warmup=1, runs=5, unpack_packed=False)
+    assert unpacked["packed_weights"] == "unpacked" and unpacked["unpacked_tensors"] == 19 and unpacked["unpack_ms"] > 0
+    assert packed["packed_weights"] == "packed" and packed["unpacked_tensors"] == 0 and packed["unpack_ms"] == 0
     assert unpacked["size_bytes"] == packed["size_bytes"] == INT4_MODEL.stat().st_size
-    assert "INT4 unpacked to INT8" in format_result(unpacked) and "run packed" in format_result(packed)
+    assert "packed weights unpacked to INT8" in format_result(unpacked) and "run as stored" in format_result(packed)
 
 
 def test_cli_grid_of_threads_xnnpack_and_int4(tiny_models, tmp_path, capfd):
     out = tmp_path / "grid.csv"
     argv = [tiny_models["int8"], INT4_MODEL, "--threads", "1", "2", "--xnnpack", "on", "off",
-            "--int4", "unpacked", "packed", "--runs", "3", "--warmup", "0", "--device", "pi5-lab", "--out", out]
+            "--packed", "unpacked", "packed", "--runs", "3", "--warmup", "0", "--device", "pi5-lab", "--out", out]
     code, stdout, _ = run_cli(argv, capfd)
     assert code == 0 and f"appended to {out} (12 row(s))" in stdout
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     # the int8 model has nothing to unpack: 2 threads x 2 XNNPACK; the int4 model: x 2 INT4 modes
     assert len(rows) == 4 + 8
     assert {(r["threads"], r["xnnpack"]) for r in rows} == {("1", "True"), ("2", "True"), ("1", "False"), ("2", "False")}
-    assert {r["int4"] for r in rows if r["model"].endswith("int4.tflite")} == {"unpacked", "packed"}
+    assert {r["packed_weights"] for r in rows if r["model"].endswith("int4.tflite")} == {"unpacked", "packed"}
     assert {r["device"] for r in rows} == {"pi5-lab"}
     assert all(float(r["gmacs_per_s"]) > 0 for r in rows)
 
@@ -171,3 +172,21 @@ def test_peak_memory_measures_what_runs_between_start_and_stop():
     assert 64 <= model_mb < 64 + 8 and peak_mb >= model_mb
     meter.start()
     assert meter.stop()[1] < 8  # nothing allocated: no growth
+
+
+def test_an_op_that_cannot_be_timed_says_why(monkeypatch):
+    from tfdefakeq.runtime import profile
+
+    real = profile.single_op_model
+
+    def fails_on_the_first_conv(model_t, op_index, schema):
+        if op_index == 1:
+            raise ValueError("cannot isolate this op")
+        return real(model_t, op_index, schema)
+
+    monkeypatch.setattr(profile, "single_op_model", fails_on_the_first_conv)
+    rows = profile_model(INT4_MODEL, warmup=0, runs=1)
+    failed = [r for r in rows if r["latency_ms_p50"] is None]
+    assert [r["op_index"] for r in failed] == [1] and failed[0]["not_timed"] == "ValueError: cannot isolate this op"
+    assert all(r["not_timed"] == "" for r in rows if r["latency_ms_p50"] is not None)
+    assert "op 1 " in format_profile(rows) and "not timed: ValueError: cannot isolate this op" in format_profile(rows)

@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
     from tfdefakeq import bench, edgetpu, evaluate, predict
     model, data, out, int4_model = sys.argv[1:5]
     assert evaluate.main(evaluate.parse_args([model, "--data", data, "--split", "test", "--out", out])) == 0
-    assert bench.main(bench.parse_args([model, int4_model, "--runs", "3", "--warmup", "1", "--int4", "unpacked", "packed",
+    assert bench.main(bench.parse_args([model, int4_model, "--runs", "3", "--warmup", "1", "--packed", "unpacked", "packed",
                                         "--out", out + "/bench.csv"])) == 0
     assert predict.main(predict.parse_args([model, data, "--out", out + "/scores.csv"])) == 0
     assert edgetpu.main(edgetpu.parse_args([model, int4_model, "--no-delegate", "--json", out + "/etpu.json"])) == 0

@@ -50,7 +50,7 @@ def test_numbers_equal_metrics_computed_directly(int8_results):
 
 def test_scores_match_a_direct_prediction(int8_results, tiny_models):
     from tfdefakeq.runtime.images import load_images
-    from tfdefakeq.runtime.interpreter import load_model
+    from tfdefakeq.runtime.loader import load_model
 
     _, scores, _ = int8_results
     model, manifest = load_model(tiny_models["int8"])

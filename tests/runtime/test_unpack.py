@@ -8,13 +8,14 @@ import pytest
 
 from tests.support import random_images
 from tfdefakeq.core.errors import UserError
-from tfdefakeq.runtime.interpreter import TFLiteModel, load_model
+from tfdefakeq.runtime.interpreter import TFLiteModel
+from tfdefakeq.runtime.loader import load_model
 from tfdefakeq.runtime.modelinfo import model_info_from_bytes, read_model_info
 from tfdefakeq.runtime.unpack import (
     INT2,
     INT4,
     UnpackError,
-    int4_to_int8,
+    unpack_packed_weights,
     pack_values,
     packed_tensor_count,
     unpack_model,
@@ -66,7 +67,7 @@ def test_unpacking_matches_the_interpreters_own_reading():
     data = INT4_MODEL.read_bytes()
     model_t = schema.ModelT.InitFromPackedBuf(data, 0)
     graph = model_t.subgraphs[0]
-    model = TFLiteModel(INT4_MODEL, unpack_int4=False)
+    model = TFLiteModel(INT4_MODEL, unpack_packed=False)
     checked = 0
     for index, tensor in enumerate(graph.tensors):
         if tensor.type == INT4:
@@ -104,8 +105,8 @@ def test_unpacked_model_is_int8_with_the_same_scales():
 
 def test_outputs_bit_identical_on_the_same_kernels(photos):
     """XNNPACK off: packed and unpacked models run the same builtin int8 kernels -> identical bits."""
-    packed, manifest = load_model(INT4_MODEL, use_xnnpack=False, unpack_int4=False)
-    unpacked, _ = load_model(INT4_MODEL, use_xnnpack=False, unpack_int4=True)
+    packed, manifest = load_model(INT4_MODEL, use_xnnpack=False, unpack_packed=False)
+    unpacked, _ = load_model(INT4_MODEL, use_xnnpack=False, unpack_packed=True)
     a = raw_outputs(packed, photos, manifest.preprocess)
     b = raw_outputs(unpacked, photos, manifest.preprocess)
     assert a.max() - a.min() > 20  # real spread, not saturated outputs
@@ -117,14 +118,14 @@ def test_default_load_unpacks_and_keeps_the_file(photos, tmp_path):
     path.write_bytes(INT4_MODEL.read_bytes())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     model = TFLiteModel(path)
-    assert model.unpack_int4 and model.unpacked_tensors == 19 and model.unpack_ms > 0
-    assert model.size_bytes == path.stat().st_size < len(int4_to_int8(path.read_bytes()))
+    assert model.unpack_packed and model.unpacked_tensors == 19 and model.unpack_ms > 0
+    assert model.size_bytes == path.stat().st_size < len(unpack_packed_weights(path.read_bytes()))
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det_int4.tflite"]  # nothing written beside it
     assert "unpacked_tensors=19" in repr(model)
     # XNNPACK on: the unpacked model runs XNNPACK's int8 kernels, whose rounding differs from the
     # builtin kernels by at most a couple of LSB (the int8 model shows the same)
-    packed = TFLiteModel(path, unpack_int4=False)
+    packed = TFLiteModel(path, unpack_packed=False)
     assert packed.unpacked_tensors == 0
     from tfdefakeq.core.manifest import Preprocess
 
@@ -132,12 +133,12 @@ def test_default_load_unpacks_and_keeps_the_file(photos, tmp_path):
     assert diff.max() <= 2
 
 
-def test_model_without_packed_weights_is_loaded_from_its_path():
+def test_model_without_packed_weights_runs_the_bytes_that_were_checked():
     data = INT8_MODEL.read_bytes()
     out, report = unpack_model(data)
     assert out == data and report.tensors == 0
     model = TFLiteModel(INT8_MODEL)
-    assert model.unpacked_tensors == 0 and model._content is None
+    assert model.unpacked_tensors == 0 and model.unpack_ms == 0 and model._content == data  # not re-read from the path
 
 
 def test_int2_weights_unpack_like_int8(tiny_models, photos):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import shutil
 import struct
@@ -12,12 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.runtime.test_fuzz import UnvalidatedChild
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.core.manifest import manifest_path
-from tfdefakeq.runtime import interpreter
-from tfdefakeq.runtime.interpreter import check_tflite_file, load_model
-from tfdefakeq.runtime.validate import SCHEMA, ChildProbe, probe_in_child, validate_flatbuffer
+from tfdefakeq.runtime import loader
+from tfdefakeq.runtime import probe as probe_module
+from tfdefakeq.runtime.fuzz import UnvalidatedChild
+from tfdefakeq.runtime.interpreter import check_tflite_file
+from tfdefakeq.runtime.loader import load_model
+from tfdefakeq.runtime.probe import ChildProbe, probe_in_child
+from tfdefakeq.runtime.validate import SCHEMA, validate_flatbuffer
 
 SHIPPED = Path(__file__).resolve().parents[2] / "tflite_models"
 INT8_MODEL = SHIPPED / "resnet18_64_int8.tflite"
@@ -232,45 +236,83 @@ def test_probe_restarts_after_a_crash(tmp_path):
     assert probe.starts == (2 if crashed.status == "crashed" else 1)
 
 
-def test_probe_turns_an_interpreter_abort_into_a_user_error(tmp_path):
-    """Scales that are each plausible but whose ratio trips a kernel's TFLITE_CHECK (an ADD input
-    ~1e7 times coarser than its output: the output multiplier leaves (0, 1)) pass validation, which
-    checks tensors one by one; the interpreter aborts. The probe reports it instead of dying."""
+def test_an_add_whose_scales_abort_the_interpreter_is_rejected(tmp_path):
+    """Scales that are each plausible but whose ratio trips a kernel's TFLITE_CHECK (ADD inputs
+    ~1e7 times coarser than its output: the output multiplier leaves (0, 1)): validation rejects the
+    file, naming the op and the rule; unvalidated, the interpreter aborts (the probe reports it)."""
     def coarse_add_input(model):
         graph = model.subgraphs[0]
         made_by = {int(t): model.operatorCodes[op.opcodeIndex].builtinCode for op in graph.operators for t in op.outputs}
         add = next(op for op in graph.operators if model.operatorCodes[op.opcodeIndex].builtinCode == ADD
                    and made_by.get(int(op.inputs[0])) == CONV_2D)  # a block whose shortcut is a conv
-        graph.tensors[add.inputs[0]].quantization.scale[:] = 1e6
+        graph.tensors[add.outputs[0]].quantization.scale[:] *= 1e-7  # inputs ~1e7 times coarser than it
 
     path = tmp_path / "coarse.tflite"
     path.write_bytes(rewritten(coarse_add_input))
-    check_tflite_file(path)
-    with pytest.raises(UserError) as info:
-        probe_in_child(path)
-    assert str(info.value).startswith(f"{path}: crashed the TFLite interpreter in a child process (signal 6, SIGABRT)")
-    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=r"operator \d+ \(ADD\): output multiplier .* outside \[0, 1\)"):
+        check_tflite_file(path)
+    with UnvalidatedChild() as unvalidated:
+        result = unvalidated.run(path)
+    assert result.status == "crashed" and result.signal == 6, result
+    assert result.message.startswith(f"{path}: crashed the TFLite interpreter in a child process (signal 6, SIGABRT)")
+    assert "\n" not in result.message
 
 
-def test_load_model_probes_files_without_a_manifest(tmp_path, monkeypatch):
+def test_load_model_probes_every_file_its_manifest_does_not_vouch_for(tmp_path, monkeypatch):
+    """Trust by bytes: only a file whose bytes hash to its manifest's sha256 skips the probe."""
     calls = []
-    monkeypatch.setattr(interpreter, "probe_in_child", lambda path, **kw: calls.append(Path(path)))
+    monkeypatch.setattr(loader, "probe_in_child", lambda path, **kw: calls.append(Path(path)))
     bare = tmp_path / "bare.tflite"
     shutil.copy(INT8_MODEL, bare)
     load_model(bare)
     made_here = tmp_path / "made.tflite"
     shutil.copy(INT8_MODEL, made_here)
     shutil.copy(manifest_path(INT8_MODEL), manifest_path(made_here))
-    load_model(made_here)
+    load_model(made_here)  # the shipped manifest records these bytes' hash: no probe
     load_model(made_here, probe=True)
-    assert calls == [bare, made_here]
+    other = tmp_path / "other.tflite"  # the int4 model beside a copy of the int8 one's manifest (same input)
+    shutil.copy(INT4_MODEL, other)
+    shutil.copy(manifest_path(INT8_MODEL), manifest_path(other))
+    load_model(other)
+    unhashed = tmp_path / "unhashed.tflite"
+    shutil.copy(INT8_MODEL, unhashed)
+    manifest = json.loads(manifest_path(INT8_MODEL).read_text())
+    del manifest["sha256"]
+    manifest_path(unhashed).write_text(json.dumps(manifest))
+    load_model(unhashed)
+    assert calls == [bare, made_here, other, unhashed]
 
 
 def test_load_model_refuses_a_model_that_crashes_its_probe(tmp_path, monkeypatch):
-    from tfdefakeq.runtime import validate
-
-    monkeypatch.setattr(validate, "ChildProbe", SegfaultingChild)
+    monkeypatch.setattr(probe_module, "ChildProbe", SegfaultingChild)
     bare = tmp_path / "bare.tflite"
     shutil.copy(INT8_MODEL, bare)
     with pytest.raises(UserError, match=re.escape(f"{bare}: crashed the TFLite interpreter")):
         load_model(bare)
+
+
+MEAN, FULLY_CONNECTED = 40, 9
+
+
+def _scale(model, tensor: int, factor: float) -> None:
+    model.subgraphs[0].tensors[tensor].quantization.scale[:] *= factor
+
+
+@pytest.mark.parametrize("edit, message", [
+    # a conv output 1e6 times finer: input x weight / output >= 256, which XNNPACK's qs8 conv refuses
+    (lambda m: _scale(m, first_op(m, CONV_2D).outputs[0], 1e-6), r"\(CONV_2D\): requantization scale .* outside \[2\.32831e-10, 256\)"),
+    # the classifier's weights 1e-9 times smaller: below XNNPACK's 2^-32
+    (lambda m: _scale(m, first_op(m, FULLY_CONNECTED).inputs[1], 1e-9), r"\(FULLY_CONNECTED\): requantization scale"),
+    # a MEAN input 2^32 times coarser than its output: QuantizeMultiplier's shift would exceed 31
+    (lambda m: _scale(m, first_op(m, MEAN).outputs[0], 2.0**-33), r"\(MEAN\): input 0 / output scale ratio .* outside \[0, 2\.14748e\+09\)"),
+], ids=["conv", "fully_connected", "mean"])
+def test_requantization_multipliers_outside_the_kernels_range_are_named(tmp_path, edit, message):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(rewritten(edit))
+    with pytest.raises(UserError, match=message):
+        check_tflite_file(path)
+
+
+def test_shipped_models_pass_every_requantization_rule():
+    for path in sorted(SHIPPED.glob("*.tflite")):
+        assert validate_flatbuffer(path.read_bytes(), str(path)).operators > 0

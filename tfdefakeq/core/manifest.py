@@ -36,7 +36,7 @@ class Preprocess:
 class Manifest:
     backbone: str
     input_shape: list[int]  # [height, width, channels]
-    format: str  # "keras" | "float32" | "int8" | "int4"
+    format: str  # "keras" | "float32" | "int8" | "int4" ("int4": packed weights, INT4 and, for 2-bit layers, INT2)
     scheme: str = "float"  # quantization scheme name, e.g. "tfmot_int8", "w4a8"
     preprocess: Preprocess = field(default_factory=Preprocess)
     weight_bits: dict[str, int] = field(default_factory=dict)  # layer name -> bits of its weights
@@ -46,6 +46,7 @@ class Manifest:
     train_generators: list[str] = field(default_factory=list)  # generators seen in training (empty: all)
     metrics: dict = field(default_factory=dict)
     size_bytes: int | None = None
+    sha256: str = ""  # hex SHA-256 of the .tflite's bytes: the runtime skips the child probe only when they match
     build_kwargs: dict = field(default_factory=dict)  # extra builder arguments (width, alpha)
     source: dict = field(default_factory=dict)  # weights from outside: {"file", "sha256", "format", ...} (tfdefakeq.port)
     versions: dict[str, str] = field(default_factory=dict)

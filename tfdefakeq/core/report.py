@@ -89,7 +89,7 @@ def record_measurements(tflite_path, rows: list[dict], bench: dict, dataset: str
     manifest.dataset = dataset
     manifest.metrics["test"] = {row["generator"]: {k: row[k] for k in ("ap", "auc", "acc", "real_acc", "fake_acc", "eer", "n")}
                                 for row in rows}
-    manifest.metrics["latency"] = {k: bench[k] for k in ("latency_ms_p50", "latency_ms_p90", "threads", "xnnpack", "int4",
+    manifest.metrics["latency"] = {k: bench[k] for k in ("latency_ms_p50", "latency_ms_p90", "threads", "xnnpack", "packed_weights",
                                                           "machine", "processor", "runtime_version")}
     manifest.save(manifest_path(tflite_path), overwrite=True)
 
@@ -125,6 +125,9 @@ def write_models_index(folder) -> Path:
         "`NAME.manifest.json`: preprocessing, bits per layer, per-generator metrics, Keras parity, versions and the\n"
         "command that made it. Latency: ai-edge-litert, 1 thread, XNNPACK, median of single-image invokes on "
         + ", ".join(machines) + ".\n\n"
+        "Each manifest records the SHA-256 of its model's bytes (`sha256`): the runtime opens a model without first\n"
+        "trying it in a child process only when the bytes match. `convert` writes it; for these files it was added by\n"
+        "`python tflite_models/record_hashes.py` (`--check` verifies it; CI runs the check in tests/runtime/test_trust.py).\n\n"
         "Run one on a device with only `pip install tfdefakeq[edge]`:\n\n"
         "```bash\npython -m tfdefakeq.evaluate tflite_models/MODEL.tflite --data DATA --split test\n"
         "python -m tfdefakeq.bench tflite_models/MODEL.tflite --threads 1\n```\n\n"

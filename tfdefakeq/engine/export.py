@@ -79,16 +79,18 @@ def to_tflite(model, fmt: str, representative: np.ndarray | None = None) -> byte
     return converter.convert()
 
 
-def check_parity(keras_model, tflite_path, images_uint8: np.ndarray, preprocess, ptq: bool = False, label=None) -> dict:
+def check_parity(keras_model, tflite_path, images_uint8: np.ndarray, preprocess, ptq: bool = False, label=None,
+                 sha256: str | None = None) -> dict:
     """Runs the .tflite in the runtime and compares its logits with the Keras model's.
 
     Returns max |logit difference| (and in output LSB for quantized models) and the share of equal
     decisions at 0.5. Raises ParityError (naming `label`, default the path) when they disagree
     beyond rounding; `ptq` (a float Keras model quantized after training) allows a relative error.
+    `sha256`: the hash of the bytes the caller wrote (opened without the child probe when the file has it).
     """
-    from tfdefakeq.runtime.interpreter import TFLiteModel
+    from tfdefakeq.runtime.loader import open_model
 
-    tfl = TFLiteModel(tflite_path)
+    tfl = open_model(tflite_path, expected_sha256=sha256)
     x = preprocess.apply(images_uint8)
     keras_logits = keras_model.predict(x, verbose=0, batch_size=32).reshape(-1)
     tfl_logits = tfl.predict_logits(images_uint8, preprocess).reshape(-1)
@@ -165,6 +167,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
 
     from tfdefakeq.core.fileio import check_writable, json_bytes, publish_together, stage_bytes
     from tfdefakeq.core.manifest import command_line, manifest_path, versions
+    from tfdefakeq.runtime.loader import sha256_hex
     from tfdefakeq.runtime.modelinfo import read_model_info
 
     from tfdefakeq.quant.calibrate import snap_biases
@@ -186,7 +189,8 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
             raise UserError(f"{out_path}: the converter stored no INT4 tensors; refusing to call this model int4")
         ptq = manifest.scheme == "float" and fmt != "float32"
         try:
-            parity = check_parity(model, staged, calib_uint8, manifest.preprocess, ptq=ptq, label=out_path)
+            parity = check_parity(model, staged, calib_uint8, manifest.preprocess, ptq=ptq, label=out_path,
+                                  sha256=sha256_hex(flatbuffer))
         except ParityError as e:
             parity = {**e.result, "error": str(e)}
             if not ptq and fmt != "float32":
@@ -210,6 +214,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         weight_bits=bits,
         activation_bits=None if fmt == "float32" else 8,
         size_bytes=len(flatbuffer),
+        sha256=sha256_hex(flatbuffer),
         metrics={"parity": parity, "weight_bytes_by_type": dict(info.weight_bytes), "ops": dict(info.op_counts)},
         versions=versions(),
         command=command_line(),

@@ -21,7 +21,6 @@ the other is reported unmatched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -143,17 +142,13 @@ def _interpreter(tflite_path, use_xnnpack: bool = False):
     intermediate tensor can be read after invoke: the plain builtin kernels with all tensors
     preserved, or (`use_xnnpack`) XNNPACK, what check_parity runs, with every op output made a
     graph output. Returns (interpreter, content)."""
-    from tfdefakeq.runtime.interpreter import (
-        _unpacked_content,
-        check_tflite_file,
-        find_runtime,
-    )
+    from tfdefakeq.runtime.interpreter import find_runtime
+    from tfdefakeq.runtime.loader import admit_model
+    from tfdefakeq.runtime.unpack import unpacked_content
 
-    check_tflite_file(tflite_path)
+    data = admit_model(tflite_path, use_xnnpack=use_xnnpack).data  # validated, and probed unless trusted
     runtime = find_runtime()
-    content, _ = _unpacked_content(tflite_path)
-    if content is None:
-        content = Path(tflite_path).read_bytes()
+    content = unpacked_content(data)[0] or data
     kwargs = {"num_threads": 1}
     if use_xnnpack:
         content = _expose_all_tensors(content)

@@ -226,6 +226,10 @@ def check_model(path) -> EdgeTpuReport:
                 check.problems.append(f"{t.type} tensor {t.name!r} (needs int8/uint8)")
             if not t.is_constant and len(t.shape) > 3 and any(d > 1 for d in t.shape[:-3]):
                 check.problems.append(f"tensor {t.name!r} {t.shape}: a dimension before the 3 innermost exceeds 1")
+        if "unreadable" in op.options and op.name in (*NO_FUSED_ACTIVATION, "CONV_2D", "DEPTHWISE_CONV_2D",
+                                                       "FULLY_CONNECTED"):
+            check.problems.append(f"its options could not be read ({op.options['unreadable']}): fused activation, "
+                                  "dilation and weights format unknown")
         if op.name in NO_FUSED_ACTIVATION and op.options.get("fused_activation", "NONE") != "NONE":
             check.problems.append(f"fused {op.options['fused_activation']}")
         if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D") and op.options.get("dilation_h", 1) != op.options.get("dilation_w", 1):

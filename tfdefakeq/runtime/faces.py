@@ -156,7 +156,7 @@ class FaceDetector:
     """BlazeFace on our runtime: `detect(image) -> [Face]`, largest face via `largest(image)`."""
 
     def __init__(self, model_path=None, kind: str = "short", num_threads: int = 1, min_score: float = MIN_SCORE):
-        from tfdefakeq.runtime.interpreter import load_interpreter
+        from tfdefakeq.runtime.loader import load_interpreter
 
         path = Path(model_path) if model_path else find_face_model(kind)
         self.path = path

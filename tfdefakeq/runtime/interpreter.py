@@ -7,11 +7,16 @@ Every detector made by `tfdefakeq.convert` has one input (1, H, W, 3) and one ou
 a LOGIT (no sigmoid in the graph): `predict_logits` returns it dequantized, `predict_proba` returns
 `sigmoid(logit)`, the probability that the image is fake.
 
-    >>> model, manifest = load_model("tflite_models/resnet18_int8.tflite")   # doctest: +SKIP
+A user's file is opened through `tfdefakeq.runtime.loader` (`load_model`, `open_model`), which
+validates it, hashes it and, unless its bytes match its manifest's SHA-256, first runs it in a child
+process. This module only turns bytes already checked into an interpreter (`open_interpreter`) and
+wraps it (`TFLiteModel`):
+
+    >>> model, manifest = load_model("tflite_models/resnet18_64_int8.tflite")   # doctest: +SKIP
     >>> model.predict_proba(load_images(paths, model.image_size), manifest.preprocess)  # doctest: +SKIP
 
 A model with packed INT4 (or INT2) weights is unpacked to INT8 in memory before the interpreter
-sees it (`unpack_int4=True`, the default; see `tfdefakeq.runtime.unpack`): XNNPACK has no INT4
+sees it (`unpack_packed=True`, the default; see `tfdefakeq.runtime.unpack`): XNNPACK has no INT4
 convolution, so the packed model would run 4-5x slower. The file on disk stays packed.
 """
 
@@ -27,10 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tfdefakeq.core.errors import UserError
-from tfdefakeq.core.manifest import Manifest, manifest_path
-from tfdefakeq.runtime.validate import probe_in_child, validate_flatbuffer
-
-MAX_FLATBUFFER_BYTES = 2**31 - 1  # flatbuffer offsets are 32-bit signed
+from tfdefakeq.runtime.validate import check_tflite_file, read_tflite  # noqa: F401 - check_tflite_file re-exported
 
 
 @dataclass(frozen=True)
@@ -90,56 +92,33 @@ def _dist_version(dist: str, module: str) -> str:
         return str(getattr(sys.modules.get(module), "__version__", "unknown"))
 
 
-def check_tflite_file(path) -> int:
-    """Checks that `path` is a TFLite model an interpreter can parse without crashing, before one does.
-
-    Returns the size in bytes. Raises UserError naming the file when it is missing, unreadable or over
-    2 GiB, and when `tfdefakeq.runtime.validate.validate_flatbuffer` finds it is not a sound TFLite
-    flatbuffer (no `TFL3` identifier, offsets outside the file, indices out of range, shapes that do
-    not match the weights, ...). A few ms for the shipped models.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if not path.is_file():
-        raise UserError(f"{path}: not a file")
-    size = path.stat().st_size
-    if size > MAX_FLATBUFFER_BYTES:
-        raise UserError(f"{path}: not a TFLite flatbuffer ({size} bytes, over the 2 GiB flatbuffer limit)")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror or e})") from e
-    validate_flatbuffer(data, str(path))
-    return size
-
-
-def load_interpreter(path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True):
-    """Validates `path` and returns an allocated interpreter (ai_edge_litert, else tflite_runtime).
-
-    `use_xnnpack=False` selects `BUILTIN_WITHOUT_DEFAULT_DELEGATES` (the plain builtin kernels).
-    `unpack_int4=True` hands the interpreter the model with packed INT4/INT2 weights unpacked to
-    INT8 (same outputs, int8 speed); False loads the file as it is.
-    Raises UserError naming the file when it is not a loadable TFLite model.
-    """
-    return _load(path, num_threads, use_xnnpack, unpack_int4).interpreter
-
-
 @dataclass
-class _Loaded:
+class LoadedInterpreter:
+    """An allocated interpreter and what it took to make it."""
+
     interpreter: object
     runtime: Runtime
-    size_bytes: int  # of the file on disk
+    size_bytes: int  # of the model as stored (packed)
     init_ms: float  # unpacking (if any) + interpreter construction + allocate_tensors
     unpack_ms: float  # part of init_ms spent unpacking INT4/INT2 weights (0 when nothing was unpacked)
     unpacked_tensors: int  # tensors handed to the interpreter as INT8 instead of INT4/INT2
-    content: bytes | None  # the bytes given as model_content (kept alive with the interpreter)
+    content: bytes  # the bytes given as model_content (kept alive with the interpreter)
 
 
-def _load(path, num_threads: int, use_xnnpack: bool, unpack_int4: bool = True) -> _Loaded:
+def open_interpreter(data: bytes, label, num_threads: int = 1, use_xnnpack: bool = True,
+                     unpack_packed: bool = True) -> LoadedInterpreter:
+    """An allocated interpreter on `data`, the bytes of a model ALREADY checked by
+    `validate.validate_flatbuffer` (and, for a user's file, admitted by `tfdefakeq.runtime.loader`).
+
+    `use_xnnpack=False` selects `BUILTIN_WITHOUT_DEFAULT_DELEGATES` (the plain builtin kernels).
+    `unpack_packed=True` hands the interpreter the model with packed INT4/INT2 weights unpacked to
+    INT8 (same integer arithmetic, int8 speed); False gives it `data` as it is.
+    Raises UserError naming `label` when the interpreter refuses the model.
+    """
+    from tfdefakeq.runtime.unpack import unpacked_content
+
     if num_threads < 1:
         raise UserError(f"--threads must be >= 1, got {num_threads}")
-    size = check_tflite_file(path)
     runtime = find_runtime()
     kwargs = {"num_threads": int(num_threads)}
     if not use_xnnpack:
@@ -147,46 +126,24 @@ def _load(path, num_threads: int, use_xnnpack: bool, unpack_int4: bool = True) -
             raise UserError(f"{runtime.name} {runtime.version} cannot disable XNNPACK (no OpResolverType)")
         kwargs["experimental_op_resolver_type"] = runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     start = time.perf_counter()
-    content, unpacked, unpack_ms = None, 0, 0.0
-    if unpack_int4:
-        content, unpacked = _unpacked_content(path)
-        unpack_ms = (time.perf_counter() - start) * 1e3 if unpacked else 0.0
-    if content is not None:
-        kwargs["model_content"] = content
-    else:
-        kwargs["model_path"] = str(path)
+    content, unpacked, unpack_ms = bytes(data), 0, 0.0
+    if unpack_packed:
+        try:
+            unpacked_bytes, unpacked = unpacked_content(content)
+        except UserError as e:
+            raise UserError(f"{label}: {e}") from e
+        if unpacked_bytes is not None:
+            content = unpacked_bytes
+            unpack_ms = (time.perf_counter() - start) * 1e3
     try:
-        interpreter = runtime.interpreter_class(**kwargs)
+        interpreter = runtime.interpreter_class(model_content=content, **kwargs)
         interpreter.allocate_tensors()
     except ValueError as e:
-        raise UserError(f"{path}: not a TFLite flatbuffer ({runtime.name}: {_one_line(e)})") from e
+        raise UserError(f"{label}: not a TFLite flatbuffer ({runtime.name}: {_one_line(e)})") from e
     except RuntimeError as e:
-        raise UserError(f"{path}: {runtime.name} cannot load this model ({_one_line(e)})") from e
+        raise UserError(f"{label}: {runtime.name} cannot load this model ({_one_line(e)})") from e
     init_ms = (time.perf_counter() - start) * 1e3
-    return _Loaded(interpreter, runtime, size, init_ms, unpack_ms, unpacked, content)
-
-
-def _unpacked_content(path) -> tuple[bytes | None, int]:
-    """(INT8-unpacked flatbuffer, tensors unpacked), or (None, 0) when `path` has no packed weights."""
-    from tfdefakeq.runtime import unpack
-
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror or e})") from e
-    try:
-        count = unpack.packed_tensor_count(data)
-    except unpack.UnpackError:
-        return None, 0  # damaged: the interpreter says how, in its own words
-    except UserError:  # no flatbuffer schema (tflite_runtime without ai-edge-litert): load the file as it is
-        return None, 0
-    if not count:
-        return None, 0
-    try:
-        content, report = unpack.unpack_model(data)
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from e
-    return (content, report.tensors) if report.tensors else (None, 0)
+    return LoadedInterpreter(interpreter, runtime, len(data), init_ms, unpack_ms, unpacked, content)
 
 
 def _one_line(e: Exception) -> str:
@@ -207,20 +164,28 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class TFLiteModel:
     """A single-input, single-logit TFLite detector.
 
+    Opened on `data` (bytes validated and admitted by `tfdefakeq.runtime.loader`, which is how every
+    command opens a user's file) or, without `data`, on the file at `path` read and validated here but
+    NOT tried in a child process first: only for files this process made.
+
     Attributes: `path`, `interpreter`, `runtime` (Runtime), `size_bytes`, `init_ms` (interpreter
     construction + allocate_tensors, and unpacking when it happened), `num_threads`, `use_xnnpack`,
-    `unpack_int4`, `unpack_ms`, `unpacked_tensors` (INT4/INT2 tensors run as INT8), `input_shape` (1, H, W, 3),
+    `unpack_packed`, `unpack_ms`, `unpacked_tensors` (INT4/INT2 tensors run as INT8), `input_shape` (1, H, W, 3),
     `input_dtype` (np.float32 / np.int8 / np.uint8), `input_quant` and `output_quant`
     ((scale, zero_point); scale 0.0 means not quantized), `image_size` (H, W), `input_details` and
     `output_details` (the interpreter's tensor details).
     """
 
-    def __init__(self, path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True):
+    def __init__(self, path, num_threads: int = 1, use_xnnpack: bool = True, unpack_packed: bool = True,
+                 data: bytes | None = None):
         self.path = Path(path)
         self.num_threads = int(num_threads)
         self.use_xnnpack = bool(use_xnnpack)
-        self.unpack_int4 = bool(unpack_int4)
-        loaded = _load(path, num_threads, use_xnnpack, unpack_int4)
+        self.unpack_packed = bool(unpack_packed)
+        if num_threads < 1:
+            raise UserError(f"--threads must be >= 1, got {num_threads}")
+        loaded = open_interpreter(read_tflite(path) if data is None else data, path, num_threads, use_xnnpack,
+                                  unpack_packed)
         self.interpreter, self.runtime, self.size_bytes, self.init_ms = (
             loaded.interpreter, loaded.runtime, loaded.size_bytes, loaded.init_ms)
         self.unpack_ms, self.unpacked_tensors = loaded.unpack_ms, loaded.unpacked_tensors
@@ -307,43 +272,6 @@ class TFLiteModel:
 def _quant(details: dict) -> tuple[float, int]:
     scale, zero_point = details.get("quantization", (0.0, 0))
     return float(scale), int(zero_point)
-
-
-def load_model(path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True,
-               probe: bool | None = None) -> tuple[TFLiteModel, Manifest]:
-    """Loads `path` and its sidecar manifest (`NAME.manifest.json`) -> (TFLiteModel, Manifest).
-
-    Without a sidecar, warns on stderr and uses Manifest defaults (normalisation (x - 127.5) / 127.5)
-    with the input shape read from the model. Raises UserError when the manifest's input shape
-    disagrees with the model's.
-    `probe=True` first loads and invokes the model once in a child process (`validate.probe_in_child`,
-    ~0.4 s), so that a file which passes validation yet crashes the interpreter raises UserError instead
-    of killing this process; None (the default) probes files without a sidecar, which tfdefakeq did not make.
-    """
-    sidecar = manifest_path(path)
-    if probe or (probe is None and not sidecar.exists()):
-        probe_in_child(path, num_threads=num_threads, use_xnnpack=use_xnnpack, unpack_int4=unpack_int4)
-    model = TFLiteModel(path, num_threads=num_threads, use_xnnpack=use_xnnpack, unpack_int4=unpack_int4)
-    model_hwc = list(model.input_shape[1:])
-    if sidecar.exists():
-        try:
-            manifest = Manifest.load(sidecar)
-            manifest_hwc = [int(d) for d in manifest.input_shape]
-        except (TypeError, ValueError, AttributeError) as e:  # JSON of the wrong shape
-            raise UserError(f"{sidecar}: not a valid manifest ({_one_line(e)})") from e
-        if manifest_hwc != model_hwc:
-            raise UserError(
-                f"{sidecar}: input_shape {list(manifest.input_shape)} does not match the model's {model_hwc}"
-            )
-    else:
-        fmt = "float32" if model.input_dtype is np.float32 else "int8"
-        manifest = Manifest(backbone="unknown", input_shape=model_hwc, format=fmt, scheme="unknown")
-        print(
-            f"tfdefakeq: warning: {sidecar} not found; using default preprocessing "
-            f"(x - {manifest.preprocess.mean}) / {manifest.preprocess.std}",
-            file=sys.stderr,
-        )
-    return model, manifest
 
 
 def machine_info() -> dict[str, str]:

@@ -30,6 +30,7 @@ import numpy as np
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.core.fileio import write_atomic
 from tfdefakeq.runtime.interpreter import TFLiteModel, machine_info
+from tfdefakeq.runtime.loader import admit_model, open_model
 
 BENCH_COLUMNS = [
     "date",
@@ -38,7 +39,7 @@ BENCH_COLUMNS = [
     "size_bytes",
     "macs",
     "input_dtype",
-    "int4",
+    "packed_weights",
     "unpacked_tensors",
     "threads",
     "xnnpack",
@@ -62,7 +63,7 @@ BENCH_COLUMNS = [
     "system",
     "python",
 ]
-INT4_MODES = ("unpacked", "packed")
+PACKED_MODES = ("unpacked", "packed")
 
 
 def random_input(model: TFLiteModel, seed: int = 0) -> np.ndarray:
@@ -129,13 +130,13 @@ def bench_model(
     runs: int = 100,
     use_xnnpack: bool = True,
     seed: int = 0,
-    unpack_int4: bool = True,
+    unpack_packed: bool = True,
     device: str = "",
     keep_model: bool = False,
 ) -> dict:
     """Times single-image invokes of `path`. Returns a dict with the keys of BENCH_COLUMNS.
 
-    `unpack_int4`: run INT4 weights unpacked to INT8 (default) or packed as stored; `int4` in the
+    `unpack_packed`: run packed INT4/INT2 weights unpacked to INT8 (default) or as stored; `packed_weights` in the
     result is "unpacked"/"packed" for a model with packed weights and "" otherwise. With
     `keep_model`, the loaded TFLiteModel is returned under the extra key "_model".
     """
@@ -149,7 +150,7 @@ def bench_model(
         raise UserError(f"--threads must be >= 1, got {threads}")
     memory = PeakMemory()
     memory.start()
-    model = TFLiteModel(path, num_threads=threads, use_xnnpack=use_xnnpack, unpack_int4=unpack_int4)
+    model = open_model(path, num_threads=threads, use_xnnpack=use_xnnpack, unpack_packed=unpack_packed)
     info = read_model_info(path)
     packed = info.tensor_types.get("INT4", 0) + info.tensor_types.get("INT2", 0)
     interpreter = model.interpreter
@@ -171,7 +172,7 @@ def bench_model(
         "size_bytes": model.size_bytes,
         "macs": info.macs,
         "input_dtype": np.dtype(model.input_dtype).name,
-        "int4": ("unpacked" if model.unpacked_tensors else "packed") if packed else "",
+        "packed_weights": ("unpacked" if model.unpacked_tensors else "packed") if packed else "",
         "unpacked_tensors": model.unpacked_tensors,
         "threads": int(threads),
         "xnnpack": bool(use_xnnpack),
@@ -200,15 +201,15 @@ def bench_model(
     return result
 
 
-def profile_model(path, threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True,
+def profile_model(path, threads: int = 1, use_xnnpack: bool = True, unpack_packed: bool = True,
                   warmup: int = 3, runs: int = 20, seed: int = 0) -> list[dict]:
     """Per-op isolated timings of `path` under the same settings as `bench_model` (see runtime.profile)."""
     from tfdefakeq.runtime.interpreter import find_runtime
     from tfdefakeq.runtime.profile import profile_ops
     from tfdefakeq.runtime.unpack import unpack_model
 
-    data = Path(path).read_bytes()
-    if unpack_int4:
+    data = admit_model(path, num_threads=threads, use_xnnpack=use_xnnpack, unpack_packed=unpack_packed).data
+    if unpack_packed:
         data = unpack_model(data)[0]
     runtime = find_runtime()
     kwargs = {"num_threads": int(threads)}
@@ -220,17 +221,17 @@ def profile_model(path, threads: int = 1, use_xnnpack: bool = True, unpack_int4:
 def format_result(result: dict) -> str:
     """A few human lines: model, runtime, machine, init, latency, throughput and memory."""
     xnn = "on" if result["xnnpack"] else "off"
-    int4 = ""
-    if result.get("int4") == "unpacked":
-        int4 = f", INT4 unpacked to INT8 at load ({result['unpacked_tensors']} tensors, {result['unpack_ms']:.1f} ms)"
-    elif result.get("int4") == "packed":
-        int4 = ", INT4 weights run packed"
+    packed = ""
+    if result.get("packed_weights") == "unpacked":
+        packed = f", packed weights unpacked to INT8 at load ({result['unpacked_tensors']} tensors, {result['unpack_ms']:.1f} ms)"
+    elif result.get("packed_weights") == "packed":
+        packed = ", packed weights run as stored"
     device = f" [{result['device']}]" if result.get("device") else ""
     return "\n".join(
         [
             f"model       {result['model']} ({result['size_bytes']:,} bytes, {result['input_dtype']} input, "
             f"{result['macs'] / 1e6:,.1f} MMAC)",
-            f"runtime     {result['runtime']} {result['runtime_version']}, {result['threads']} thread(s), XNNPACK {xnn}{int4}",
+            f"runtime     {result['runtime']} {result['runtime_version']}, {result['threads']} thread(s), XNNPACK {xnn}{packed}",
             f"machine     {result['machine']}, {result['processor']}{device}",
             f"init_ms     {result['init_ms']:.2f}",
             f"latency_ms  p50 {result['latency_ms_p50']:.4g}  p90 {result['latency_ms_p90']:.4g}  "

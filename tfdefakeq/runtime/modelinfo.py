@@ -186,14 +186,20 @@ _ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 
 
 
 def _options(schema, op) -> dict:
-    """The options an edge check needs (fused activation, strides, dilation, filter size), when set."""
+    """The options an edge check needs (fused activation, strides, dilation, filter size), when set.
+
+    An op without an options table has the schema defaults ({}). Options that are present but cannot
+    be read give {"unreadable": reason}: a check must then treat them as unknown, not as defaults.
+    """
     table = op.BuiltinOptions()
     if table is None:
         return {}
     try:
         opts = schema.BuiltinOptionsCreator(op.BuiltinOptionsType(), table)
-    except Exception:  # an options type this schema does not know
-        return {}
+    except Exception as e:  # noqa: BLE001 - an options type this schema does not know, or a damaged table
+        return {"unreadable": f"options type {op.BuiltinOptionsType()}: {type(e).__name__}: {' '.join(str(e).split())}"[:160]}
+    if opts is None:
+        return {"unreadable": f"options type {op.BuiltinOptionsType()} unknown to this schema"}
     out = {}
     for attr, key in (("fusedActivationFunction", "fused_activation"), ("strideH", "stride_h"), ("strideW", "stride_w"),
                       ("dilationHFactor", "dilation_h"), ("dilationWFactor", "dilation_w"),

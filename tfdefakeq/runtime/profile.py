@@ -112,6 +112,7 @@ def profile_ops(flatbuffer: bytes, interpreter_kwargs: dict, runtime, warmup: in
             "output_shape": "x".join(str(d) for d in info.tensors[op.outputs[0]].shape) if op.outputs else "",
             "macs": op.macs,
             "latency_ms_p50": None,
+            "not_timed": "",  # why the op could not be timed alone, when it could not
         }
         try:
             content = single_op_model(model_t, op.index, schema)
@@ -126,8 +127,8 @@ def profile_ops(flatbuffer: bytes, interpreter_kwargs: dict, runtime, warmup: in
                 interpreter.invoke()
                 times[i] = (time.perf_counter_ns() - start) / 1e6
             row["latency_ms_p50"] = float(np.median(times))
-        except Exception:  # noqa: BLE001 - an op we cannot isolate is reported, not fatal
-            pass
+        except Exception as e:  # noqa: BLE001 - an op we cannot isolate is reported with the reason, not fatal
+            row["not_timed"] = f"{type(e).__name__}: {' '.join(str(e).split())}"[:200]
         rows.append(row)
     total = sum(r["latency_ms_p50"] or 0.0 for r in rows)
     for r in rows:
@@ -157,4 +158,6 @@ def format_profile(rows: list[dict], whole_ms: float | None = None, top: int | N
         tail += f" ({missing} could not be isolated)"
     if whole_ms:
         tail += f"; whole-model p50 {whole_ms:.4f} ms"
-    return "\n".join(lines + [tail])
+    reasons = [f"  op {r['op_index']} {r['op']} not timed: {r.get('not_timed') or 'no reason recorded'}"
+               for r in rows if r["latency_ms_p50"] is None]
+    return "\n".join(lines + [tail] + reasons)

@@ -22,7 +22,8 @@ from tfdefakeq.data.folders import Sample, group_by_video, scan_dataset
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.core.fileio import check_writable, write_text_atomic
 from tfdefakeq.runtime.images import load_images
-from tfdefakeq.runtime.interpreter import TFLiteModel, load_model
+from tfdefakeq.runtime.interpreter import TFLiteModel
+from tfdefakeq.runtime.loader import load_model
 from tfdefakeq.runtime.metrics import SingleClassError, detection_metrics
 
 METRIC_COLUMNS = ["ap", "auc", "acc", "real_acc", "fake_acc", "eer"]
@@ -126,13 +127,13 @@ def evaluate_model(
     batch_callback: BatchCallback | None = None,
     threshold: float = 0.5,
     use_xnnpack: bool = True,
-    unpack_int4: bool = True,
+    unpack_packed: bool = True,
 ) -> tuple[list[dict], list[dict]]:
     """Runs `model_path` (with its sidecar manifest's preprocessing) over `data_root`[/split].
 
     Returns (rows, scores): rows as `evaluate_arrays`, scores as `scores_of`.
     """
-    model, manifest = load_model(model_path, num_threads=num_threads, use_xnnpack=use_xnnpack, unpack_int4=unpack_int4)
+    model, manifest = load_model(model_path, num_threads=num_threads, use_xnnpack=use_xnnpack, unpack_packed=unpack_packed)
     samples = scan_dataset(data_root, split=split)
     probs = predict_samples(model, manifest.preprocess, samples, batch_callback=batch_callback)
     videos = [s.video for s in samples] if any(s.video for s in samples) else None

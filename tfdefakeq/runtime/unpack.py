@@ -11,7 +11,7 @@ byte, lowest bits first) unpack the same way.
 Only the object API of the flatbuffer schema that ships in ai-edge-litert is used (plus numpy and
 the `flatbuffers` package ai-edge-litert depends on): no TensorFlow.
 
-    >>> content = int4_to_int8(Path("det_int4.tflite").read_bytes())      # doctest: +SKIP
+    >>> content = unpack_packed_weights(Path("det_int4.tflite").read_bytes())      # doctest: +SKIP
     >>> Interpreter(model_content=content)                                # doctest: +SKIP
 """
 
@@ -267,9 +267,26 @@ def _name(tensor) -> str:
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
 
-def int4_to_int8(flatbuffer) -> bytes:
-    """`flatbuffer` with every INT4 (and INT2) weight tensor stored as sign-extended INT8.
+def unpack_packed_weights(flatbuffer) -> bytes:
+    """`flatbuffer` with every packed (INT4 and INT2) weight tensor stored as sign-extended INT8.
 
-    The result computes bit-identical outputs and runs on XNNPACK's int8 kernels.
+    The result does the same integer arithmetic and runs on XNNPACK's int8 kernels.
     """
     return unpack_model(flatbuffer)[0]
+
+
+def unpacked_content(flatbuffer) -> tuple[bytes | None, int]:
+    """(`flatbuffer` with its packed weights unpacked to INT8, tensors unpacked), or (None, 0) when
+    it has no packed weights, or when it is damaged in a way the interpreter will name in its own words
+    (or no flatbuffer schema is installed: tflite_runtime alone). Raises UserError when it has packed
+    weights this module cannot rewrite."""
+    try:
+        count = packed_tensor_count(flatbuffer)
+    except UnpackError:
+        return None, 0
+    except UserError:  # no flatbuffer schema (tflite_runtime without ai-edge-litert): run it as it is
+        return None, 0
+    if not count:
+        return None, 0
+    content, report = unpack_model(flatbuffer)
+    return (content, report.tensors) if report.tensors else (None, 0)

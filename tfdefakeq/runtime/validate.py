@@ -1,44 +1,36 @@
-"""Untrusted `.tflite` files: checked before an interpreter parses them, and tried in a child process.
+"""Untrusted `.tflite` files: checked before an interpreter parses them.
 
 The TFLite interpreter is C++: a damaged or crafted flatbuffer can make it read out of bounds or
-trip a check, and that kills the whole process that loaded it. Two defences, neither needing
-TensorFlow:
+trip a check, and that kills the whole process that loaded it. `validate_flatbuffer(data, label)`
+walks the flatbuffer as a verifier does (every table, vtable, offset, vector and string inside the
+buffer and aligned) for the parts of the TFLite schema the interpreter reads, then checks what the
+schema cannot say: buffer, tensor, op-code and subgraph indices in range, shapes non-negative and
+matching the bytes of constant tensors (packed INT4 / INT2 counted as packed), quantization
+parameters sound (every scale a finite, normal, positive float32, every zero point inside its
+type), operators reading only tensors that hold a value and writing none twice nor any weights, no
+required input of an XNNPACK op omitted, and, per op type, every requantization the kernels derive
+from the scales of an op's tensors within what TFLite's `QuantizeMultiplier` and XNNPACK accept
+(`REQUANTIZATION_RULES`, each rule beside its check in `_check_requantization`). Pure python +
+numpy, a few ms for the shipped models (`benchmarks/results/reliability.md`). `read_tflite(path)`
+reads a file and runs it; `check_tflite_file(path)` too, returning the size.
 
-- `validate_flatbuffer(data, label)` walks the flatbuffer as a verifier does (every table, vtable,
-  offset, vector and string inside the buffer and aligned) for the parts of the TFLite schema the
-  interpreter reads, then checks what the schema cannot say: buffer, tensor, op-code and subgraph
-  indices in range, shapes non-negative and matching the bytes of constant tensors (packed INT4 /
-  INT2 counted as packed), quantization parameters consistent, operators reading only tensors that
-  hold a value and writing none twice nor any weights, no required input of an XNNPACK op omitted.
-  Pure python + numpy, ~3 ms for the shipped models. `interpreter.check_tflite_file` runs it on
-  every load. It checks tensors one at a time, not each kernel's preconditions across tensors (an
-  ADD whose output scale is ~2^19 times finer than an input's trips a TFLITE_CHECK and aborts).
-- `probe_in_child(path)` loads the model and invokes it once on zero inputs in a child process, so
-  that a file which passes validation yet still crashes the interpreter only kills the child; the
-  parent raises a one-line UserError. `load_model` probes files that come without a manifest.
+A file that passes can still crash the interpreter in ways no static check foresees: the loader
+(`tfdefakeq.runtime.loader`) opens it in a child process first (`tfdefakeq.runtime.probe`) unless its
+bytes hash to the SHA-256 its manifest records.
 
 What the fuzz campaign found the interpreter (ai-edge-litert 2.3.0) crashing on, all rejected here:
 a conv whose filter index is -1 (XNNPACK segfault), an op output or an activation's buffer index
 moved onto weights (abort, or segfault writing the read-only weights), an INT8 activation whose
-scale vector is emptied or zero (abort). See tests/runtime/test_fuzz.py, benchmarks/results/reliability.md.
+scale vector is emptied or zero (abort), an ADD input whose scale is 1e38 (abort: TFLITE_CHECK in
+QuantizeMultiplierSmallerThanOneExp). See tests/runtime/test_fuzz.py, benchmarks/results/reliability.md.
 
     >>> validate_flatbuffer(Path("det.tflite").read_bytes(), "det.tflite")   # doctest: +SKIP
-    >>> probe_in_child("downloaded.tflite")                                    # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import queue
-import signal
 import struct
-import subprocess
-import sys
-import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +43,8 @@ MIN_TFLITE_BYTES = 16  # root offset + identifier + the smallest possible root t
 TFLITE_SCHEMA_VERSION = 3  # the interpreter refuses any other Model.version
 MAX_TENSOR_BYTES = 2**31 - 1  # one tensor larger than a flatbuffer can be is a damaged shape
 MAX_NAME_CHARS = 60  # names quoted in messages are cut here (they can be long, or crafted)
+MAX_FLATBUFFER_BYTES = 2**31 - 1  # flatbuffer offsets are 32-bit signed
+FLOAT32_MIN_NORMAL = 2.0**-126  # XNNPACK's xnn_define_quantized_tensor refuses a scale that is not normal
 
 # Bits per element of each schema TensorType; None: variable size (STRING, RESOURCE, VARIANT).
 TENSOR_TYPES = {
@@ -61,7 +55,8 @@ TENSOR_TYPES = {
     19: ("INT2", 2), 20: ("UINT4", 4), 21: ("FLOAT8_E4M3FN", 8), 22: ("FLOAT8_E5M2", 8),
 }
 # Zero points an integer tensor can hold; quantized kernels index tables with them.
-ZERO_POINT_RANGE = {3: (0, 255), 7: (-32768, 32767), 9: (-128, 127), 17: (-8, 7), 19: (-2, 1), 20: (0, 15)}
+ZERO_POINT_RANGE = {3: (0, 255), 7: (-32768, 32767), 9: (-128, 127), 17: (-8, 7), 19: (-2, 1), 20: (0, 15),
+                    2: (-(2**31), 2**31 - 1), 16: (0, 65535), 15: (0, 2**32 - 1)}
 
 # Builtin ops the XNNPACK delegate (on by default) may take -> the inputs that may be omitted (-1).
 # The delegate reads every other input of these ops without checking for -1: a conv whose filter
@@ -297,6 +292,34 @@ class _Walker:
         return kind
 
 
+def read_tflite(path) -> bytes:
+    """The bytes of the `.tflite` at `path`, checked by `validate_flatbuffer`.
+
+    Raises UserError naming the file when it is missing, unreadable, over 2 GiB or not a sound
+    TFLite flatbuffer. The caller hands these same bytes to the interpreter (what was checked is
+    what runs, whatever happens to the file afterwards).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if not path.is_file():
+        raise UserError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size > MAX_FLATBUFFER_BYTES:
+        raise UserError(f"{path}: not a TFLite flatbuffer ({size} bytes, over the 2 GiB flatbuffer limit)")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from e
+    validate_flatbuffer(data, str(path))
+    return data
+
+
+def check_tflite_file(path) -> int:
+    """`read_tflite(path)`, returning the size in bytes: a fast first check of a user's file."""
+    return len(read_tflite(path))
+
+
 def validate_flatbuffer(data, label: str = "model") -> ModelSummary:
     """Checks that `data` (the bytes of a .tflite file) is a TFLite model the interpreter can parse safely.
 
@@ -414,6 +437,7 @@ def _check_subgraph(graph: dict, s: int, buffers: list[dict], codes: list[dict],
                 raise _Damaged(f"{what}: writes tensor {t}, {'a constant' if t in constants else 'already written'}")
             written.add(t)
             ready.add(t)
+        _check_requantization(max(code["deprecated_builtin_code"], code["builtin_code"]), op, tensors, what)
         custom_at, custom_bytes = op["large_custom_options_offset"], op["large_custom_options_size"]
         if custom_at > 1 and custom_at + custom_bytes > size:
             raise _Damaged(f"{what}: custom options run past the {size}-byte file")
@@ -450,9 +474,12 @@ def _check_tensor(tensor: dict, buffers: list[dict]) -> bool:
     zero_point = quant["zero_point"]
     if zero_point is None or len(zero_point) != len(scale):
         raise _Damaged(f"{len(scale)} scales but {0 if zero_point is None else len(zero_point)} zero points")
-    if not np.all(np.isfinite(scale)) or np.any(scale < 0) or (not stored and np.any(scale == 0)):
-        raise _Damaged(f"scale {float(scale[~np.isfinite(scale) | (scale <= 0)][0])} "
-                       f"not a finite positive number")
+    # every scale a finite, normal, positive float32: XNNPACK's xnn_define_quantized_tensor and
+    # xnn_define_channelwise_quantized_tensor refuse any other ("scale must be finite, normalized,
+    # and positive"); TFLite's QuantizeMultiplier turns inf / NaN into an undefined int64 cast
+    bad = ~np.isfinite(scale) | (scale < FLOAT32_MIN_NORMAL)
+    if np.any(bad):
+        raise _Damaged(f"scale {float(scale[bad][0])} not a finite positive number (a normal float32)")
     if len(scale) > 1:
         axis = quant["quantized_dimension"]
         if not 0 <= axis < len(shape) or shape[axis] != len(scale):
@@ -461,6 +488,105 @@ def _check_tensor(tensor: dict, buffers: list[dict]) -> bool:
     if zero_point.min() < low or zero_point.max() > high:
         raise _Damaged(f"zero point outside [{low}, {high}] for {type_name}")
     return stored > 0
+
+
+# --- requantization: what the kernels derive from the scales of an op's tensors ---------------
+
+ADD, SUB, MUL = 0, 41, 18
+UINT8, INT16 = 3, 7
+ACTIVATION_TYPES = (UINT8, INT8, INT16)  # the integer types quantized kernels run activations in
+# op code -> (activation input, weights input) of the ops that requantize an accumulator of
+# input x weights products (conv.cc, depthwise_conv.cc, fully_connected.cc, transpose_conv.cc)
+WEIGHTED_OPS = {3: (0, 1), 4: (0, 1), 9: (0, 1), 67: (2, 1)}
+ADD_LEFT_SHIFT = {UINT8: 20, INT8: 20, INT16: 15}  # add.cc / sub.cc: inputs shifted left before rescaling
+QUANTIZE_MULTIPLIER_MAX = 2.0**31  # QuantizeMultiplier: m = q * 2^shift, q in [0.5, 1); shift <= 31
+XNNPACK_CONV_SCALE = (2.0**-32, 256.0)  # xnn_init_qs8/qu8_conv_minmax params: scale in [2^-32, 256)
+XNNPACK_ADD_RATIO = (2.0**-10, 256.0)  # xnn_create_add_nd_qs8/qu8: input-to-output scale ratio in [2^-10, 2^8)
+XNNPACK_MUL_RATIO = (2.0**-16, 256.0)  # xnn_create_multiply_nd_qs8/qu8: product-to-output ratio in [2^-16, 2^8)
+REQUANTIZATION_RULES = {
+    "CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / TRANSPOSE_CONV":
+        "per output channel, input scale x weight scale / output scale in [2^-32, 256) (XNNPACK's conv "
+        "requantization; TFLite's GetQuantizedConvolutionMultipler + QuantizeMultiplier take any finite value)",
+    "ADD / SUB": "2 x max(input scales) < 2^20 x output scale (2^15 for INT16): TFLite's "
+                 "QuantizeMultiplierSmallerThanOneExp aborts otherwise; 8-bit: each input / output scale in "
+                 "[2^-10, 2^8) (XNNPACK add / subtract)",
+    "MUL": "input scale x input scale / output scale < 2^31 (QuantizeMultiplier); 8-bit: in [2^-16, 2^8) (XNNPACK)",
+    "any other op": "each quantized activation input's scale / the output's scale < 2^31 (QuantizeMultiplier)",
+}
+
+
+def _activation_scales(tensor: dict) -> np.ndarray | None:
+    """The scales of a quantized 8/16-bit tensor (float64), None when it is not one."""
+    quant = tensor["quantization"]
+    if tensor["type"] not in ACTIVATION_TYPES or quant is None or quant["scale"] is None or not len(quant["scale"]):
+        return None
+    return quant["scale"].astype(np.float64)
+
+
+def _check_requantization(code: int, op: dict, tensors: list[dict], what: str) -> None:
+    """Per op type, the requantization multipliers the kernels compute from the scales must be ones
+    they accept (REQUANTIZATION_RULES); the scales themselves were checked with their tensors."""
+    inputs = [] if op["inputs"] is None else op["inputs"].tolist()
+    outputs = [] if op["outputs"] is None else op["outputs"].tolist()
+    if not outputs or outputs[0] < 0:
+        return
+    out_tensor = tensors[outputs[0]]
+    out = _activation_scales(out_tensor)
+    if out is None:
+        return
+    eight_bit = out_tensor["type"] in (UINT8, INT8)
+
+    def scales(k):
+        return _activation_scales(tensors[inputs[k]]) if k < len(inputs) and inputs[k] >= 0 else None
+
+    def bad(name: str, values: np.ndarray, low: float, high: float, source: str) -> None:
+        outside = values[(values < low) | (values >= high) | ~np.isfinite(values)]
+        if outside.size:
+            raise _Damaged(f"{what}: {name} {float(outside[0]):.6g} outside [{low:.6g}, {high:.6g}), "
+                           f"which {source} accepts")
+
+    if code in WEIGHTED_OPS:
+        a, w = WEIGHTED_OPS[code]
+        x, weights = scales(a), scales(w)
+        if x is None or weights is None:
+            return  # float or hybrid op: no integer requantization
+        # per channel: input scale x weight scale / output scale (GetQuantizedConvolutionMultipler,
+        # PopulateConvolutionQuantizationParams); XNNPACK's qs8 conv refuses >= 256 and asserts >= 2^-32
+        multipliers = np.concatenate([x.min() * weights / out.max(), x.max() * weights / out.min()])
+        high = XNNPACK_CONV_SCALE[1] if eight_bit else QUANTIZE_MULTIPLIER_MAX
+        bad("requantization scale (input x weight / output)", multipliers, XNNPACK_CONV_SCALE[0] if eight_bit else 0.0,
+            high, "XNNPACK" if eight_bit else "QuantizeMultiplier")
+        return
+    if code in (ADD, SUB):
+        ins = [sc for sc in (scales(0), scales(1)) if sc is not None]
+        if len(ins) != 2:
+            return
+        # add.cc / sub.cc Prepare: real_output_multiplier = 2 max(s1, s2) / (2^left_shift x s_out) goes through
+        # QuantizeMultiplierSmallerThanOneExp, whose TFLITE_CHECK_LT(multiplier, 1) aborts the process
+        shift = ADD_LEFT_SHIFT.get(out_tensor["type"], 20)
+        largest = max(float(ins[0].max()), float(ins[1].max()))
+        bad("output multiplier (2 x max input scale / (2^%d x output scale))" % shift,
+            np.array([2 * largest / (2.0**shift * float(out.min()))]), 0.0, 1.0, "TFLite's add/sub kernel")
+        if eight_bit:  # XNNPACK add / subtract: each input-to-output scale ratio in [2^-10, 2^8)
+            ratios = np.concatenate([ins[0] / out.min(), ins[0] / out.max(), ins[1] / out.min(), ins[1] / out.max()])
+            bad("input / output scale ratio", ratios, *XNNPACK_ADD_RATIO, "XNNPACK")
+        return
+    if code == MUL:
+        ins = [sc for sc in (scales(0), scales(1)) if sc is not None]
+        if len(ins) != 2:
+            return
+        # mul.cc: real_multiplier = s1 s2 / s_out through QuantizeMultiplier; XNNPACK multiply: [2^-16, 2^8)
+        products = np.array([ins[0].max() * ins[1].max() / out.min(), ins[0].min() * ins[1].min() / out.max()])
+        low, high = XNNPACK_MUL_RATIO if eight_bit else (0.0, QUANTIZE_MULTIPLIER_MAX)
+        bad("product / output scale ratio", products, low, high, "XNNPACK" if eight_bit else "QuantizeMultiplier")
+        return
+    # any other op that rescales (MEAN, SUM, CONCATENATION, QUANTIZE, pooling, PAD, ...): the multiplier
+    # input scale / output scale goes through QuantizeMultiplier, whose shift must stay <= 31
+    for k in range(len(inputs)):
+        sc = scales(k)  # None for an omitted input and for tensors that are not quantized 8/16-bit
+        if sc is not None:
+            bad(f"input {k} / output scale ratio", np.array([sc.max() / out.min()]), 0.0, QUANTIZE_MULTIPLIER_MAX,
+                "QuantizeMultiplier")
 
 
 def _check_indices(indices, n: int, what: str, optional: bool = False) -> None:
@@ -479,176 +605,3 @@ def _quote(name) -> str:
     text = (name or b"").decode("utf-8", "replace")
     text = "".join(c if c.isprintable() else "?" for c in text)
     return repr(text if len(text) <= MAX_NAME_CHARS else text[: MAX_NAME_CHARS - 3] + "...")
-
-
-# --- the child-process probe ---------------------------------------------------------------------
-
-
-@dataclass
-class ProbeResult:
-    """What loading and invoking a model in a child process did."""
-
-    status: str  # "ok" | "error" (a UserError in the child) | "crashed" (the child died) | "timeout"
-    message: str = ""  # one line naming the file; "" when ok
-    signal: int | None = None  # the signal that ended the child, when it crashed
-    seconds: float = 0.0  # wall time of the request, the child's start included when it started for it
-
-
-class ChildProbe:
-    """A child python that loads models and invokes them once on zero inputs, one request at a time.
-
-    The child outlives requests (one start, ~0.3 s, for many models) and is restarted after a crash or
-    a timeout. `memory_limit_bytes` caps the child's address space, so that a shape that asks for
-    terabytes fails there instead of swapping the machine.
-
-        >>> with ChildProbe() as probe:                          # doctest: +SKIP
-        ...     probe.run("a.tflite").status                     # "ok"
-    """
-
-    # what the child runs ({limit}: memory_limit_bytes); a test swaps in a child that crashes
-    child_code = "from tfdefakeq.runtime.validate import _serve; _serve({limit!r})"
-
-    def __init__(self, timeout_s: float = 120.0, memory_limit_bytes: int | None = None):
-        self.timeout_s = float(timeout_s)
-        self.memory_limit_bytes = memory_limit_bytes
-        self.starts = 0  # children started so far
-        self._proc = None
-
-    def __enter__(self) -> ChildProbe:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def run(self, path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True) -> ProbeResult:
-        start = time.perf_counter()
-        if self._proc is None or self._proc.poll() is not None:
-            self._start()
-        request = {"path": str(path), "num_threads": num_threads, "use_xnnpack": use_xnnpack,
-                   "unpack_int4": unpack_int4}
-        try:
-            self._proc.stdin.write((json.dumps(request) + "\n").encode())
-            self._proc.stdin.flush()
-            reply = self._replies.get(timeout=self.timeout_s)
-        except queue.Empty:
-            self._stop()
-            return ProbeResult("timeout", f"{path}: loading and running the model took over {self.timeout_s:g} s "
-                               "(child process stopped)", seconds=time.perf_counter() - start)
-        except (BrokenPipeError, OSError):
-            reply = None  # the child died before reading the request
-        seconds = time.perf_counter() - start
-        if reply is not None:
-            return ProbeResult(reply["status"], reply.get("message", ""), seconds=seconds)
-        try:
-            code = self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # it closed its replies but lives on: stop it
-            self._proc.kill()
-            code = self._proc.wait()
-        last = self._stderr_tail()
-        self._stop()
-        if code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else "unknown"
-            what = f"signal {-code}, {name}"
-        else:
-            what = f"exit code {code}"
-        return ProbeResult("crashed", f"{path}: crashed the TFLite interpreter in a child process ({what})"
-                           + (f": {last}" if last else ""), signal=-code if code < 0 else None, seconds=seconds)
-
-    def close(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            try:
-                self._proc.stdin.close()  # the child's loop ends at EOF
-                self._proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        self._stop()
-
-    def _start(self) -> None:
-        self._stop()
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
-        self._stderr = tempfile.TemporaryFile()
-        code = self.child_code.format(limit=self.memory_limit_bytes)
-        self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=self._stderr, env=env)
-        self.starts += 1
-        self._replies: queue.Queue = queue.Queue()
-        threading.Thread(target=_read_replies, args=(self._proc.stdout, self._replies), daemon=True).start()
-
-    def _stop(self) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.kill()
-            self._proc.wait()
-            for stream in (self._proc.stdin, self._proc.stdout):
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-            self._stderr.close()
-        self._proc = None
-
-    def _stderr_tail(self) -> str:
-        """The child's last stderr line (an abort message names the failed check), cut to one short line."""
-        self._stderr.seek(0, os.SEEK_END)
-        self._stderr.seek(max(0, self._stderr.tell() - 2000))
-        lines = [line.strip() for line in self._stderr.read().decode("utf-8", "replace").splitlines() if line.strip()]
-        return " ".join(lines[-1].split())[:200] if lines else ""
-
-
-def _read_replies(stream, replies: queue.Queue) -> None:
-    for line in stream:
-        try:
-            replies.put(json.loads(line))
-        except ValueError:  # not a reply (nothing else should write here): skip it
-            continue
-    replies.put(None)  # EOF: the child is gone
-
-
-def probe_in_child(path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True,
-                   timeout_s: float = 120.0) -> ProbeResult:
-    """Loads `path` and invokes it once on zero inputs in a child process; returns the ProbeResult.
-
-    Raises UserError naming the file when the model cannot be loaded or run there, and when the
-    child crashes ("... crashed the TFLite interpreter in a child process (signal 11, SIGSEGV)").
-    """
-    with ChildProbe(timeout_s=timeout_s) as probe:
-        result = probe.run(path, num_threads, use_xnnpack, unpack_int4)
-    if result.status != "ok":
-        raise UserError(result.message)
-    return result
-
-
-def _serve(memory_limit_bytes: int | None = None) -> None:
-    """The child's loop: one JSON request per stdin line, one JSON reply per line on the original stdout."""
-    replies = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # whatever the interpreter prints goes to stderr, never into the replies
-    sys.stdout = sys.stderr
-    if memory_limit_bytes:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
-    for line in sys.stdin:
-        request = json.loads(line)
-        replies.write(json.dumps(_load_and_invoke(**request)) + "\n")
-        replies.flush()
-
-
-def _load_and_invoke(path: str, num_threads: int, use_xnnpack: bool, unpack_int4: bool) -> dict:
-    from tfdefakeq.runtime.interpreter import _load, _one_line
-
-    loaded = None
-    try:
-        loaded = _load(path, num_threads, use_xnnpack, unpack_int4)
-        interpreter = loaded.interpreter
-        for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
-        interpreter.invoke()
-        for detail in interpreter.get_output_details():
-            interpreter.get_tensor(detail["index"])
-    except UserError as e:
-        return {"status": "error", "message": str(e)}
-    except Exception as e:  # noqa: BLE001 - the interpreter's own errors (RuntimeError, ValueError, MemoryError)
-        runtime = loaded.runtime.name if loaded is not None else "the interpreter"
-        return {"status": "error", "message": f"{path}: {runtime} cannot run this model ({_one_line(e)})"}
-    return {"status": "ok"}
