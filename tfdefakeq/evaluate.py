@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tfdefakeq.core.cli import run_cli
+from tfdefakeq.core.cli import require, run_cli
 from tfdefakeq.core.errors import UserError
 
 VERB = "evaluate"
@@ -59,6 +59,8 @@ def main(args: argparse.Namespace) -> int:
     )
     from tfdefakeq.runtime.interpreter import check_tflite_file, load_model, machine_info
 
+    if args.curves:
+        require(["matplotlib"], "--curves (ROC and PR plots)", "report")
     check_tflite_file(args.model)
     name = args.model.stem + (f".{args.split}" if args.split else "")
     if args.out is not None and not args.overwrite:
@@ -99,10 +101,8 @@ def main(args: argparse.Namespace) -> int:
         for path in write_results(rows, scores_of(samples, probs), args.out, name, header, overwrite=args.overwrite):
             print(f"wrote {path}")
         if args.curves:
-            try:
-                from tfdefakeq.core.report import plot_roc_pr
-            except ImportError as e:
-                raise UserError(f"--curves needs matplotlib ({e}); pip install matplotlib") from e
+            from tfdefakeq.core.report import plot_roc_pr
+
             curves = plot_roc_pr([s.label for s in samples], probs, [s.generator for s in samples],
                                  Path(args.out) / f"{name}.curves.png", f"{args.model.name} on {args.data}")
             print(f"wrote {curves}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfdefakeq.core.cli import run_cli
+from tfdefakeq.core.cli import require, run_cli
 
 VERB = "robustness"
 
@@ -37,6 +37,7 @@ def main(args) -> int:
     from tfdefakeq.runtime.interpreter import check_tflite_file, load_model, machine_info
     from tfdefakeq.runtime.perturb import SWEEPS, sweep
 
+    require(["pandas", "tabulate", "matplotlib"], "robustness (its tables and plot)", "report")
     check_tflite_file(args.model)
     stem = args.out / f"{args.model.stem}.{args.sweep}"
     for suffix in (".csv", ".md", ".png"):

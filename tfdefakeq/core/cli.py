@@ -36,3 +36,28 @@ def add_adaptive_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the logit distillation term")
     g.add_argument("--temperature", type=float, default=2.0)
     g.add_argument("--feature-weight", type=float, default=1.0, help="initial weight of the feature term (cosine decay to 0)")
+
+
+# module -> the pip distribution that provides it (for the install hint)
+_DISTRIBUTIONS = {"skimage": "scikit-image", "sklearn": "scikit-learn", "pywt": "PyWavelets", "tf_keras": "tf-keras",
+                  "tensorflow_model_optimization": "tensorflow-model-optimization"}
+
+
+def require(modules, purpose: str, extra: str) -> None:
+    """UserError naming what to install when one of `modules` is not installed. Called before any work,
+    so that an `[edge]` install fails in one line instead of a traceback after a long run.
+
+    `find_spec` locates a module without importing it (TensorFlow costs seconds)."""
+    import importlib.util
+
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(_DISTRIBUTIONS.get(name, name))
+    if missing:
+        raise UserError(f"{purpose} needs {', '.join(missing)}, not installed here: "
+                        f"pip install 'tfdefakeq[{extra}]' (or pip install {' '.join(missing)})")
