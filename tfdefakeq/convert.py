@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tfdefakeq.core.cli import add_adaptive_args, run_cli
 from tfdefakeq.core.errors import UserError
+from tfdefakeq.data.folders import SPLIT_HELP
 from tfdefakeq.engine.export import FORMATS
 
 VERB = "convert"
@@ -35,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tfdefakeq.convert", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="detector weights (.weights.h5) saved by tfdefakeq.train, with its manifest")
     p.add_argument("--data", required=True, help="dataset root: calibration and parity images come from --split")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default=None, help=SPLIT_HELP.format(default="val"))
     p.add_argument("--out", required=True, help="output .tflite path (manifest written beside it)")
     p.add_argument("--format", choices=("auto",) + FORMATS, default="auto")
     p.add_argument("--calib-images", type=int, default=64, help="representative / parity images")
@@ -74,7 +75,7 @@ def _finetune(args, out: Path) -> Path:
 
 
 def main(args) -> int:
-    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+    from tfdefakeq.data.folders import balanced_subset, choose_split, scan_forensynths
     from tfdefakeq.engine.modelio import load_detector
     from tfdefakeq.engine.export import convert_model, target_format
     from tfdefakeq.runtime.images import load_images
@@ -88,7 +89,7 @@ def main(args) -> int:
     model, manifest = load_detector(model_path)
     fmt = target_format(manifest, args.format)
     size = tuple(manifest.input_shape[:2])
-    calib = balanced_subset(scan_forensynths(args.data, args.split), args.calib_images)
+    calib = balanced_subset(scan_forensynths(args.data, choose_split(args.data, args.split, "val")), args.calib_images)
     calib_uint8 = load_images([s.path for s in calib], size)
     written = convert_model(model, manifest, fmt, calib_uint8, out, overwrite=args.overwrite, int2=args.int2)
     parity = written.metrics["parity"]

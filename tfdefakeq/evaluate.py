@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tfdefakeq.core.cli import require, run_cli
 from tfdefakeq.core.errors import UserError
+from tfdefakeq.data.folders import SPLIT_HELP
 
 VERB = "evaluate"
 
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("model", type=Path, help="the .tflite model (its NAME.manifest.json beside it)")
     parser.add_argument("--data", type=Path, required=True, help="ForenSynths-style root: <split>/<generator>/{0_real,1_fake}")
-    parser.add_argument("--split", default=None, help="sub-folder of --data to evaluate, e.g. test")
+    parser.add_argument("--split", default=None, help=SPLIT_HELP.format(default="test"))
     parser.add_argument("--out", type=Path, default=None, help="folder for the CSV/Markdown/scores files (default: print only)")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability above which an image is called fake")
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     # Imported here so `--help` answers without loading numpy/litert.
-    from tfdefakeq.data.folders import generators_of, scan_dataset
+    from tfdefakeq.data.folders import choose_split, generators_of, scan_dataset
     from tfdefakeq.runtime.scoring import (
         Progress,
         evaluate_arrays,
@@ -62,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
     if args.curves:
         require(["matplotlib"], "--curves (ROC and PR plots)", "report")
     check_tflite_file(args.model)
+    args.split = choose_split(args.data, args.split, "test")
     name = args.model.stem + (f".{args.split}" if args.split else "")
     if args.out is not None and not args.overwrite:
         for path in output_paths(args.out, name).values():

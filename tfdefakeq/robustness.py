@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from tfdefakeq.core.cli import require, run_cli
+from tfdefakeq.data.folders import SPLIT_HELP
 
 VERB = "robustness"
 
@@ -20,7 +21,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tfdefakeq.robustness", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path)
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default=None, help=SPLIT_HELP.format(default="test"))
     p.add_argument("--sweep", choices=sorted(SWEEPS), required=True)
     p.add_argument("--levels", type=float, nargs="+", default=None, help="levels to test (default: the sweep's own)")
     p.add_argument("--threads", type=int, default=1)
@@ -30,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args) -> int:
-    from tfdefakeq.data.folders import scan_dataset
+    from tfdefakeq.data.folders import choose_split, scan_dataset
     from tfdefakeq.core.fileio import check_writable
     from tfdefakeq.core.manifest import command_line
     from tfdefakeq.runtime.scoring import Progress, format_table
@@ -39,6 +40,7 @@ def main(args) -> int:
 
     require(["pandas", "tabulate", "matplotlib"], "robustness (its tables and plot)", "report")
     check_tflite_file(args.model)
+    args.split = choose_split(args.data, args.split, "test")
     stem = args.out / f"{args.model.stem}.{args.sweep}"
     for suffix in (".csv", ".md", ".png"):
         check_writable(stem.with_suffix(stem.suffix + suffix), overwrite=args.overwrite)
@@ -59,7 +61,7 @@ def main(args) -> int:
     machine = machine_info()
     header = {
         "model": f"{args.model} ({manifest.backbone}, {manifest.format}, {manifest.scheme})",
-        "data": f"{args.data} split {args.split} ({len(samples)} images)",
+        "data": f"{args.data}" + (f" split {args.split}" if args.split else "") + f" ({len(samples)} images)",
         "sweep": f"{args.sweep}: {SWEEPS[args.sweep][1]}",
         "machine": f"{machine['processor']} ({machine['machine']})",
         "command": command_line(),

@@ -163,3 +163,17 @@ def test_deepfakebench_json(tmp_path):
     assert scan_dataset(path) == samples
     with pytest.raises(UserError, match="no frames for split 'val'"):
         scan_deepfakebench_json(path, split="val")
+
+
+def test_a_root_with_splits_is_never_read_as_generators(tmp_path):
+    from tfdefakeq.data.folders import choose_split
+
+    root = _tree(tmp_path / "d", {"train/progan/0_real": 1, "train/progan/1_fake": 1,
+                                  "val/progan/0_real": 1, "val/progan/1_fake": 1})
+    with pytest.raises(UserError, match=r"holds the splits train, val, which would be read as generators"):
+        scan_forensynths(root)
+    assert choose_split(root, None, "val") == "val"
+    assert choose_split(root, "train", "test") == "train"  # an explicit split is taken as given
+    with pytest.raises(UserError, match=r"d: holds the splits train, val but no test/: pass --split"):
+        choose_split(root, None, "test")
+    assert choose_split(root / "val", None, "test") is None  # a root at one split is read as it is

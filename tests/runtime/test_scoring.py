@@ -208,3 +208,23 @@ def test_cross_generator_rows_mark_unseen_generators():
     assert by_name["mean_unseen"]["n"] == 8
     assert "seen" in format_table(rows)
     assert mark_seen(rows[:1], []) == rows[:1]
+
+
+def test_cli_without_split_reads_test_never_train(tiny_models, forensynths_root, tmp_path, capfd):
+    """A root holding train/ and test/ is read at test/ by default: train/ is never a 'generator'."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(forensynths_root / "test", root / "test")
+    shutil.copytree(forensynths_root / "test", root / "train" / "seen_gan")  # generators gan_a/gan_b renamed
+    code, out, _ = run_cli([tiny_models["float32"], "--data", root, "--out", tmp_path / "out"], capfd)
+    assert code == 0
+    table = list(csv.DictReader(line for line in output_paths(tmp_path / "out", "tiny_float32.test")["csv"]
+                                .read_text().splitlines() if not line.startswith("#")))
+    assert [r["generator"] for r in table] == [*GENERATORS, "mean"]
+
+    shutil.rmtree(root / "test")
+    code, _, err = run_cli([tiny_models["float32"], "--data", root], capfd)
+    assert code == 2 and err.strip() == f"tfdefakeq evaluate: error: {root}: holds the splits train but no test/: pass --split"
+    code, _, err = run_cli([tiny_models["float32"], "--data", root / "train" / "seen_gan"], capfd)  # a root at one split
+    assert code == 0
