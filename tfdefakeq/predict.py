@@ -58,6 +58,8 @@ def main(args) -> int:
 
     if args.margin < 0:
         raise UserError(f"--margin must be >= 0, got {args.margin}")
+    if not 0.0 <= args.threshold <= 1.0:  # compared with a probability, not a logit
+        raise UserError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
     if args.out is not None:
         check_writable(args.out, overwrite=args.overwrite)
     check_tflite_file(args.model)
@@ -74,8 +76,12 @@ def main(args) -> int:
     predictor = Predictor(model, manifest, detector, margin=args.margin, threshold=args.threshold)
     rows = predictor.predict_items(items, every=args.every, count=args.frames, per_frame=args.per_frame,
                                    keep_going=args.path.is_dir())
-    print(format_rows(rows))
     summary = [r for r in rows if r["kind"] != "frame"]
+    failed = [r for r in summary if r["decision"] == "error"]
+    if failed and len(failed) == len(summary):
+        raise UserError(f"{args.path}: no input could be scored ({len(failed)} failed; first: {failed[0]['path']}: "
+                        f"{failed[0]['error']})")
+    print(format_rows(rows))
     counts = {d: sum(r["decision"] == d for r in summary) for d in ("fake", "real", "no_face", "error")}
     print(", ".join(f"{n} {d}" for d, n in counts.items() if n) + f" (threshold {args.threshold})")
     if args.out is not None:
