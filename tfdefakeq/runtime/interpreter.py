@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import numpy as np
 
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.core.manifest import Manifest, manifest_path
+from tfdefakeq.core.stderr import dropping
 from tfdefakeq.runtime.validate import probe_in_child, validate_flatbuffer
 
 MAX_FLATBUFFER_BYTES = 2**31 - 1  # flatbuffer offsets are 32-bit signed
@@ -114,6 +116,10 @@ def check_tflite_file(path) -> int:
     return size
 
 
+# TFLite's MinimalLogger prints this on every load, from C++, with no setting to turn it off
+DELEGATE_INFO = re.compile(r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$")
+
+
 def load_interpreter(path, num_threads: int = 1, use_xnnpack: bool = True, unpack_int4: bool = True):
     """Validates `path` and returns an allocated interpreter (ai_edge_litert, else tflite_runtime).
 
@@ -156,8 +162,9 @@ def _load(path, num_threads: int, use_xnnpack: bool, unpack_int4: bool = True) -
     else:
         kwargs["model_path"] = str(path)
     try:
-        interpreter = runtime.interpreter_class(**kwargs)
-        interpreter.allocate_tensors()
+        with dropping(DELEGATE_INFO):
+            interpreter = runtime.interpreter_class(**kwargs)
+            interpreter.allocate_tensors()
     except ValueError as e:
         raise UserError(f"{path}: not a TFLite flatbuffer ({runtime.name}: {_one_line(e)})") from e
     except RuntimeError as e:
