@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("quantize a float model first (QAT fine-tuning through tfdefakeq.train)")
     g.add_argument("--scheme", default=None, help="e.g. adaptive, lsq_w4a8, w4a8, tfmot_int8")
     g.add_argument("--epochs", type=int, default=2, help="QAT fine-tuning epochs")
+    g.add_argument("--quiet", action="store_true", help="no progress of the QAT fine-tuning")
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--batch-size", type=int, default=32)
     add_adaptive_args(p)
@@ -70,6 +71,8 @@ def _finetune(args, out: Path) -> Path:
         argv.append("--resume")
     if args.overwrite:
         argv.append("--overwrite")
+    if args.quiet:
+        argv.append("--quiet")
     train.main(train.parse_args(argv))
     return work / "model.weights.h5"
 
@@ -84,6 +87,8 @@ def main(args) -> int:
     if out.suffix != ".tflite":
         raise UserError(f"{out}: output path must end in .tflite")
     model_path = args.model
+    if args.quiet and not args.scheme:
+        raise UserError("--quiet silences the QAT fine-tuning of --scheme; without --scheme there is no progress to silence")
     if args.scheme:
         model_path = _finetune(args, out)
     model, manifest = load_detector(model_path)

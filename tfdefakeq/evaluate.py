@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--curves", action="store_true",
                         help="with --out, also plot ROC and precision-recall curves per generator (needs matplotlib)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr (results and errors are still printed)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
@@ -72,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     model, manifest = load_model(args.model, num_threads=args.threads, use_xnnpack=args.xnnpack,
                                  unpack_int4=args.int4 == "unpacked")
     samples = scan_dataset(args.data, split=args.split)
-    progress = Progress(f"{VERB} {args.model.name}")
+    progress = Progress(f"{VERB} {args.model.name}", enabled=not args.quiet)
     start = time.perf_counter()
     try:
         probs = predict_samples(model, manifest.preprocess, samples, batch_callback=progress)

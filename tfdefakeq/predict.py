@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="run INT4 weights unpacked to INT8 (default, faster, same outputs) or packed")
     p.add_argument("--out", type=Path, default=None, help="CSV of per-item probabilities and decisions")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--quiet", action="store_true", help="no progress output on stderr (results and errors are still printed)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
@@ -52,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(args) -> int:
     from tfdefakeq.core.fileio import check_writable, write_text_atomic
-    from tfdefakeq.runtime.scoring import rows_to_csv
+    from tfdefakeq.runtime.scoring import Progress, rows_to_csv
     from tfdefakeq.runtime.interpreter import check_tflite_file, load_model
     from tfdefakeq.runtime.inference import PREDICT_COLUMNS, Predictor, collect_items, format_rows
 
@@ -74,8 +75,12 @@ def main(args) -> int:
         else:
             detector = FaceDetector(model_path=args.face_model, num_threads=args.threads)
     predictor = Predictor(model, manifest, detector, margin=args.margin, threshold=args.threshold)
-    rows = predictor.predict_items(items, every=args.every, count=args.frames, per_frame=args.per_frame,
-                                   keep_going=args.path.is_dir())
+    progress = Progress(f"{VERB} {args.path.name}", unit="items", enabled=not args.quiet and len(items) > 1)
+    try:
+        rows = predictor.predict_items(items, every=args.every, count=args.frames, per_frame=args.per_frame,
+                                       keep_going=args.path.is_dir(), progress=progress)
+    finally:
+        progress.close()
     summary = [r for r in rows if r["kind"] != "frame"]
     failed = [r for r in summary if r["decision"] == "error"]
     if failed and len(failed) == len(summary):

@@ -26,7 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--levels", type=float, nargs="+", default=None, help="levels to test (default: the sweep's own)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress output on stderr (results and errors are still printed)")
     return p.parse_args(argv)
 
 
@@ -46,7 +47,7 @@ def main(args) -> int:
         check_writable(stem.with_suffix(stem.suffix + suffix), overwrite=args.overwrite)
     model, manifest = load_model(args.model, num_threads=args.threads)
     samples = scan_dataset(args.data, split=args.split)
-    progress = Progress(f"{VERB} {args.sweep}")
+    progress = Progress(f"{VERB} {args.sweep}", unit="levels", enabled=not args.quiet)
     try:
         rows = sweep(model, manifest.preprocess, samples, args.sweep, args.levels, progress)
     finally:

@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="initial weights for a float backbone: 'imagenet' (keras.applications, downloaded by Keras) or a .h5 file")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing finished run in --out")
+    p.add_argument("--quiet", action="store_true", help="no per-step or per-epoch progress (results and errors are still printed)")
     return p.parse_args(argv)
 
 
