@@ -19,13 +19,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     from tfdefakeq.runtime.perturb import SWEEPS
 
     p = argparse.ArgumentParser(prog="python -m tfdefakeq.robustness", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", type=Path)
-    p.add_argument("--data", type=Path, required=True)
+    sweeps = "; ".join(f"{kind}: {meaning}, default levels {' '.join(f'{v:g}' for v in levels)}"
+                       for kind, (levels, meaning, _) in sorted(SWEEPS.items()))
+    p.add_argument("model", type=Path, help="the .tflite model (its NAME.manifest.json beside it)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="dataset root (ForenSynths, real/fake pairs, FF++ frames or a DeepfakeBench JSON)")
     p.add_argument("--split", default=None, help=SPLIT_HELP.format(default="test"))
-    p.add_argument("--sweep", choices=sorted(SWEEPS), required=True)
+    p.add_argument("--sweep", choices=sorted(SWEEPS), required=True, help=f"the degradation ({sweeps})")
     p.add_argument("--levels", type=float, nargs="+", default=None, help="levels to test (default: the sweep's own)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--out", type=Path, required=True, help="folder for NAME.SWEEP.csv / .md / .png")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress output on stderr (results and errors are still printed)")
     return p.parse_args(argv)
