@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-COLUMNS = ["backbone", "input", "params", "macs", "size_fp32", "size_int8", "size_int4", "latency_fp32_ms",
+COLUMNS = ["backbone", "input", "calib_images", "params", "macs", "size_fp32", "size_int8", "size_int4", "latency_fp32_ms",
            "latency_int8_ms", "latency_int4_ms", "e2e_int8", "e2e_int4", "max_lsb_int8", "max_lsb_int4", "parity_int8",
            "parity_int4",
            "edgetpu_full", "edgetpu_ops", "edgetpu_cpu_from", "int4_tensors", "seconds", "error"]
@@ -69,7 +69,7 @@ def bench_one(name: str, runs: int, warmup: int, calib: int, out_dir: Path) -> d
 
     start = time.time()
     size = NATIVE.get(name, 224)
-    row = {"backbone": name, "input": size, "error": ""}
+    row = {"backbone": name, "input": size, "calib_images": calib, "error": ""}
     images = synthetic_images(calib, size)
     x = Preprocess().apply(images)
     model = build(name, input_shape=(size, size, 3))
@@ -115,7 +115,7 @@ def bench_one(name: str, runs: int, warmup: int, calib: int, out_dir: Path) -> d
     return row
 
 
-def header(command: str) -> str:
+def header(command: str, rows: list[dict] = ()) -> str:
     from tfdefakeq.core.manifest import versions
     from tfdefakeq.runtime.interpreter import machine_info
 
@@ -128,7 +128,7 @@ def header(command: str) -> str:
         f"- machine: {', '.join(f'{k}={val}' for k, val in machine.items())}; {platform.platform()}",
         f"- versions: {', '.join(f'{k} {val}' for k, val in v.items())}",
         "- input 224 px (MesoNets 256), untrained weights,"
-        " activation ranges calibrated on 16 synthetic images (also the parity images);"
+        f" activation ranges calibrated on {calib_phrase(rows)} (also the parity images);"
         " latency: ai-edge-litert, 1 thread, XNNPACK, median (int4: INT4 weights unpacked to INT8 at load);"
         " macs from the float32 flatbuffer (conv, depthwise, fully connected);"
         " e2e: export.convert_model's parity check passes (parity_*: 'logits': the .tflite's logits within"
@@ -142,13 +142,23 @@ def header(command: str) -> str:
     return "\n".join(lines)
 
 
+def calib_phrase(rows) -> str:
+    """How many synthetic images calibrated the rows, from their calib_images column (--calib)."""
+    counts = sorted({int(r["calib_images"]) for r in rows if str(r.get("calib_images", "")) not in ("", "nan")})
+    missing = sum(str(r.get("calib_images", "")) in ("", "nan") for r in rows)
+    if not counts:
+        return "synthetic images (count not recorded)"
+    phrase = f"{' or '.join(map(str, counts))} synthetic images" + (" (calib_images per row)" if len(counts) > 1 else "")
+    return phrase + (f"; {missing} older row(s) without a recorded count" if missing else "")
+
+
 def write_tables(rows: list[dict], csv_path: Path, command: str) -> None:
     import pandas as pd
 
     from tfdefakeq.core.fileio import write_atomic
 
     df = pd.DataFrame(rows, columns=COLUMNS)
-    head = header(command)
+    head = header(command, rows)
     comment = "".join(f"# {line}\n" for line in head.splitlines() if line.strip())
     write_atomic(csv_path, (comment + df.to_csv(index=False)).encode(), overwrite=True)
     write_atomic(csv_path.with_suffix(".md"), (head + "\n" + df.to_markdown(index=False) + "\n").encode(), overwrite=True)

@@ -258,6 +258,9 @@ def main(args) -> int:
     from tfdefakeq.runtime.images import load_images
     from tfdefakeq.runtime.interpreter import machine_info
 
+    from tfdefakeq.core.machineload import LoadSampler
+
+    load = LoadSampler().start()
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     csv_path = results / "quant_methods_rows.csv"
@@ -320,7 +323,8 @@ def main(args) -> int:
 
     machine = machine_info()
     header = {
-        "machine": f"{machine['processor']} ({machine['machine']}, {machine['cpus']} cpus), shared with other jobs while measured",
+        "machine": f"{machine['processor']} ({machine['machine']}, {machine['cpus']} cpus)",
+        "load": load.stop().sentence() + " (this invocation of the script; resumed rows were measured by earlier ones)",
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
         "settings": f"{args.input_size} px; float {args.float_epochs} epochs lr 2e-3; QAT {args.qat_epochs} epochs lr 1e-4; batch "
                     f"{args.batch_size}; widths {BACKBONE_WIDTH}; high-pass front; blur/JPEG p=0.1; seed(s) in the table",

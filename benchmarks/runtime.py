@@ -249,6 +249,38 @@ def parity(plan) -> dict:
     return result
 
 
+def parity_prose(parity: dict) -> list[str]:
+    """The conclusion of the packed-vs-unpacked comparison, computed from the measured `parity` entries."""
+    if not parity:
+        return ["No int4 model was compared."]
+    same = [b for b, r in parity.items() if r["outputs_identical_builtin"] and r["all_tensors_identical_builtin"]]
+    differ = [b for b in parity if b not in same]
+    out = []
+    if same:
+        out.append(f"With the same (builtin) kernels on both sides, unpacking changed nothing: every tensor was "
+                   f"bit-identical ({', '.join(same)}).")
+    if differ:
+        out.append(f"With the same (builtin) kernels, unpacked and packed DIFFER ({', '.join(differ)}): "
+                   "unpacking changed the arithmetic there.")
+    worst = max(parity, key=lambda b: parity[b]["xnnpack_unpacked_vs_packed_max_lsb"])
+    lsb = parity[worst]["xnnpack_unpacked_vs_packed_max_lsb"]
+    if lsb == 0:
+        out.append("With XNNPACK on, outputs were bit-identical too (max 0 LSB on every backbone).")
+        return out
+    per = ", ".join(f"{b} {r['xnnpack_unpacked_vs_packed_max_lsb']}" for b, r in parity.items())
+    sentence = (f"With XNNPACK on, unpacked and packed outputs differ by up to {lsb} LSB ({per}): the unpacked model's "
+                "convolutions run in XNNPACK, the packed model's INT4 ones on the builtin kernels")
+    int8 = {b: r["int8_xnnpack_vs_builtin_max_lsb"] for b, r in parity.items() if "int8_xnnpack_vs_builtin_max_lsb" in r}
+    if worst in same:
+        sentence += (", and since the builtin kernels give identical tensors, the difference is between kernel paths, "
+                     "not from unpacking")
+    if int8:
+        sentence += (f"; the int8 model, XNNPACK vs builtin, differs by up to {max(int8.values())} LSB "
+                     f"({', '.join(f'{b} {v}' for b, v in int8.items())})")
+    out.append(sentence + ".")
+    return out
+
+
 def summarise(rows: list[dict]):
     import pandas as pd
 
@@ -284,7 +316,9 @@ def main() -> int:
 
     work = args.work or Path.home() / ".cache" / "tfdefakeq" / "bench_runtime" / str(args.size)
     built = build_models(args.size, work, args.rebuild)
-    load_before = f"{os.getloadavg()[0]:.2f}"
+    from tfdefakeq.core.machineload import LoadSampler
+
+    load = LoadSampler().start()
     images_path = work / "photos.npy"
     images, skipped = photos(args.size, 16)
     np.save(images_path, images)
@@ -296,14 +330,17 @@ def main() -> int:
     child = [sys.executable, __file__, "--measure", str(plan_path), "--threads", *map(str, args.threads),
              "--runs", str(args.runs), "--warmup", str(args.warmup), "--rounds", str(args.rounds)]
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    proc = subprocess.run(child, stdout=subprocess.PIPE, env=env, check=True, text=True)
+    try:
+        proc = subprocess.run(child, stdout=subprocess.PIPE, env=env, check=True, text=True)
+    finally:
+        load.stop()
     measured = json.loads(proc.stdout)
     agg = summarise(measured["rows"])
-    write_results(agg, measured, built["notes"], args, load_before)
+    write_results(agg, measured, built["notes"], args, load.sentence())
     return 0
 
 
-def write_results(agg, measured, notes, args, load_before="?") -> None:
+def write_results(agg, measured, notes, args, load: str) -> None:
     from tfdefakeq.core.manifest import versions
     from tfdefakeq.core.report import header_lines, markdown_table
     from tfdefakeq.core.fileio import write_text_atomic
@@ -320,8 +357,7 @@ def write_results(agg, measured, notes, args, load_before="?") -> None:
                     f"(blocks of 10 invokes, rotating order) until each has {args.runs} invokes after {args.warmup} "
                     f"warm-up; {args.rounds} such rounds; table = median over rounds of each round's p50/p90/p99; "
                     "init_ms / unpack_ms / peak_rss_mb from a separate load of each model",
-        "load": f"load average {load_before} before / {os.getloadavg()[0]:.2f} after (2 cores shared with other work: "
-                "absolute times are noisy, same-run ratios are what to read)",
+        "load": load,
         "command": "python benchmarks/runtime.py " + shlex.join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
@@ -361,11 +397,7 @@ def write_results(agg, measured, notes, args, load_before="?") -> None:
             f"{r['unpacked_xnnpack_vs_builtin_max_lsb']} LSB"
             + (f"; the int8 model, XNNPACK vs builtin: max {r['int8_xnnpack_vs_builtin_max_lsb']} LSB"
                if "int8_xnnpack_vs_builtin_max_lsb" in r else ""))
-    lines += ["", "Unpacking changes no arithmetic: with the same kernels every tensor is bit-identical. With XNNPACK on,",
-              "the packed model's INT4 convolutions fall back to the builtin kernels while the unpacked model runs all",
-              "of them in XNNPACK, whose requantization rounds differently from the builtin kernels (the int8 model",
-              "shows differences of the same size between the two), so differences there are XNNPACK's arithmetic.",
-              "Untrained weights amplify single-LSB rounding differences through the depth of the net.", ""]
+    lines += [""] + parity_prose(measured["parity"]) + [""]
     if notes:
         lines += ["## Conversion notes", ""] + [f"- {k}: {v}" for k, v in notes.items()] + [""]
     write_text_atomic(args.out / "runtime.md", "\n".join(lines))

@@ -10,6 +10,7 @@
 #   DEBIAN_MIRROR        default http://deb.debian.org/debian
 #   RPI_CPUS             qemu CPU models to try (default "cortex-a72 cortex-a76": Pi 4 and Pi 5)
 #   RPI_OUT              folder for inputs/outputs (default: a temp folder)
+#   RPI_REPORT           report to write (default benchmarks/results/rpi_emulated.md, by ci/rpi_report.py)
 #
 # How: no binfmt_misc, no chroot, no root-only mounts. `debootstrap --foreign` only downloads and
 # unpacks an arm64 bookworm base + python3.11 (its second stage, which would need to execute arm64
@@ -128,24 +129,10 @@ for cpu in $CPUS; do
     log "FAILED under $cpu: tail of $OUT/$cpu.log"; tail -20 "$OUT/$cpu.log" >&2; status=1; continue
   fi
   log "$cpu: emulated run took $(( $(date +%s) - start )) s (emulation time, not Pi latency)"
-  python - "$OUT/x86.npz" "$OUT/$cpu.npz" "$cpu" <<'EOF' || status=1
-import sys
-import numpy as np
-x86, arm, cpu = np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3]
-# Required: the configuration the runtime uses by default (XNNPACK on, INT4 unpacked to INT8).
-# The builtin (non-XNNPACK) int8 kernels take different rounding paths on x86 and NEON, so those
-# rows are reported, not required.
-bad = 0
-for key in x86.files:
-    a, b = x86[key], arm[key]
-    same = a.shape == b.shape and np.array_equal(a, b)
-    diff = "" if same else f" max |diff| {np.abs(a.astype(int) - b.astype(int)).max()} LSB in {(a != b).sum()}/{a.size} outputs"
-    required = key.endswith("|xnnpack") and "|packed|" not in key
-    print(f"{cpu:11s} {key:45s} {'bit-identical' if same else 'DIFFERENT' + diff} ({a.shape[0]} images)"
-          + ("" if required else "  [informative]"))
-    bad += required and not same
-sys.exit(1 if bad else 0)
-EOF
 done
+# Compare with x86 and write the report from the comparisons (exit 1 if the default configuration differs).
+python ci/rpi_report.py "$OUT" $CPUS --md "${RPI_REPORT:-benchmarks/results/rpi_emulated.md}" \
+  --qemu "$(qemu-aarch64-static --version | head -1)" --arm-python "$version" \
+  --wheels $(cd "$WHEELS" && ls *.whl) --command "bash ci/rpi_emulated.sh $*" || status=1
 log "outputs and logs in $OUT"
 exit $status

@@ -336,7 +336,8 @@ DEPLOY = [
 
 {badge("03_deployment.ipynb")}
 
-The shipped detectors in `tflite_models/` run with the runtime alone (`pip install tfdefakeq[edge]`:
+The shipped detectors (`tflite_models/` in the repository, `tfdefakeq.shipped_model(name)` in an installed
+package) run with the runtime alone (`pip install tfdefakeq[edge]`:
 numpy, Pillow, ai-edge-litert). This notebook does on this machine what you do on the device: copy a
 model, benchmark it, score images / folders / videos, and check whether it maps onto a Coral Edge TPU."""),
     new_code_cell(INSTALL),
@@ -348,12 +349,13 @@ they match).
 On a Pi: `scp tflite_models/resnet18_64_int4.* pi@raspberrypi.local:~/models/`."""),
     new_code_cell('''import shutil, pathlib, tfdefakeq
 
-shipped = pathlib.Path(tfdefakeq.__file__).resolve().parents[1] / "tflite_models"
+# the installed package carries the shipped models (a source checkout reads tflite_models/)
 device_dir = pathlib.Path(WORK) / "device_models"
 device_dir.mkdir(parents=True, exist_ok=True)
 for name in ("resnet18_64_int8", "resnet18_64_int4"):
+    model = tfdefakeq.shipped_model(name)
     for suffix in (".tflite", ".manifest.json"):
-        shutil.copyfile(shipped / (name + suffix), device_dir / (name + suffix))
+        shutil.copyfile(model.with_name(name + suffix), device_dir / (name + suffix))
 sorted(p.name for p in device_dir.iterdir())'''),
     new_markdown_cell("""## 2. Benchmark
 INT4 weights are unpacked to INT8 when the model loads (XNNPACK has no INT4 convolution kernels), so the

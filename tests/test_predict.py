@@ -97,6 +97,24 @@ def test_folder_recursive_with_a_broken_file(images, tmp_path, capfd, detector_m
     assert "1 error" in stdout
 
 
+
+def test_a_folder_where_every_input_fails_is_an_error(tmp_path, capfd):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.jpg").write_text("not a jpeg")
+    out = tmp_path / "scores.csv"
+    code, stdout, err = run_cli([MODEL, tmp_path / "in", "--out", out], capfd)
+    assert code == 2 and not out.exists() and stdout == ""
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("tfdefakeq predict: error:") and "no input could be scored (1 failed" in last
+    assert "broken.jpg" in last
+
+
+@pytest.mark.parametrize("threshold", ["2", "-0.1", "nan"])
+def test_threshold_outside_0_1_is_an_error(images, capfd, threshold):
+    code, stdout, err = run_cli([MODEL, images[0], "--threshold", threshold], capfd)
+    assert code == 2 and stdout == ""
+    assert err.strip() == f"tfdefakeq predict: error: --threshold must be a probability in [0, 1], got {float(threshold)}"
+
 def test_bad_paths_are_user_errors(tmp_path, capfd):
     code, _, err = run_cli([MODEL, tmp_path / "missing.png"], capfd)
     assert code == 2 and "missing.png: no such file or folder" in err

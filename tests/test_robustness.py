@@ -27,10 +27,12 @@ def test_bad_level_is_a_user_error():
         degrade(np.zeros((8, 8, 3), np.uint8), "jpeg", 0)
 
 
-def test_jpeg_sweep_on_the_shipped_model_writes_table_and_plot(tmp_path, synthetic_root):
+def test_jpeg_sweep_on_the_shipped_model_writes_table_and_plot(tmp_path, synthetic_root, capfd):
     args = robustness.parse_args([str(SHIPPED_INT8), "--data", str(synthetic_root), "--sweep", "jpeg",
                                   "--levels", "100", "50", "20", "--out", str(tmp_path)])
     assert robustness.main(args) == 0
+    err = capfd.readouterr().err
+    assert "robustness jpeg: 3/3 levels" in err and "\r" not in err and "img" not in err  # it counts levels
     table = pd.read_csv(tmp_path / "resnet18_64_int8.jpeg.csv", comment="#")
     means = table[table.generator == "mean"]
     assert means.level.tolist() == [100, 50, 20]

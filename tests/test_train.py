@@ -110,3 +110,13 @@ def test_short_runs_cap_batchnorm_memory():
     assert shorten_batchnorm_memory(model, 1000) == len(bns)
     assert all(bn.momentum == pytest.approx(0.99) for bn in bns)
     assert shorten_batchnorm_memory(model, 100_000) == 0  # a long run keeps what the architecture says
+
+
+def test_quiet_training_prints_no_progress_and_a_log_gets_lines_not_a_bar(tmp_path, synthetic_root, capfd):
+    run_train(synthetic_root, tmp_path / "log", ["--epochs", "1"])
+    out, err = capfd.readouterr()
+    epoch_lines = [line for line in out.splitlines() if "ms/step" in line]
+    assert len(epoch_lines) == 1 and "\r" not in out + err  # not a terminal: one line per epoch, no redrawn bar
+    run_train(synthetic_root, tmp_path / "quiet", ["--epochs", "1", "--quiet"])
+    out, err = capfd.readouterr()
+    assert "ms/step" not in out and "\r" not in out + err and "saved" in out

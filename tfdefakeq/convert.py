@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tfdefakeq.core.cli import add_adaptive_args, given_options, options_given, refuse_ignored, run_cli
 from tfdefakeq.core.errors import UserError
+from tfdefakeq.data.folders import SPLIT_HELP
 from tfdefakeq.engine.export import FORMATS
 
 VERB = "convert"
@@ -35,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tfdefakeq.convert", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="detector weights (.weights.h5) saved by tfdefakeq.train, with its manifest")
     p.add_argument("--data", required=True, help="dataset root: calibration and parity images come from --split")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default=None, help=SPLIT_HELP.format(default="val"))
     p.add_argument("--out", required=True, help="output .tflite path (manifest written beside it)")
     p.add_argument("--format", choices=("auto",) + FORMATS, default="auto")
     p.add_argument("--calib-images", type=int, default=64, help="representative / parity images")
@@ -43,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("quantize a float model first (QAT fine-tuning through tfdefakeq.train)")
     g.add_argument("--scheme", default=None, help="e.g. adaptive, lsq_w4a8, w4a8, tfmot_int8")
     g.add_argument("--epochs", type=int, default=2, help="QAT fine-tuning epochs")
+    g.add_argument("--quiet", action="store_true", help="no progress of the QAT fine-tuning")
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--batch-size", type=int, default=32)
     add_adaptive_args(p)
@@ -74,11 +76,13 @@ def _finetune_args(args, out: Path, given: set[str]):
         argv.append("--resume")
     if args.overwrite:
         argv.append("--overwrite")
+    if args.quiet:
+        argv.append("--quiet")
     return train.parse_args(argv)
 
 
 def main(args) -> int:
-    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+    from tfdefakeq.data.folders import balanced_subset, choose_split, scan_forensynths
 
     # Everything the command line can get wrong is rejected here, before TensorFlow loads.
     given = options_given(args, parse_args([str(args.model), "--data", str(args.data), "--out", str(args.out)]))
@@ -92,8 +96,8 @@ def main(args) -> int:
     if args.calib_images < 1:
         raise UserError(f"--calib-images must be >= 1, got {args.calib_images}")
     if not args.scheme:
-        refuse_ignored(given, QAT_ONLY, "acts on the QAT fine-tuning, which only --scheme starts")
-    calib = balanced_subset(scan_forensynths(args.data, args.split), args.calib_images)
+        refuse_ignored(given, QAT_ONLY + ("quiet",), "acts on the QAT fine-tuning, which only --scheme starts")
+    calib = balanced_subset(scan_forensynths(args.data, choose_split(args.data, args.split, "val")), args.calib_images)
     train_args = None
     if args.scheme:
         from tfdefakeq import train

@@ -12,7 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-from tfdefakeq.core.cli import run_cli
+from tfdefakeq.core.cli import require, run_cli
+from tfdefakeq.core.errors import UserError
 
 VERB = "demo"
 
@@ -72,7 +73,12 @@ def _keras_probs(model, samples, size, preprocess):
     return np.concatenate(probs)
 
 
+# What the demo imports on its way (training stack, tables, plots; tqdm for the data generator's progress).
+DEMO_MODULES = ["tensorflow", "tf_keras", "tensorflow_model_optimization", "pandas", "tabulate", "matplotlib", "tqdm"]
+
+
 def main(args) -> int:
+    require(DEMO_MODULES, "demo (training, conversion and the report)", "dev")
     import pandas as pd
 
     from tfdefakeq.engine.export import convert_model

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from tfdefakeq.core.cli import run_cli
+from tfdefakeq.data.folders import SPLIT_HELP
 
 VERB = "diagnose"
 
@@ -19,7 +20,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("model", help="QAT detector weights (.weights.h5) saved by tfdefakeq.train, with its manifest")
     p.add_argument("tflite", help="the .tflite converted from it")
     p.add_argument("--data", required=True, help="dataset root: images come from --split")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default=None, help=SPLIT_HELP.format(default="val"))
     p.add_argument("--images", type=int, default=16)
     p.add_argument("--csv", default=None, help="also write the table here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
@@ -30,13 +31,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args) -> int:
     import pandas as pd
 
-    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+    from tfdefakeq.data.folders import balanced_subset, choose_split, scan_forensynths
     from tfdefakeq.engine.modelio import load_detector
     from tfdefakeq.engine.parity import first_divergence, layer_parity
     from tfdefakeq.runtime.images import load_images
 
     model, manifest = load_detector(args.model)
-    samples = balanced_subset(scan_forensynths(args.data, args.split), args.images)
+    samples = balanced_subset(scan_forensynths(args.data, choose_split(args.data, args.split, "val")), args.images)
     images = load_images([s.path for s in samples], tuple(manifest.input_shape[:2]))
     table = layer_parity(model, args.tflite, images, manifest.preprocess, use_xnnpack=args.xnnpack)
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):

@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from tfdefakeq.core.cli import run_cli
+from tfdefakeq.core.cli import require, run_cli
 from tfdefakeq.core.errors import UserError
+from tfdefakeq.data.folders import SPLIT_HELP
 
 VERB = "evaluate"
 
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("model", type=Path, help="the .tflite model (its NAME.manifest.json beside it)")
     parser.add_argument("--data", type=Path, required=True, help="ForenSynths-style root: <split>/<generator>/{0_real,1_fake}")
-    parser.add_argument("--split", default=None, help="sub-folder of --data to evaluate, e.g. test")
+    parser.add_argument("--split", default=None, help=SPLIT_HELP.format(default="test"))
     parser.add_argument("--out", type=Path, default=None, help="folder for the CSV/Markdown/scores files (default: print only)")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability above which an image is called fake")
@@ -39,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--curves", action="store_true",
                         help="with --out, also plot ROC and precision-recall curves per generator (needs matplotlib)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr (results and errors are still printed)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
@@ -48,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
     if args.curves and args.out is None:
         raise UserError("--curves draws into --out: give --out DIR (without it nothing would be plotted)")
     # Imported here so `--help` answers without loading numpy/litert.
-    from tfdefakeq.data.folders import generators_of, scan_dataset
+    from tfdefakeq.data.folders import choose_split, generators_of, scan_dataset
     from tfdefakeq.runtime.scoring import (
         Progress,
         evaluate_arrays,
@@ -62,7 +64,10 @@ def main(args: argparse.Namespace) -> int:
     from tfdefakeq.runtime.interpreter import check_tflite_file, machine_info
     from tfdefakeq.runtime.loader import load_model
 
+    if args.curves:
+        require(["matplotlib"], "--curves (ROC and PR plots)", "report")
     check_tflite_file(args.model)
+    args.split = choose_split(args.data, args.split, "test")
     name = args.model.stem + (f".{args.split}" if args.split else "")
     curves_path = Path(args.out) / f"{name}.curves.png" if args.curves else None
     if args.out is not None and not args.overwrite:
@@ -72,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
     model, manifest = load_model(args.model, num_threads=args.threads, use_xnnpack=args.xnnpack,
                                  unpack_packed=args.packed == "unpacked")
     samples = scan_dataset(args.data, split=args.split)
-    progress = Progress(f"{VERB} {args.model.name}")
+    progress = Progress(f"{VERB} {args.model.name}", enabled=not args.quiet)
     start = time.perf_counter()
     try:
         probs = predict_samples(model, manifest.preprocess, samples, batch_callback=progress)
@@ -103,10 +108,8 @@ def main(args: argparse.Namespace) -> int:
         for path in write_results(rows, scores_of(samples, probs), args.out, name, header, overwrite=args.overwrite):
             print(f"wrote {path}")
         if args.curves:
-            try:
-                from tfdefakeq.core.report import plot_roc_pr
-            except ImportError as e:
-                raise UserError(f"--curves needs matplotlib ({e}); pip install matplotlib") from e
+            from tfdefakeq.core.report import plot_roc_pr
+
             curves = plot_roc_pr([s.label for s in samples], probs, [s.generator for s in samples],
                                  curves_path, f"{args.model.name} on {args.data}", overwrite=args.overwrite)
             print(f"wrote {curves}")

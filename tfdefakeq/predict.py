@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="run packed INT4/INT2 weights unpacked to INT8 (default: faster, same arithmetic) or as stored")
     p.add_argument("--out", type=Path, default=None, help="CSV of per-item probabilities and decisions")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--quiet", action="store_true", help="no progress output on stderr (results and errors are still printed)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.given = given_options(p, argv)
@@ -56,13 +57,15 @@ def main(args) -> int:
         given = options_given(args, parse_args([str(args.model), str(args.path)]))
         refuse_ignored(given, ("face_model", "margin"), "sets the face crop: add --face-crop")
     from tfdefakeq.core.fileio import check_writable, write_text_atomic
-    from tfdefakeq.runtime.scoring import rows_to_csv
+    from tfdefakeq.runtime.scoring import Progress, rows_to_csv
     from tfdefakeq.runtime.interpreter import check_tflite_file
     from tfdefakeq.runtime.loader import load_model
     from tfdefakeq.runtime.inference import PREDICT_COLUMNS, Predictor, collect_items, format_rows
 
     if args.margin < 0:
         raise UserError(f"--margin must be >= 0, got {args.margin}")
+    if not 0.0 <= args.threshold <= 1.0:  # compared with a probability, not a logit
+        raise UserError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
     if args.out is not None:
         check_writable(args.out, overwrite=args.overwrite)
     check_tflite_file(args.model)
@@ -77,10 +80,18 @@ def main(args) -> int:
         else:
             detector = FaceDetector(model_path=args.face_model, num_threads=args.threads)
     predictor = Predictor(model, manifest, detector, margin=args.margin, threshold=args.threshold)
-    rows = predictor.predict_items(items, every=args.every, count=args.frames, per_frame=args.per_frame,
-                                   keep_going=args.path.is_dir())
-    print(format_rows(rows))
+    progress = Progress(f"{VERB} {args.path.name}", unit="items", enabled=not args.quiet and len(items) > 1)
+    try:
+        rows = predictor.predict_items(items, every=args.every, count=args.frames, per_frame=args.per_frame,
+                                       keep_going=args.path.is_dir(), progress=progress)
+    finally:
+        progress.close()
     summary = [r for r in rows if r["kind"] != "frame"]
+    failed = [r for r in summary if r["decision"] == "error"]
+    if failed and len(failed) == len(summary):
+        raise UserError(f"{args.path}: no input could be scored ({len(failed)} failed; first: {failed[0]['path']}: "
+                        f"{failed[0]['error']})")
+    print(format_rows(rows))
     counts = {d: sum(r["decision"] == d for r in summary) for d in ("fake", "real", "no_face", "error")}
     print(", ".join(f"{n} {d}" for d, n in counts.items() if n) + f" (threshold {args.threshold})")
     if args.out is not None:

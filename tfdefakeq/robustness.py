@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfdefakeq.core.cli import run_cli
+from tfdefakeq.core.cli import require, run_cli
+from tfdefakeq.data.folders import SPLIT_HELP
 
 VERB = "robustness"
 
@@ -18,19 +19,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     from tfdefakeq.runtime.perturb import SWEEPS
 
     p = argparse.ArgumentParser(prog="python -m tfdefakeq.robustness", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", type=Path)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--sweep", choices=sorted(SWEEPS), required=True)
+    sweeps = "; ".join(f"{kind}: {meaning}, default levels {' '.join(f'{v:g}' for v in levels)}"
+                       for kind, (levels, meaning, _) in sorted(SWEEPS.items()))
+    p.add_argument("model", type=Path, help="the .tflite model (its NAME.manifest.json beside it)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="dataset root (ForenSynths, real/fake pairs, FF++ frames or a DeepfakeBench JSON)")
+    p.add_argument("--split", default=None, help=SPLIT_HELP.format(default="test"))
+    p.add_argument("--sweep", choices=sorted(SWEEPS), required=True, help=f"the degradation ({sweeps})")
     p.add_argument("--levels", type=float, nargs="+", default=None, help="levels to test (default: the sweep's own)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--out", type=Path, required=True, help="folder for NAME.SWEEP.csv / .md / .png")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress output on stderr (results and errors are still printed)")
     return p.parse_args(argv)
 
 
 def main(args) -> int:
-    from tfdefakeq.data.folders import scan_dataset
+    from tfdefakeq.data.folders import choose_split, scan_dataset
     from tfdefakeq.core.fileio import check_writable
     from tfdefakeq.core.manifest import command_line
     from tfdefakeq.runtime.scoring import Progress, format_table
@@ -38,13 +43,15 @@ def main(args) -> int:
     from tfdefakeq.runtime.loader import load_model
     from tfdefakeq.runtime.perturb import SWEEPS, sweep
 
+    require(["pandas", "tabulate", "matplotlib"], "robustness (its tables and plot)", "report")
     check_tflite_file(args.model)
+    args.split = choose_split(args.data, args.split, "test")
     stem = args.out / f"{args.model.stem}.{args.sweep}"
     for suffix in (".csv", ".md", ".png"):
         check_writable(stem.with_suffix(stem.suffix + suffix), overwrite=args.overwrite)
     model, manifest = load_model(args.model, num_threads=args.threads)
     samples = scan_dataset(args.data, split=args.split)
-    progress = Progress(f"{VERB} {args.sweep}")
+    progress = Progress(f"{VERB} {args.sweep}", unit="levels", enabled=not args.quiet)
     try:
         rows = sweep(model, manifest.preprocess, samples, args.sweep, args.levels, progress)
     finally:
@@ -59,7 +66,7 @@ def main(args) -> int:
     machine = machine_info()
     header = {
         "model": f"{args.model} ({manifest.backbone}, {manifest.format}, {manifest.scheme})",
-        "data": f"{args.data} split {args.split} ({len(samples)} images)",
+        "data": f"{args.data}" + (f" split {args.split}" if args.split else "") + f" ({len(samples)} images)",
         "sweep": f"{args.sweep}: {SWEEPS[args.sweep][1]}",
         "machine": f"{machine['processor']} ({machine['machine']})",
         "command": command_line(),

@@ -49,12 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --weights: accept a file that covers only part of the backbone (the layers it skips are listed)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing finished run in --out")
+    p.add_argument("--quiet", action="store_true", help="no per-step or per-epoch progress (results and errors are still printed)")
     args = p.parse_args(argv)
     args.given = given_options(p, argv)
     return args
 
 
-ADAPTIVE_ONLY = ("avg_bits", "budget_bytes", "bit_plan", "salient_ratio", "channel_choice")
+ADAPTIVE_ONLY = ("avg_bits", "budget_bytes", "bit_plan", "salient_ratio", "channel_choice", "frontier", "int2")
 DISTILL_ONLY = ("kd_alpha", "temperature", "feature_weight")
 
 

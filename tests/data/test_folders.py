@@ -176,3 +176,17 @@ def test_group_by_video_takes_samples_or_ids(tmp_path):
     samples = scan_ffpp_frames(_ffpp(tmp_path))
     assert group_by_video(samples) == group_by_video([s.video for s in samples])
     assert group_by_video(["v1", None, "v2", "v1"]) == {"v1": [0, 3], "v2": [2]}
+
+
+def test_a_root_with_splits_is_never_read_as_generators(tmp_path):
+    from tfdefakeq.data.folders import choose_split
+
+    root = _tree(tmp_path / "d", {"train/progan/0_real": 1, "train/progan/1_fake": 1,
+                                  "val/progan/0_real": 1, "val/progan/1_fake": 1})
+    with pytest.raises(UserError, match=r"holds the splits train, val, which would be read as generators"):
+        scan_forensynths(root)
+    assert choose_split(root, None, "val") == "val"
+    assert choose_split(root, "train", "test") == "train"  # an explicit split is taken as given
+    with pytest.raises(UserError, match=r"d: holds the splits train, val but no test/: pass --split"):
+        choose_split(root, None, "test")
+    assert choose_split(root / "val", None, "test") is None  # a root at one split is read as it is

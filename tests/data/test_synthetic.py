@@ -63,8 +63,9 @@ def test_reals_are_post_processed_crops_and_fakes_differ(synthetic_root):
     assert other.read_bytes() == (folder / "0_real" / name).read_bytes()
 
 
-def test_same_seed_gives_identical_bytes(synthetic_root, tiny_synthetic_config, tmp_path):
-    again = S.generate(tmp_path / "again", tiny_synthetic_config, progress=False)
+def test_same_seed_gives_identical_bytes(synthetic_root, tiny_synthetic_config, tmp_path, capfd):
+    again = S.generate(tmp_path / "again", tiny_synthetic_config, progress=True)
+    assert "\r" not in capfd.readouterr().err  # stderr is not a terminal here: no redrawn bars in a log
     assert _tree_bytes(again) == _tree_bytes(synthetic_root)
 
 

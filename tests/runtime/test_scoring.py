@@ -1,5 +1,6 @@
 import csv
 import io
+import re
 
 import numpy as np
 import pytest
@@ -92,8 +93,12 @@ def test_format_table_is_aligned():
 def test_progress_without_tqdm(monkeypatch):
     import sys
 
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
     monkeypatch.setitem(sys.modules, "tqdm", None)
-    stream = io.StringIO()
+    stream = Terminal()
     progress = Progress("evaluate m", stream=stream)
     progress(5, 10)
     progress(10, 10)
@@ -208,3 +213,52 @@ def test_cross_generator_rows_mark_unseen_generators():
     assert by_name["mean_unseen"]["n"] == 8
     assert "seen" in format_table(rows)
     assert mark_seen(rows[:1], []) == rows[:1]
+
+
+def test_cli_without_split_reads_test_never_train(tiny_models, forensynths_root, tmp_path, capfd):
+    """A root holding train/ and test/ is read at test/ by default: train/ is never a 'generator'."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(forensynths_root / "test", root / "test")
+    shutil.copytree(forensynths_root / "test", root / "train" / "seen_gan")  # generators gan_a/gan_b renamed
+    code, out, _ = run_cli([tiny_models["float32"], "--data", root, "--out", tmp_path / "out"], capfd)
+    assert code == 0
+    table = list(csv.DictReader(line for line in output_paths(tmp_path / "out", "tiny_float32.test")["csv"]
+                                .read_text().splitlines() if not line.startswith("#")))
+    assert [r["generator"] for r in table] == [*GENERATORS, "mean"]
+
+    shutil.rmtree(root / "test")
+    code, _, err = run_cli([tiny_models["float32"], "--data", root], capfd)
+    assert code == 2 and err.strip() == f"tfdefakeq evaluate: error: {root}: holds the splits train but no test/: pass --split"
+    code, _, err = run_cli([tiny_models["float32"], "--data", root / "train" / "seen_gan"], capfd)  # a root at one split
+    assert code == 0
+
+
+def test_progress_in_a_log_is_rate_limited_lines_without_carriage_returns():
+    from tfdefakeq.runtime.scoring import Progress
+
+    stream = io.StringIO()  # not a terminal
+    clock = iter(range(0, 10_000, 1))  # one second per call
+    progress = Progress("evaluate m", stream=stream, log_every_s=30, clock=lambda: next(clock))
+    for done in range(1, 101):
+        progress(done, 100)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 4  # at 30, 60, 90 s and the end
+    assert lines[-1].startswith("evaluate m: 100/100 images,")
+    quiet = io.StringIO()
+    progress = Progress("evaluate m", stream=quiet, enabled=False)
+    progress(1, 1)
+    progress.close()
+    assert quiet.getvalue() == ""
+
+
+def test_cli_quiet_and_log_progress(tiny_models, forensynths_root, capfd):
+    code, _, err = run_cli([tiny_models["float32"], "--data", forensynths_root], capfd)
+    assert code == 0 and "\r" not in err
+    n = 2 * len(GENERATORS) * PER_CLASS
+    (line,) = err.splitlines()
+    assert re.fullmatch(rf"evaluate tiny_float32.tflite: {n}/{n} images, \d+ s", line)
+    code, _, err = run_cli([tiny_models["float32"], "--data", forensynths_root, "--quiet"], capfd)
+    assert code == 0 and err == ""

@@ -65,3 +65,26 @@ def refuse_ignored(given: set[str], dests, why: str) -> None:
     for dest in dests:
         if dest in given:
             raise UserError(f"--{dest.replace('_', '-')} {why}")
+# module -> the pip distribution that provides it (for the install hint)
+_DISTRIBUTIONS = {"skimage": "scikit-image", "sklearn": "scikit-learn", "pywt": "PyWavelets", "tf_keras": "tf-keras",
+                  "tensorflow_model_optimization": "tensorflow-model-optimization"}
+
+
+def require(modules, purpose: str, extra: str) -> None:
+    """UserError naming what to install when one of `modules` is not installed. Called before any work,
+    so that an `[edge]` install fails in one line instead of a traceback after a long run.
+
+    `find_spec` locates a module without importing it (TensorFlow costs seconds)."""
+    import importlib.util
+
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(_DISTRIBUTIONS.get(name, name))
+    if missing:
+        raise UserError(f"{purpose} needs {', '.join(missing)}, not installed here: "
+                        f"pip install 'tfdefakeq[{extra}]' (or pip install {' '.join(missing)})")

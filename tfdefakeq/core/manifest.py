@@ -91,15 +91,38 @@ def versions() -> dict[str, str]:
     return out
 
 
-def command_line() -> str:
-    """The command as the user typed it: `python -m tfdefakeq.VERB ...` for our modules."""
+def command_line(argv: list[str] | None = None, main_module=None) -> str:
+    """The command as the user typed it: `python -m tfdefakeq.VERB ...` for our modules.
+
+    The module name comes from `__main__.__spec__` (set by `python -m`), else from `argv[0]`
+    resolved against this package's real location: a clone in a folder itself named `tfdefakeq`
+    must not turn into `tfdefakeq.tfdefakeq.VERB`.
+    """
     import shlex
 
-    program = sys.argv[0] if sys.argv else ""
-    parts = Path(program).resolve().parts if program.endswith(".py") else ()
-    if "tfdefakeq" in parts:
-        module = ".".join(parts[parts.index("tfdefakeq"):])[: -len(".py")].removesuffix(".__main__")
+    argv = list(sys.argv if argv is None else argv)
+    main_module = sys.modules.get("__main__") if main_module is None else main_module
+    program = argv[0] if argv else ""
+    module = _our_module(getattr(main_module, "__spec__", None), program)
+    if module:
         head = ["python", "-m", module]
     else:
         head = ["python", program] if program else ["python"]
-    return shlex.join(head + sys.argv[1:])
+    return shlex.join(head + argv[1:])
+
+
+def _our_module(spec, program: str) -> str | None:
+    """`tfdefakeq.VERB` when the running program is one of our modules, else None."""
+    name = getattr(spec, "name", None) or ""
+    if name == "tfdefakeq" or name.startswith("tfdefakeq."):
+        return name.removesuffix(".__main__")
+    if not program.endswith(".py"):
+        return None
+    package_dir = Path(__file__).resolve().parent.parent  # .../tfdefakeq (this file is core/manifest.py)
+    try:
+        rel = Path(program).resolve().relative_to(package_dir.parent)
+    except ValueError:
+        return None
+    if rel.parts[0] != package_dir.name:
+        return None
+    return ".".join(rel.with_suffix("").parts).removesuffix(".__main__")

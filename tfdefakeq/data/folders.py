@@ -20,6 +20,9 @@ from tfdefakeq.core.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 LABEL_FOLDERS = {"0_real": 0, "1_fake": 1}
+SPLITS = ("train", "val", "test")
+SPLIT_HELP = ("train, val or test folder of --data (default: {default} when --data holds split folders, "
+              "else --data itself)")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,29 @@ def _label_parents(root: Path) -> list[Path]:
     return sorted(parents)
 
 
+def split_folders(root) -> list[str]:
+    """The split folders (train, val, test) directly under `root`."""
+    root = Path(root)
+    return [name for name in SPLITS if (root / name).is_dir()]
+
+
+def choose_split(root, split: str | None, default: str) -> str | None:
+    """The split a verb reads: `split` when given; else `default` when `root` holds split folders (or is a
+    DeepfakeBench JSON), None (`root` itself) when it holds none. A root with splits but no `default`
+    folder is a UserError: reading train/ as a test set would be a silent mistake."""
+    if split is not None:
+        return split
+    root = Path(root)
+    if root.is_file():
+        return default
+    found = split_folders(root)
+    if not found:
+        return None
+    if default not in found:
+        raise UserError(f"{root}: holds the splits {', '.join(found)} but no {default}/: pass --split")
+    return default
+
+
 def scan_forensynths(root, split: str | None = None) -> list[Sample]:
     """Lists the labelled images of a ForenSynths-style tree, one generator per top folder.
 
@@ -64,6 +90,9 @@ def scan_forensynths(root, split: str | None = None) -> list[Sample]:
     base = root / split if split else root
     if not base.is_dir():
         raise UserError(f"{base}: dataset folder not found")
+    if split is None and split_folders(base):
+        raise UserError(f"{base}: holds the splits {', '.join(split_folders(base))}, "
+                        "which would be read as generators: pass a split (e.g. --split test)")
     parents = _label_parents(base)
     if not parents:
         raise UserError(f"{base}: no 0_real/1_fake folders found (expected <generator>/0_real and <generator>/1_fake)")

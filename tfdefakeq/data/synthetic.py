@@ -355,7 +355,8 @@ def _versions() -> dict[str, str]:
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr)
+    # a bar redrawn with \r is one endless line in a log: draw it on a terminal only
+    return tqdm(total=total, desc=desc, disable=not enabled or not sys.stderr.isatty(), leave=False, file=sys.stderr)
 
 
 def _post_real(crop: Crop, config: SyntheticConfig) -> np.ndarray:

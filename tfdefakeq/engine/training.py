@@ -263,7 +263,8 @@ def train_detector(args) -> int:
     callbacks = [checkpoint.callback, keras.callbacks.CSVLogger(str(out / "history.csv"), append=args.resume)]
     if initial_epoch < args.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                  verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2)  # 2: one line per epoch in a log
 
     manifest = Manifest(
         backbone=info["backbone"],

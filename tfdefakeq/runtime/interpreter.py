@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import numpy as np
 
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.runtime.validate import check_tflite_file, read_tflite  # noqa: F401 - check_tflite_file re-exported
+from tfdefakeq.core.stderr import dropping
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ def _dist_version(dist: str, module: str) -> str:
         return str(getattr(sys.modules.get(module), "__version__", "unknown"))
 
 
+# TFLite's MinimalLogger prints this on every load, from C++, with no setting to turn it off
+DELEGATE_INFO = re.compile(r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$")
+
+
 @dataclass
 class LoadedInterpreter:
     """An allocated interpreter and what it took to make it."""
@@ -136,8 +142,9 @@ def open_interpreter(data: bytes, label, num_threads: int = 1, use_xnnpack: bool
             content = unpacked_bytes
             unpack_ms = (time.perf_counter() - start) * 1e3
     try:
-        interpreter = runtime.interpreter_class(model_content=content, **kwargs)
-        interpreter.allocate_tensors()
+        with dropping(DELEGATE_INFO):
+            interpreter = runtime.interpreter_class(model_content=content, **kwargs)
+            interpreter.allocate_tensors()
     except ValueError as e:
         raise UserError(f"{label}: not a TFLite flatbuffer ({runtime.name}: {_one_line(e)})") from e
     except RuntimeError as e:

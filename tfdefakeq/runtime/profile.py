@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from tfdefakeq.core.errors import UserError
+from tfdefakeq.core.stderr import dropping
 from tfdefakeq.runtime.modelinfo import OpInfo, model_info_from_bytes
 
 PROFILE_COLUMNS = ["op_index", "op", "version", "output_shape", "macs", "latency_ms_p50", "share", "gmacs_per_s"]
@@ -100,6 +101,8 @@ def profile_ops(flatbuffer: bytes, interpreter_kwargs: dict, runtime, warmup: in
         from ai_edge_litert import schema_py_generated as schema
     except ImportError as e:  # pragma: no cover - depends on the install
         raise UserError("--profile needs ai-edge-litert (pip install tfdefakeq[edge])") from e
+    from tfdefakeq.runtime.interpreter import DELEGATE_INFO
+
     info = model_info_from_bytes(flatbuffer, label)
     model_t = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
     rows = []
@@ -116,8 +119,9 @@ def profile_ops(flatbuffer: bytes, interpreter_kwargs: dict, runtime, warmup: in
         }
         try:
             content = single_op_model(model_t, op.index, schema)
-            interpreter = runtime.interpreter_class(model_content=content, **interpreter_kwargs)
-            interpreter.allocate_tensors()
+            with dropping(DELEGATE_INFO):
+                interpreter = runtime.interpreter_class(model_content=content, **interpreter_kwargs)
+                interpreter.allocate_tensors()
             _random_fill(interpreter, seed)
             for _ in range(warmup):
                 interpreter.invoke()

@@ -230,30 +230,67 @@ def write_results(rows, scores, out_dir, name: str, header: dict, overwrite: boo
 
 
 class Progress:
-    """`(done, total)` callback that draws a progress line on stderr: tqdm when installed, else a counter."""
+    """`(done, total)` callback that reports progress on stderr.
 
-    def __init__(self, desc: str = "evaluate", stream=None):
+    On a terminal: a live bar (tqdm when installed, else a counter redrawn with \\r). Anywhere else (a log
+    file, a pipe, CI): no carriage returns, one plain line at most every `log_every_s` seconds plus one at
+    the end. `enabled=False` (`--quiet`) reports nothing. `unit` names what is counted ("images", "levels").
+    """
+
+    def __init__(self, desc: str = "evaluate", stream=None, unit: str = "images", enabled: bool = True,
+                 log_every_s: float = 30.0, clock=None):
+        import time
+
         self.desc = desc
+        self.unit = unit
         self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.log_every_s = log_every_s
+        self._clock = clock or time.monotonic  # seconds
+        self._start = self._last = self._clock()
         self._bar = None
         self._shown = False
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            tqdm = None
+        self._logged = None  # (done, total) of the last plain line, or None
+        self._pending = None  # (done, total) of the last call
+        isatty = getattr(self.stream, "isatty", None)
+        self.live = bool(isatty and isatty())
+        tqdm = None
+        if self.live:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
         self._tqdm = tqdm
 
     def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if not self.live:
+            now = self._clock()
+            if now - self._last >= self.log_every_s:
+                self._log(done, total)
+                self._last = now
+            self._pending = (done, total)
+            return
         if self._tqdm is not None:
             if self._bar is None:
-                self._bar = self._tqdm(total=total, desc=self.desc, unit="img", file=self.stream, leave=False)
+                self._bar = self._tqdm(total=total, desc=self.desc, unit=self.unit.rstrip("s"), file=self.stream,
+                                       leave=False)
             self._bar.update(done - self._bar.n)
             return
-        self.stream.write(f"\r{self.desc}: {done}/{total} images")
+        self.stream.write(f"\r{self.desc}: {done}/{total} {self.unit}")
         self.stream.flush()
         self._shown = True
 
+    def _log(self, done: int, total: int) -> None:
+        self.stream.write(f"{self.desc}: {done}/{total} {self.unit}, {self._clock() - self._start:.0f} s\n")
+        self.stream.flush()
+        self._logged = (done, total)
+
     def close(self) -> None:
+        if self.enabled and not self.live and self._pending is not None and self._pending != self._logged:
+            self._log(*self._pending)
+        self._pending = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None

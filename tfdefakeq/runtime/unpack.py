@@ -4,8 +4,10 @@ The TF 2.21 converter stores W4A8 weights as packed INT4 tensors (schema type 17
 byte, LOW nibble first, two's complement). XNNPACK takes no INT4 convolution, so such a model runs
 on the reference kernels, 4-5x slower than the same network in int8. The integer arithmetic of an
 INT4 weight is that of the same value held in an int8, so rewriting every INT4 tensor as INT8
-(nibbles unpacked and sign-extended, same scales and zero points) gives bit-identical outputs at
-int8 speed, while the file on disk stays half the size. INT2 tensors (type 19, four values per
+(nibbles unpacked and sign-extended, same scales and zero points) gives bit-identical outputs kernel
+for kernel (the builtin kernels on both sides) at int8 speed, while the file on disk stays half the
+size. With XNNPACK on, the unpacked model runs in XNNPACK and the packed one on the builtin kernels,
+which round differently: outputs may then differ by a few LSB (benchmarks/results/runtime.md). INT2 tensors (type 19, four values per
 byte, lowest bits first) unpack the same way.
 
 Only the object API of the flatbuffer schema that ships in ai-edge-litert is used (plus numpy and
@@ -270,7 +272,8 @@ def _name(tensor) -> str:
 def unpack_packed_weights(flatbuffer) -> bytes:
     """`flatbuffer` with every packed (INT4 and INT2) weight tensor stored as sign-extended INT8.
 
-    The result does the same integer arithmetic and runs on XNNPACK's int8 kernels.
+    The result computes outputs bit-identical to the packed model's on the same kernels (builtin on both
+    sides) and runs on XNNPACK's int8 kernels, whose rounding differs from the builtin kernels'.
     """
     return unpack_model(flatbuffer)[0]
 

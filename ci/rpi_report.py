@@ -1,0 +1,147 @@
+"""Compares the raw outputs of ci/rpi_outputs.py on x86 and under each emulated CPU, prints one line per
+configuration, and writes benchmarks/results/rpi_emulated.md from those comparisons (ci/rpi_emulated.sh
+calls it; every figure in the file comes from the .npz files it reads).
+
+    python ci/rpi_report.py OUT_DIR CPU [CPU ...] [--md FILE] [--qemu TEXT] [--arm-python TEXT] [--wheels W ...]
+
+OUT_DIR holds inputs.npz, x86.npz and CPU.npz per CPU (a CPU whose .npz is missing failed to run).
+Required: the configuration the runtime uses by default (XNNPACK on, INT4 unpacked to INT8) is bit-identical
+to x86 on every CPU; exit code 1 otherwise. Other rows are reported, not required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BOARDS = {"cortex-a72": "Pi 4", "cortex-a76": "Pi 5"}
+INT4_TEXT = {"no-int4": "(none)", "unpacked": "unpacked to INT8 at load (default)", "packed": "packed (`--packed packed`)"}
+KERNEL_TEXT = {"xnnpack": "XNNPACK (default)", "builtin": "builtin (`--no-xnnpack`)"}
+
+
+def required(key: str) -> bool:
+    _, int4, kernels = key.split("|")
+    return kernels == "xnnpack" and int4 != "packed"
+
+
+def compare(x86: dict, arm: dict) -> dict:
+    """key -> {"same": bool, "differ": images that differ, "images": n, "max_lsb": int}."""
+    out = {}
+    for key, a in x86.items():
+        b = arm.get(key)
+        if b is None or a.shape != b.shape:
+            out[key] = {"same": False, "differ": None, "images": int(a.shape[0]), "max_lsb": None}
+            continue
+        diff = np.abs(a.astype(np.int64) - b.astype(np.int64))
+        out[key] = {"same": bool(not diff.any()), "differ": int((diff.reshape(len(diff), -1) > 0).any(1).sum()),
+                    "images": int(a.shape[0]), "max_lsb": int(diff.max()) if diff.size else 0}
+    return out
+
+
+def cell(c: dict | None) -> str:
+    if c is None:
+        return "did not run"
+    if c["differ"] is None:
+        return "missing output"
+    return "**bit-identical**" if c["same"] else f"{c['differ']}/{c['images']} differ, max {c['max_lsb']} LSB"
+
+
+def conclusions(results: dict[str, dict | None]) -> list[str]:
+    """Sentences computed from the comparisons: cpu -> (key -> comparison) or None when the CPU failed to run."""
+    ran = {cpu: r for cpu, r in results.items() if r is not None}
+    lines = []
+    failed = [cpu for cpu, r in results.items() if r is None]
+    if failed:
+        lines.append(f"- Did not run under {', '.join(failed)}: no result for those CPUs.")
+    if not ran:
+        return lines
+    keys = sorted(next(iter(ran.values())))
+    req = [k for k in keys if required(k)]
+    req_ok = all(ran[cpu][k]["same"] for cpu in ran for k in req)
+    cpus = ", ".join(f"{cpu} ({BOARDS.get(cpu, 'emulated')})" for cpu in ran)
+    if req_ok:
+        lines.append(f"- The runtime's default configuration (XNNPACK on, INT4 unpacked to INT8) gave bit-identical "
+                     f"outputs to x86 for all {len(req)} model configurations under {cpus}.")
+    else:
+        bad = sorted({f"{k} under {cpu}" for cpu in ran for k in req if not ran[cpu][k]["same"]})
+        lines.append(f"- The runtime's default configuration DIFFERS from x86: {'; '.join(bad)}.")
+    other = [k for k in keys if not required(k)]
+    if other:
+        differing = [(cpu, k) for cpu in ran for k in other if not ran[cpu][k]["same"]]
+        if not differing:
+            lines.append(f"- The other {len(other)} configurations (builtin kernels, packed INT4) were bit-identical too.")
+        else:
+            worst = max((ran[cpu][k]["max_lsb"] or 0) for cpu, k in differing)
+            lines.append(f"- {len({k for _, k in differing})} of the other {len(other)} configurations (builtin kernels "
+                         f"or packed INT4) differ from x86, by at most {worst} LSB; they are reported, not required.")
+    return lines
+
+
+def markdown(results, n_images: int, sizes: list[str], args, command: str) -> str:
+    from tfdefakeq.core.manifest import versions
+
+    v = versions()
+    host = f"{platform.machine()}, {platform.processor() or 'cpu'}, python {v.get('python')}, " \
+           f"ai-edge-litert {v.get('ai-edge-litert', '?')}, numpy {v.get('numpy')}"
+    cpus = list(results)
+    lines = ["# Emulated Raspberry Pi: raw int8 outputs on aarch64 (qemu) vs x86", "",
+             f"- command: `{command}`",
+             f"- host: {host}",
+             f"- emulated: {args.qemu or 'qemu-aarch64-static'} user mode, "
+             + ", ".join(f"`-cpu {c}` ({BOARDS.get(c, 'no Pi')})" for c in cpus)
+             + (f"; arm64 python {args.arm_python}" if args.arm_python else ""),
+             *( [f"- aarch64 wheels: {', '.join(args.wheels)}"] if args.wheels else []),
+             f"- inputs: {n_images} fixed images per input size ({', '.join(s + ' px' for s in sizes)}), made on x86 "
+             "and read by both sides",
+             f"- date: {time.strftime('%Y-%m-%d')}", "",
+             "Emulated timings are not Raspberry Pi latency: none are reported.", "",
+             "## Result", "",
+             "| model | INT4 handling | kernels | " + " | ".join(f"{c} ({BOARDS.get(c, 'emulated')})" for c in cpus) + " |",
+             "|---|---|---|" + "---|" * len(cpus)]
+    keys = sorted({k for r in results.values() if r for k in r}, key=lambda k: (not required(k), k))
+    for key in keys:
+        model, int4, kernels = key.split("|")
+        lines.append(f"| {model} | {INT4_TEXT.get(int4, int4)} | {KERNEL_TEXT.get(kernels, kernels)} | "
+                     + " | ".join(cell(results[c][key] if results[c] else None) for c in cpus) + " |")
+    lines += ["", "What this says:"] + conclusions(results) + [""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("cpus", nargs="+")
+    p.add_argument("--md", type=Path, default=None, help="write the report here")
+    p.add_argument("--qemu", default="", help="qemu version line")
+    p.add_argument("--arm-python", default="", help="the sysroot python, as it reports itself")
+    p.add_argument("--wheels", nargs="*", default=[], help="aarch64 wheel file names used")
+    p.add_argument("--command", default="bash ci/rpi_emulated.sh")
+    args = p.parse_args(argv)
+    x86 = dict(np.load(args.out_dir / "x86.npz"))
+    inputs = np.load(args.out_dir / "inputs.npz")
+    results = {}
+    for cpu in args.cpus:
+        path = args.out_dir / f"{cpu}.npz"
+        results[cpu] = compare(x86, dict(np.load(path))) if path.is_file() else None
+        for key, c in (results[cpu] or {}).items():
+            print(f"{cpu:11s} {key:45s} {cell(c).replace('**', '')}" + ("" if required(key) else "  [informative]"))
+    if args.md is not None:
+        from tfdefakeq.core.fileio import write_text_atomic
+
+        n_images = max(len(inputs[k]) for k in inputs.files)
+        write_text_atomic(args.md, markdown(results, n_images, sorted(inputs.files, key=int), args, args.command),
+                          overwrite=True)
+        print(f"wrote {args.md}")
+    ok = all(r is not None and all(c["same"] for k, c in r.items() if required(k)) for r in results.values())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

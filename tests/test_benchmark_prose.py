@@ -1,0 +1,86 @@
+"""What benchmarks write into their reports follows from what they measured (issue 15, item 10)."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tfdefakeq.core.machineload import LoadSampler, load_sentence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(path: str):
+    spec = importlib.util.spec_from_file_location(Path(path).stem + "_under_test", ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _entry(identical=True, xnn=0, int8=None):
+    e = {"outputs_identical_builtin": identical, "all_tensors_identical_builtin": identical,
+         "xnnpack_unpacked_vs_packed_max_lsb": xnn, "unpacked_xnnpack_vs_builtin_max_lsb": xnn}
+    if int8 is not None:
+        e["int8_xnnpack_vs_builtin_max_lsb"] = int8
+    return e
+
+
+def test_runtime_prose_states_the_measured_lsb_not_a_fixed_claim():
+    prose = " ".join(_script("benchmarks/runtime.py").parity_prose(
+        {"resnet18": _entry(xnn=14, int8=17), "mobilenet_v2": _entry(xnn=0, int8=0)}))
+    assert "every tensor was bit-identical (resnet18, mobilenet_v2)" in prose
+    assert "differ by up to 14 LSB (resnet18 14, mobilenet_v2 0)" in prose and "up to 17 LSB" in prose
+    assert "outputs were bit-identical too" not in prose and "Untrained weights" not in prose
+    prose = " ".join(_script("benchmarks/runtime.py").parity_prose({"m": _entry(xnn=0)}))
+    assert "With XNNPACK on, outputs were bit-identical too" in prose
+    prose = " ".join(_script("benchmarks/runtime.py").parity_prose({"m": _entry(identical=False, xnn=3)}))
+    assert "DIFFER (m)" in prose and "not from unpacking" not in prose
+
+
+def test_load_is_stated_as_measured():
+    assert load_sentence([1.0, 3.5, 2.0], 2, 10) == (
+        "1-minute load average sampled 3 times (every 10 s): min 1.00, median 2.00, max 3.50; above the 2 CPUs "
+        "for part of the run: other work competed, absolute times are inflated, same-run ratios are what to read")
+    assert load_sentence([0.5, 1.0], 2, 10).endswith("median 0.75, max 1.00; within the 2 CPUs throughout")
+    sampler = LoadSampler(every_s=0.01).start()
+    sampler.stop()
+    assert len(sampler.samples) >= 2 and "sampled" in sampler.sentence()
+    for path in ("benchmarks/runtime.py", "benchmarks/quant_methods.py"):
+        assert "shared with other" not in (ROOT / path).read_text()
+
+
+def test_backbones_header_counts_the_calibration_images_it_used():
+    backbones = _script("benchmarks/backbones.py")
+    assert backbones.calib_phrase([{"calib_images": 32}, {"calib_images": 32}]) == "32 synthetic images"
+    assert backbones.calib_phrase([{"calib_images": 8}, {"calib_images": ""}]) == \
+        "8 synthetic images; 1 older row(s) without a recorded count"
+    assert "16 synthetic images" not in (ROOT / "benchmarks" / "backbones.py").read_text()
+
+
+def test_rpi_report_is_written_from_the_outputs(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "inputs.npz", **{"64": rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)})
+    x86 = {f"m_int4|{int4}|{k}": rng.integers(-128, 127, (3, 1), dtype=np.int8)
+           for int4 in ("unpacked", "packed") for k in ("xnnpack", "builtin")}
+    np.savez(tmp_path / "x86.npz", **x86)
+    arm = dict(x86)
+    arm["m_int4|packed|builtin"] = x86["m_int4|packed|builtin"].copy()
+    arm["m_int4|packed|builtin"][1, 0] = np.clip(int(arm["m_int4|packed|builtin"][1, 0]) + 2, -128, 127) \
+        if arm["m_int4|packed|builtin"][1, 0] < 120 else arm["m_int4|packed|builtin"][1, 0] - 2
+    np.savez(tmp_path / "cortex-a72.npz", **arm)
+    md = tmp_path / "rpi.md"
+    run = lambda *cpus: subprocess.run([sys.executable, str(ROOT / "ci" / "rpi_report.py"), str(tmp_path), *cpus,
+                                        "--md", str(md)], capture_output=True, text=True, timeout=120)
+    done = run("cortex-a72", "cortex-a76")  # the a76 run "failed": no npz
+    assert done.returncode == 1
+    text = md.read_text()
+    assert "| m_int4 | unpacked to INT8 at load (default) | XNNPACK (default) | **bit-identical** | did not run |" in text
+    assert "| m_int4 | packed (`--packed packed`) | builtin (`--no-xnnpack`) | 1/3 differ, max 2 LSB | did not run |" in text
+    assert "Did not run under cortex-a76" in text and "by at most 2 LSB" in text
+    assert run("cortex-a72").returncode == 0
+    assert "gave bit-identical outputs to x86 for all 1 model configurations under cortex-a72 (Pi 4)" in md.read_text()
+    arm["m_int4|unpacked|xnnpack"] = arm["m_int4|unpacked|xnnpack"] // 2 + 1
+    np.savez(tmp_path / "cortex-a72.npz", **arm)
+    assert run("cortex-a72").returncode == 1 and "DIFFERS from x86" in md.read_text()
