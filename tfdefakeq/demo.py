@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from tfdefakeq.core.cli import require, run_cli
-from tfdefakeq.core.errors import UserError
 
 VERB = "demo"
 
