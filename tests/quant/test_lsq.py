@@ -4,12 +4,8 @@ converter stores."""
 import numpy as np
 import pytest
 
-from tfdefakeq.quant.quantizers import (
-    WEIGHT_LEVELS,
-    LearnedActivationQuantizer,
-    LSQWeightQuantizer,
-    mse_step,
-)
+from tfdefakeq.quant.grids import WEIGHT_LEVELS, mse_step
+from tfdefakeq.quant.quantizers import LearnedActivationQuantizer, LSQWeightQuantizer
 from tfdefakeq.core.tfcompat import keras, tf
 
 
