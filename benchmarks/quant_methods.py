@@ -113,8 +113,10 @@ def storage_bits(path) -> tuple[float, str]:
     """(storage bits per kernel value over every kernel of the .tflite, its tensor types)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    bits = {0: 32, 9: 8, 17: 4, 19: 2, 3: 8}  # FLOAT32, INT8, INT4, INT2, UINT8
-    names = {0: "FLOAT32", 9: "INT8", 17: "INT4", 19: "INT2", 3: "UINT8"}
+    from tfdefakeq.runtime.modelinfo import TENSOR_TYPES
+
+    names = {code: name for code, (name, _) in TENSOR_TYPES.items() if name in ("FLOAT32", "INT8", "INT4", "INT2", "UINT8")}
+    bits = {code: TENSOR_TYPES[code][1] for code in names}
     model = schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
     total = weighted = 0
     kinds = set()

@@ -316,3 +316,16 @@ def test_requantization_multipliers_outside_the_kernels_range_are_named(tmp_path
 def test_shipped_models_pass_every_requantization_rule():
     for path in sorted(SHIPPED.glob("*.tflite")):
         assert validate_flatbuffer(path.read_bytes(), str(path)).operators > 0
+
+
+def test_the_tensor_type_table_is_the_schemas():
+    """modelinfo.TENSOR_TYPES (the one table validate, unpack and the benchmarks read) names each code
+    as the schema ai-edge-litert ships does, and covers every type that schema defines."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from tfdefakeq.runtime.modelinfo import TENSOR_TYPES
+    from tfdefakeq.runtime.unpack import INT2, INT4, PACKED_BITS
+
+    codes = {name: code for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
+    assert {code: name for code, (name, _) in TENSOR_TYPES.items()} == {code: name for name, code in codes.items()}
+    assert (INT4, INT2) == (codes["INT4"], codes["INT2"]) and PACKED_BITS == {INT4: 4, INT2: 2}

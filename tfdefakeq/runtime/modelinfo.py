@@ -20,6 +20,17 @@ from pathlib import Path
 from tfdefakeq.core.errors import UserError
 
 
+# The schema's TensorType codes: name and bits per element (None: variable size, STRING, RESOURCE,
+# VARIANT). The one table of them (validate, unpack and the benchmarks read it).
+TENSOR_TYPES = {
+    0: ("FLOAT32", 32), 1: ("FLOAT16", 16), 2: ("INT32", 32), 3: ("UINT8", 8), 4: ("INT64", 64),
+    5: ("STRING", None), 6: ("BOOL", 8), 7: ("INT16", 16), 8: ("COMPLEX64", 64), 9: ("INT8", 8),
+    10: ("FLOAT64", 64), 11: ("COMPLEX128", 128), 12: ("UINT64", 64), 13: ("RESOURCE", None),
+    14: ("VARIANT", None), 15: ("UINT32", 32), 16: ("UINT16", 16), 17: ("INT4", 4), 18: ("BFLOAT16", 16),
+    19: ("INT2", 2), 20: ("UINT4", 4), 21: ("FLOAT8_E4M3FN", 8), 22: ("FLOAT8_E5M2", 8),
+}
+
+
 def schema_module():
     """The TFLite flatbuffer schema (object API) that ai-edge-litert ships: one copy for every reader."""
     try:

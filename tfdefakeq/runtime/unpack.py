@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tfdefakeq.core.errors import UserError
-from tfdefakeq.runtime.modelinfo import schema_module
+from tfdefakeq.runtime.modelinfo import TENSOR_TYPES, schema_module
 
 TFLITE_FILE_IDENTIFIER = b"TFL3"
-INT8 = 9
-INT4 = 17
-INT2 = 19
-PACKED_BITS = {INT4: 4, INT2: 2}  # schema TensorType -> bits per value
+_CODES = {name: code for code, (name, _) in TENSOR_TYPES.items()}
+INT8, INT4, INT2 = _CODES["INT8"], _CODES["INT4"], _CODES["INT2"]
+PACKED_BITS = {code: TENSOR_TYPES[code][1] for code in (INT4, INT2)}  # schema TensorType -> bits per value
 BUFFER_ALIGNMENT = 16  # as the TFLite converter aligns constant data
 
 

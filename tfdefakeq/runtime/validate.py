@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from tfdefakeq.core.errors import UserError
+from tfdefakeq.runtime.modelinfo import TENSOR_TYPES
 from tfdefakeq.runtime.unpack import INT8, PACKED_BITS, TFLITE_FILE_IDENTIFIER
 
 MIN_TFLITE_BYTES = 16  # root offset + identifier + the smallest possible root table
@@ -46,14 +47,6 @@ MAX_NAME_CHARS = 60  # names quoted in messages are cut here (they can be long, 
 MAX_FLATBUFFER_BYTES = 2**31 - 1  # flatbuffer offsets are 32-bit signed
 FLOAT32_MIN_NORMAL = 2.0**-126  # XNNPACK's xnn_define_quantized_tensor refuses a scale that is not normal
 
-# Bits per element of each schema TensorType; None: variable size (STRING, RESOURCE, VARIANT).
-TENSOR_TYPES = {
-    0: ("FLOAT32", 32), 1: ("FLOAT16", 16), 2: ("INT32", 32), 3: ("UINT8", 8), 4: ("INT64", 64),
-    5: ("STRING", None), 6: ("BOOL", 8), 7: ("INT16", 16), 8: ("COMPLEX64", 64), 9: ("INT8", 8),
-    10: ("FLOAT64", 64), 11: ("COMPLEX128", 128), 12: ("UINT64", 64), 13: ("RESOURCE", None),
-    14: ("VARIANT", None), 15: ("UINT32", 32), 16: ("UINT16", 16), 17: ("INT4", 4), 18: ("BFLOAT16", 16),
-    19: ("INT2", 2), 20: ("UINT4", 4), 21: ("FLOAT8_E4M3FN", 8), 22: ("FLOAT8_E5M2", 8),
-}
 # Zero points an integer tensor can hold; quantized kernels index tables with them.
 ZERO_POINT_RANGE = {3: (0, 255), 7: (-32768, 32767), 9: (-128, 127), 17: (-8, 7), 19: (-2, 1), 20: (0, 15),
                     2: (-(2**31), 2**31 - 1), 16: (0, 65535), 15: (0, 2**32 - 1)}
