@@ -15,6 +15,11 @@ run by the runtime on calibration images and compared with Keras: the logits wit
 output steps, or else (a QAT model) op by op, every int8 tensor within 1 LSB of Keras on TFLite's
 own inputs and off only at rounding ties (tfdefakeq.engine.parity); a model that disagrees is not written.
 
+Your own Keras model (`det.keras`, a full-model `det.h5`) converts the same way: it is imported
+(tfdefakeq.engine.importer: flattened, its input preprocessing folded into the manifest, its head
+made one logit for P(fake); `--fake-class K` names the fake class, `--preprocess caffe|tf|torch|none`
+what it expects outside its graph) and is then a float detector like ours.
+
 `--scheme S` on a float model does the quantization too: QAT fine-tuning on --data for --epochs
 (through tfdefakeq.train, into OUT's stem + ".qat/"), then the conversion of the result.
 """
@@ -24,7 +29,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfdefakeq.core.cli import add_adaptive_args, run_cli
+from tfdefakeq.core.cli import add_adaptive_args, add_import_args, run_cli
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.engine.export import FORMATS
 
@@ -33,7 +38,8 @@ VERB = "convert"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tfdefakeq.convert", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="detector weights (.weights.h5) saved by tfdefakeq.train, with its manifest")
+    p.add_argument("model", help="detector weights (.weights.h5) saved by tfdefakeq.train, with its manifest; "
+                                 "or your own Keras model (.keras / full-model .h5), imported first")
     p.add_argument("--data", required=True, help="dataset root: calibration and parity images come from --split")
     p.add_argument("--split", default="val")
     p.add_argument("--out", required=True, help="output .tflite path (manifest written beside it)")
@@ -47,22 +53,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--batch-size", type=int, default=32)
     add_adaptive_args(p)
+    add_import_args(p)
     return p.parse_args(argv)
 
 
 def _finetune(args, out: Path) -> Path:
     """QAT-fine-tunes the float --model under --scheme into OUT's stem + '.qat/'; returns the result."""
     from tfdefakeq import train
-    from tfdefakeq.core.manifest import Manifest, manifest_path
 
     work = out.with_name(out.stem + ".qat")
-    size = Manifest.load(manifest_path(args.model)).input_shape[0] if manifest_path(args.model).is_file() else 64
-    argv = ["--data", args.data, "--out", str(work), "--init", args.model, "--scheme", args.scheme, "--input-size", str(size),
+    argv = ["--data", args.data, "--out", str(work), "--init", args.model, "--scheme", args.scheme,
             "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
             "--channel-choice", args.channel_choice, "--distill", args.distill, "--kd-alpha", str(args.kd_alpha),
             "--temperature", str(args.temperature), "--feature-weight", str(args.feature_weight)]
     for flag, value in (("--avg-bits", args.avg_bits), ("--budget-bytes", args.budget_bytes),
-                        ("--bit-plan", args.bit_plan), ("--salient-ratio", args.salient_ratio)):
+                        ("--bit-plan", args.bit_plan), ("--salient-ratio", args.salient_ratio),
+                        ("--fake-class", args.fake_class), ("--preprocess", args.preprocess)):
         if value is not None:
             argv += [flag, str(value)]
     if (work / "backup").exists():
@@ -85,7 +91,8 @@ def main(args) -> int:
     model_path = args.model
     if args.scheme:
         model_path = _finetune(args, out)
-    model, manifest = load_detector(model_path)
+    imported = (args.fake_class, args.preprocess) if model_path == args.model else (None, None)
+    model, manifest = load_detector(model_path, *imported)
     fmt = target_format(manifest, args.format)
     size = tuple(manifest.input_shape[:2])
     calib = balanced_subset(scan_forensynths(args.data, args.split), args.calib_images)

@@ -36,3 +36,13 @@ def add_adaptive_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the logit distillation term")
     g.add_argument("--temperature", type=float, default=2.0)
     g.add_argument("--feature-weight", type=float, default=1.0, help="initial weight of the feature term (cosine decay to 0)")
+
+
+def add_import_args(p: argparse.ArgumentParser) -> None:
+    """Options for a user's Keras model file (.keras / .h5) given as the model (tfdefakeq.engine.importer)."""
+    g = p.add_argument_group("a Keras model of your own (.keras / full-model .h5)")
+    g.add_argument("--fake-class", type=int, default=None,
+                   help="which class of a 1- or 2-unit head means fake (default 1); recorded in the manifest")
+    g.add_argument("--preprocess", choices=("caffe", "tf", "torch", "none"), default=None,
+                   help="what the model expects outside its graph (keras.applications preprocess_input modes; none: raw "
+                        "0..255); needed when the graph has no Rescaling/Normalization at its input")

@@ -23,13 +23,24 @@ class Preprocess:
     holds `pixel - 128` exactly: quantizing the input loses nothing of the faint artifacts.
     """
 
-    mean: float = 128.0
-    std: float = 128.0
+    mean: float | list[float] = 128.0  # one value, or one per channel (in `channel_order`)
+    std: float | list[float] = 128.0
+    channel_order: str = "rgb"  # "bgr": channels reversed first (keras.applications' caffe mode)
 
     def apply(self, images_uint8):
         import numpy as np
 
-        return (np.asarray(images_uint8, dtype=np.float32) - self.mean) / self.std
+        x = np.asarray(images_uint8, dtype=np.float32)
+        if self.channel_order == "bgr":
+            x = x[..., ::-1]
+        return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+    def input_range(self) -> tuple[float, float]:
+        """(lowest, highest) model input over all channels for pixels 0..255: the int8 input range."""
+        import numpy as np
+
+        ends = self.apply(np.array([[0, 0, 0], [255, 255, 255]], np.uint8))
+        return float(ends.min()), float(ends.max())
 
 
 @dataclass
@@ -47,6 +58,11 @@ class Manifest:
     metrics: dict = field(default_factory=dict)
     size_bytes: int | None = None
     build_kwargs: dict = field(default_factory=dict)  # extra builder arguments (width, alpha)
+    # backbone "custom" (a user's Keras model, tfdefakeq.engine.importer): the file it came from, which
+    # class of its head is "fake", and the sha256 of the normalised architecture JSON stored beside it
+    source: str = ""
+    fake_class: int | None = None
+    architecture_sha256: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     command: str = ""
 
