@@ -183,7 +183,9 @@ def _const_channels(value, channels: int | None):
 def _op_affine(layer, args, kwargs, channels):
     """(tensor, scale (C,), offset (C,)) when a TFOpLambda is x*c, x/c, x+c, x-c, c-x, bias_add, -x."""
     fn = layer.get_config().get("function", "")
-    operands = list(args) + [v for k, v in kwargs.items() if k != "name"]
+    if kwargs.get("data_format", "NHWC") not in ("NHWC", "channels_last", None):
+        return None
+    operands = list(args) + [v for k, v in kwargs.items() if k not in ("name", "data_format")]
     tensors = [i for i, v in enumerate(operands) if hasattr(v, "_keras_history")]
     if len(tensors) != 1:
         return None
@@ -213,11 +215,13 @@ def _is_channel_flip(layer, args, kwargs) -> bool:
     if fn != "__operators__.getitem":
         return False
     spec = kwargs.get("slice_spec", args[1] if len(args) > 1 else None)
-    if isinstance(spec, dict) or spec is None:
-        return False
     spec = spec if isinstance(spec, (tuple, list)) else (spec,)
-    return (len(spec) == 2 and spec[0] is Ellipsis and isinstance(spec[1], slice)
-            and spec[1].start is None and spec[1].stop is None and spec[1].step == -1)
+    if len(spec) != 2 or spec[0] is not Ellipsis:
+        return False
+    last = spec[1]
+    if isinstance(last, slice):
+        last = {"start": last.start, "stop": last.stop, "step": last.step}
+    return isinstance(last, dict) and last.get("start") is None and last.get("stop") is None and last.get("step") == -1
 
 
 # ---------------------------------------------------------------- the rebuild
@@ -308,7 +312,7 @@ class _Flattener:
             if fn in _ACTIVATION_OPS and len([a for a in _flatten((args, kwargs)) if hasattr(a, "_keras_history")]) == 1:
                 self.folding = self.folding and x is not self.raw
                 kind, max_value = _ACTIVATION_OPS[fn]
-                name = self.unique(layer.name.replace("tf.", "").replace(".", "_"), scope)
+                name = self.unique(_op_name(layer.name), scope)
                 twin = layers.ReLU(max_value=max_value, name=name) if kind == "relu" else layers.Activation(kind, name=name)
                 return twin(x)
             raise UserError(f"{self.label}: layer {layer.name!r} applies TensorFlow op tf.{fn}, which has no quantizable "
@@ -341,11 +345,18 @@ class _Flattener:
         channels = int(x.shape[-1])
         scale = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (channels,))
         offset = np.broadcast_to(np.asarray(offset, np.float64).reshape(-1), (channels,))
-        new = layers.DepthwiseConv2D(1, use_bias=True, name=self.unique(name.replace("tf.", "").replace(".", "_")))
+        new = layers.DepthwiseConv2D(1, use_bias=True, name=self.unique(_op_name(name)))
         y = new(x)
         new.trainable = False
         self.fixed.append((new, [scale.reshape(1, 1, channels, 1).astype(np.float32), offset.astype(np.float32)]))
         return y
+
+
+def _op_name(name: str) -> str:
+    """A TFOpLambda's name ('tf.__operators__.add') as a layer name TensorFlow accepts ('operators_add')."""
+    import re
+
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", name.removeprefix("tf."))).strip("_") or "op"
 
 
 def _flatten(structure) -> list:
