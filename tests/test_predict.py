@@ -64,7 +64,7 @@ def expected_prob(model_manifest, path):
 
 def test_one_image(images, tmp_path, capfd, detector_model):
     out = tmp_path / "scores.csv"
-    code, stdout, _ = run_cli([MODEL, images[0], "--out", out], capfd)
+    code, stdout, _ = run_cli([MODEL, images[0], "--out", out, "--center-crop"], capfd)
     assert code == 0 and f"wrote {out}" in stdout
     (row,) = read_rows(out)
     assert row["path"] == str(images[0]) and row["kind"] == "image" and row["frames"] == "1"
@@ -85,7 +85,7 @@ def test_folder_recursive_with_a_broken_file(images, tmp_path, capfd, detector_m
     Image.fromarray(np.zeros((70, 70, 3), np.uint8)).save(tmp_path / ".hidden" / "skip.png")
     (tmp_path / "notes.txt").write_text("ignored")
     out = tmp_path / "out" / "scores.csv"
-    code, stdout, err = run_cli([MODEL, tmp_path, "--out", out], capfd)
+    code, stdout, err = run_cli([MODEL, tmp_path, "--out", out, "--center-crop"], capfd)
     assert code == 0
     rows = read_rows(out)
     assert [Path(r["path"]).name for r in rows] == ["deep.png", "broken.jpg", "img0.png", "img2.png"]

@@ -15,6 +15,11 @@ run by the runtime on calibration images and compared with Keras: the logits wit
 output steps, or else (a QAT model) op by op, every int8 tensor within 1 LSB of Keras on TFLite's
 own inputs and off only at rounding ties (tfdefakeq.engine.parity); a model that disagrees is not written.
 
+Your own Keras model (`det.keras`, a full-model `det.h5`) converts the same way: it is imported
+(tfdefakeq.engine.importer: flattened, its input preprocessing folded into the manifest, its head
+made one logit for P(fake); `--fake-class K` names the fake class, `--preprocess caffe|tf|torch|none`
+what it expects outside its graph) and is then a float detector like ours.
+
 `--scheme S` on a float model does the quantization too: QAT fine-tuning on --data for --epochs
 (through tfdefakeq.train, into OUT's stem + ".qat/"), then the conversion of the result.
 """
@@ -24,7 +29,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfdefakeq.core.cli import add_adaptive_args, given_options, options_given, refuse_ignored, run_cli
+from tfdefakeq.core.cli import add_adaptive_args, add_import_args, given_options, options_given, refuse_ignored, run_cli
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.data.folders import SPLIT_HELP
 from tfdefakeq.engine.export import FORMATS
@@ -34,7 +39,8 @@ VERB = "convert"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tfdefakeq.convert", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="detector weights (.weights.h5) saved by tfdefakeq.train, with its manifest")
+    p.add_argument("model", help="detector weights (.weights.h5) saved by tfdefakeq.train, with its manifest; "
+                                 "or your own Keras model (.keras / full-model .h5), imported first")
     p.add_argument("--data", required=True, help="dataset root: calibration and parity images come from --split")
     p.add_argument("--split", default=None, help=SPLIT_HELP.format(default="val"))
     p.add_argument("--out", required=True, help="output .tflite path (manifest written beside it)")
@@ -48,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--batch-size", type=int, default=32)
     add_adaptive_args(p)
+    add_import_args(p)
     args = p.parse_args(argv)
     args.given = given_options(p, argv)
     return args
@@ -61,13 +68,12 @@ QAT_ONLY = ("epochs", "lr", "batch_size", "avg_bits", "budget_bytes", "bit_plan"
 def _finetune_args(args, out: Path, given: set[str]):
     """tfdefakeq.train's arguments for the QAT fine-tuning of --model under --scheme into OUT's stem + '.qat/'."""
     from tfdefakeq import train
-    from tfdefakeq.core.manifest import Manifest, manifest_path
 
     work = out.with_name(out.stem + ".qat")
-    size = Manifest.load(manifest_path(args.model)).input_shape[0] if manifest_path(args.model).is_file() else 64
-    argv = ["--data", args.data, "--out", str(work), "--init", args.model, "--scheme", args.scheme, "--input-size", str(size),
+    # no --input-size: train takes the --init model's own
+    argv = ["--data", args.data, "--out", str(work), "--init", args.model, "--scheme", args.scheme,
             "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size)]
-    for dest in QAT_ONLY[3:]:  # only those given: train refuses an adaptive / distillation flag that would not act
+    for dest in QAT_ONLY[3:] + ("fake_class", "preprocess"):  # only those given: train refuses a flag that would not act
         if dest in given:
             argv += [f"--{dest.replace('_', '-')}", str(getattr(args, dest))]
     if not args.int2 and args.scheme == "adaptive":  # the adaptive plan prices the containers it will get
@@ -115,7 +121,8 @@ def main(args) -> int:
 
         train.main(train_args)
         model_path = Path(train_args.out) / "model.weights.h5"
-    model, manifest = load_detector(model_path)
+    imported = (args.fake_class, args.preprocess) if model_path == args.model else (None, None)
+    model, manifest = load_detector(model_path, *imported)
     fmt = target_format(manifest, args.format)
     size = tuple(manifest.input_shape[:2])
     calib_uint8 = load_images([s.path for s in calib], size)

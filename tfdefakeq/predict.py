@@ -1,7 +1,10 @@
 """python -m tfdefakeq.predict MODEL.tflite PATH [--face-crop] [--every N | --frames K] [--out scores.csv]
 
 Scores PATH with a `.tflite` detector (no TensorFlow needed): an image, a video, or a folder of
-them (recursive). Images are center-cropped to the model input (as in evaluation); with
+them (recursive). Images are scored whole: tiles of the model input over the image, every
+input side / 2 pixels by default (--stride), aggregated by the mean of the 3 highest tile scores
+(--aggregate topk|mean|max, --top-k; --heatmap DIR writes the tile scores over each image);
+--center-crop scores one center crop of the model input instead (as in evaluation). With
 --face-crop, the largest face found by BlazeFace is cropped square (--margin around it) and
 resized to the model input instead, and an image or frame without a face is reported as
 "no_face". Videos are scored on --frames K frames spread evenly (default 16) or every N-th frame
@@ -39,6 +42,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     sampling.add_argument("--frames", type=int, default=None, help="frames per video, spread evenly (default 16)")
     sampling.add_argument("--every", type=int, default=None, help="score every N-th video frame instead")
     p.add_argument("--per-frame", action="store_true", help="also write one row per scored video frame")
+    g = p.add_argument_group("images: the whole image in tiles (default) or one center crop")
+    g.add_argument("--center-crop", action="store_true", help="score one center crop of the input size (the old behaviour)")
+    g.add_argument("--stride", type=int, default=None, help="tile stride in pixels (default: half the input side)")
+    g.add_argument("--aggregate", choices=("topk", "mean", "max"), default=None,
+                   help="image score from the tile scores: topk (default: mean of the --top-k highest), mean, max")
+    g.add_argument("--top-k", type=int, default=None, help="tiles averaged by --aggregate topk (default 3)")
+    g.add_argument("--heatmap", type=Path, default=None, help="folder for NAME.heatmap.png: the tile scores over each image")
     p.add_argument("--threshold", type=float, default=0.5, help="probability above which an item is called fake")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     p.add_argument("--packed", choices=("unpacked", "packed"), default="unpacked",
@@ -66,6 +76,12 @@ def main(args) -> int:
         raise UserError(f"--margin must be >= 0, got {args.margin}")
     if not 0.0 <= args.threshold <= 1.0:  # compared with a probability, not a logit
         raise UserError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
+    tiling = {"--stride": args.stride, "--aggregate": args.aggregate, "--top-k": args.top_k, "--heatmap": args.heatmap}
+    given = [flag for flag, value in tiling.items() if value is not None]
+    if given and (args.center_crop or args.face_crop):
+        raise UserError(f"{given[0]} sets whole-image tiling, which {'--center-crop' if args.center_crop else '--face-crop'} turns off")
+    if args.top_k is not None and args.aggregate not in (None, "topk"):
+        raise UserError(f"--top-k applies to --aggregate topk, not {args.aggregate}")
     if args.out is not None:
         check_writable(args.out, overwrite=args.overwrite)
     check_tflite_file(args.model)
@@ -79,7 +95,9 @@ def main(args) -> int:
             detector = FaceDetector(kind=args.face_model, num_threads=args.threads)
         else:
             detector = FaceDetector(model_path=args.face_model, num_threads=args.threads)
-    predictor = Predictor(model, manifest, detector, margin=args.margin, threshold=args.threshold)
+    predictor = Predictor(model, manifest, detector, margin=args.margin, threshold=args.threshold,
+                          tiles=not args.center_crop, stride=args.stride, aggregate=args.aggregate or "topk",
+                          top_k=args.top_k or 3, heatmap_dir=args.heatmap)
     progress = Progress(f"{VERB} {args.path.name}", unit="items", enabled=not args.quiet and len(items) > 1)
     try:
         rows = predictor.predict_items(items, every=args.every, count=args.frames, per_frame=args.per_frame,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfdefakeq.core.cli import add_adaptive_args, given_options, options_given, refuse_ignored, run_cli
+from tfdefakeq.core.cli import add_adaptive_args, add_import_args, given_options, options_given, refuse_ignored, run_cli
 from tfdefakeq.core.errors import UserError
 
 VERB = "train"
@@ -26,8 +26,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backbone", default="resnet18", help="registry name (float training)")
     p.add_argument("--width", type=float, default=None, help="channel width multiplier (resnet: width, mobilenet: alpha)")
     p.add_argument("--highpass", action="store_true", help="fixed high-pass filter in front of the backbone")
-    p.add_argument("--input-size", type=int, default=64, help="square input side in pixels")
-    p.add_argument("--init", default=None, help="start from this float model.weights.h5 (QAT fine-tuning)")
+    p.add_argument("--input-size", type=int, default=None, help="square input side in pixels (default 64; with --init: the model's)")
+    p.add_argument("--init", default=None, help="start from this float model.weights.h5 (QAT fine-tuning), "
+                                                 "or a Keras model file .keras / .h5 (imported: see --fake-class, --preprocess)")
+    add_import_args(p)
     p.add_argument("--scheme", default=None, help="quantization scheme for QAT: tfmot_int8, w8a8, w4a8, lsq_w4a8, adaptive, ...")
     p.add_argument("--calib-images", type=int, default=128, help="images used to calibrate QAT ranges")
     add_adaptive_args(p)

@@ -88,3 +88,13 @@ def require(modules, purpose: str, extra: str) -> None:
     if missing:
         raise UserError(f"{purpose} needs {', '.join(missing)}, not installed here: "
                         f"pip install 'tfdefakeq[{extra}]' (or pip install {' '.join(missing)})")
+
+
+def add_import_args(p: argparse.ArgumentParser) -> None:
+    """Options for a user's Keras model file (.keras / .h5) given as the model (tfdefakeq.engine.importer)."""
+    g = p.add_argument_group("a Keras model of your own (.keras / full-model .h5)")
+    g.add_argument("--fake-class", type=int, default=None,
+                   help="which class of a 1- or 2-unit head means fake (default 1); recorded in the manifest")
+    g.add_argument("--preprocess", choices=("caffe", "tf", "torch", "none"), default=None,
+                   help="what the model expects outside its graph (keras.applications preprocess_input modes; none: raw "
+                        "0..255); needed when the graph has no Rescaling/Normalization at its input")

@@ -23,13 +23,24 @@ class Preprocess:
     holds `pixel - 128` exactly: quantizing the input loses nothing of the faint artifacts.
     """
 
-    mean: float = 128.0
-    std: float = 128.0
+    mean: float | list[float] = 128.0  # one value, or one per channel (in `channel_order`)
+    std: float | list[float] = 128.0
+    channel_order: str = "rgb"  # "bgr": channels reversed first (keras.applications' caffe mode)
 
     def apply(self, images_uint8):
         import numpy as np
 
-        return (np.asarray(images_uint8, dtype=np.float32) - self.mean) / self.std
+        x = np.asarray(images_uint8, dtype=np.float32)
+        if self.channel_order == "bgr":
+            x = x[..., ::-1]
+        return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+    def input_range(self) -> tuple[float, float]:
+        """(lowest, highest) model input over all channels for pixels 0..255: the int8 input range."""
+        import numpy as np
+
+        ends = self.apply(np.array([[0, 0, 0], [255, 255, 255]], np.uint8))
+        return float(ends.min()), float(ends.max())
 
 
 @dataclass
@@ -48,7 +59,13 @@ class Manifest:
     size_bytes: int | None = None
     sha256: str = ""  # hex SHA-256 of the .tflite's bytes: the runtime skips the child probe only when they match
     build_kwargs: dict = field(default_factory=dict)  # extra builder arguments (width, alpha)
-    source: dict = field(default_factory=dict)  # weights from outside: {"file", "sha256", "format", ...} (tfdefakeq.port)
+    # weights or a model from outside: {"file", "sha256", "format", ...} (tfdefakeq.port) or {"file"} (a user's
+    # Keras model, tfdefakeq.engine.importer, backbone "custom")
+    source: dict = field(default_factory=dict)
+    # which class of the source model's head is "fake"; for backbone "custom" the sha256 of the
+    # normalised architecture JSON stored beside the weights
+    fake_class: int | None = None
+    architecture_sha256: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     command: str = ""
 

@@ -142,8 +142,11 @@ def make_dataset(
     files = tf.data.Dataset.from_tensor_slices((paths, decoders, heights, widths, labels))
     mean, std = tf.constant(preprocess.mean, tf.float32), tf.constant(preprocess.std, tf.float32)
 
+    bgr = preprocess.channel_order == "bgr"
+
     def normalise(image):
-        return (tf.cast(image, tf.float32) - mean) / std
+        image = tf.cast(image, tf.float32)
+        return ((image[..., ::-1] if bgr else image) - mean) / std
 
     def load_train(file, element_seed):
         path, decoder, height, width, label = file

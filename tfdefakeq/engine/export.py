@@ -150,8 +150,11 @@ def _per_layer_parity(model, tflite_path, calib_uint8, preprocess, parity: dict)
 
 
 def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, overwrite: bool = False, int2: bool = True,
-                  require_parity: bool = True, plan=None):
+                  require_parity: bool = True, plan=None, fake_class: int | None = None, preprocess: str | None = None):
     """Converts, checks parity and writes `out_path` + manifest. Returns the written Manifest.
+
+    `manifest=None`: `model` is a user's float keras.Model, imported first (`importer.load_user_model`
+    with `fake_class` and `preprocess`; the written manifest says backbone "custom").
 
     Parity: the logits within MAX_LOGIT_LSB of Keras, or else (a QAT model) every op within 1 LSB of
     Keras on TFLite's own inputs and off only at rounding ties (`_per_layer_parity`).
@@ -173,6 +176,14 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
     from tfdefakeq.quant.calibrate import snap_biases
 
     out_path = check_writable(out_path, overwrite=overwrite)
+    if manifest is None:
+        from tfdefakeq.core.manifest import Manifest
+        from tfdefakeq.engine.importer import load_user_model
+
+        model, fields = load_user_model(model, fake_class=fake_class, preprocess=preprocess)
+        manifest = Manifest(format="keras", **fields)
+    elif fake_class is not None or preprocess is not None:
+        raise UserError("fake_class / preprocess apply to a model imported here (manifest=None); the manifest already says them")
     if manifest.scheme != "float":
         snap_biases(model)  # Keras then adds exactly the int32 biases TFLite stores
     representative = manifest.preprocess.apply(calib_uint8) if fmt != "float32" else None

@@ -35,16 +35,27 @@ def _build_model(args, input_shape):
                 raise UserError(f"--width: backbone {args.backbone} has no width multiplier")
             kwargs[name] = args.width
         model = build(args.backbone, input_shape=input_shape, **kwargs)
+        for flag in ("fake_class", "preprocess"):
+            if getattr(args, flag, None) is not None:
+                raise UserError(f"--{flag.replace('_', '-')} applies to --init with a Keras model file (.keras / .h5)")
         return model, dict(backbone=args.backbone, scheme="float", preprocess=Preprocess(), build_kwargs=kwargs)
-    from tfdefakeq.engine.modelio import load_detector
+    from tfdefakeq.engine.importer import is_user_model_file
+    from tfdefakeq.engine.modelio import architecture_path, import_detector, load_detector
 
-    model, base = load_detector(args.init)
+    fake_class, preprocess = getattr(args, "fake_class", None), getattr(args, "preprocess", None)
+    if is_user_model_file(args.init):  # a user's Keras model: imported as a float custom detector
+        model, base, architecture = import_detector(args.init, fake_class, preprocess)
+    else:
+        model, base = load_detector(args.init, fake_class, preprocess)
+        custom = base.backbone == "custom" and architecture_path(args.init).is_file()
+        architecture = architecture_path(args.init).read_text() if custom else None
     if base.format != "keras" or base.scheme != "float":
         raise UserError(f"{args.init}: --init needs a float Keras model (this one is {base.format}/{base.scheme})")
-    if list(base.input_shape) != list(input_shape):
+    if args.input_size is not None and list(base.input_shape) != list(input_shape):
         raise UserError(f"{args.init}: model input {base.input_shape} does not match --input-size {args.input_size}")
     return model, dict(backbone=base.backbone, scheme="float", preprocess=base.preprocess, build_kwargs=base.build_kwargs,
-                       train_generators=base.train_generators)
+                       train_generators=base.train_generators, source=base.source, fake_class=base.fake_class,
+                       architecture_sha256=base.architecture_sha256, architecture=architecture)
 
 
 def adaptive_options(args, out: Path) -> dict:
@@ -202,8 +213,8 @@ def train_detector(args) -> int:
     strategy = make_strategy(args.strategy, args.logical_cpus)
     print(f"training on {strategy.num_replicas_in_sync} replica(s) ({args.strategy} strategy)", flush=True)
     keras.utils.set_random_seed(args.seed)
-    size = (args.input_size, args.input_size)
-    input_shape = (*size, 3)
+    side = args.input_size or 64  # --init: the model's own size unless --input-size is given
+    input_shape = (side, side, 3)
     train_samples = scan_forensynths(args.data, "train")
     val_samples = scan_forensynths(args.data, "val")
     if args.train_generators:
@@ -215,6 +226,8 @@ def train_detector(args) -> int:
         val_samples = [s for s in val_samples if s.generator in args.train_generators] or val_samples
     with strategy.scope():
         model, info = _build_model(args, input_shape)
+        size = tuple(int(d) for d in model.input_shape[1:3])
+        input_shape = (*size, 3)
         if args.weights:
             load_pretrained(model, info["backbone"], args.weights, info["build_kwargs"], partial=args.partial)
         preprocess = info["preprocess"]
@@ -223,7 +236,8 @@ def train_detector(args) -> int:
             calib = balanced_subset(train_samples, args.calib_images, seed=args.seed)
             calib_images = preprocess.apply(load_images([s.path for s in calib], size))
             teacher = model  # quantize() builds a new graph; the float model stays as it is
-            model = quant.quantize(model, args.scheme, calib_images, **adaptive_options(args, out))
+            model = quant.quantize(model, args.scheme, calib_images, input_range=preprocess.input_range(),
+                                   **adaptive_options(args, out))
             info["scheme"] = args.scheme
         out.mkdir(parents=True, exist_ok=True)  # the work starts: nothing is created for a run refused above
         if args.scheme:
@@ -279,10 +293,13 @@ def train_detector(args) -> int:
         train_generators=sorted(args.train_generators or info.get("train_generators", [])),
         metrics={k: float(v[-1]) for k, v in model.history.history.items()} if getattr(model, "history", None) else {},
         build_kwargs=info["build_kwargs"],
+        source=info.get("source", {}),
+        fake_class=info.get("fake_class"),
+        architecture_sha256=info.get("architecture_sha256", ""),
         versions=versions(),
         command=command_line(),
     )
-    save_detector(student, final, manifest, overwrite=True)
+    save_detector(student, final, manifest, overwrite=True, architecture=info.get("architecture"))
     shutil.rmtree(backup, ignore_errors=True)
     print(f"saved {final}")
     return 0
