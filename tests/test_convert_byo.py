@@ -41,30 +41,31 @@ def _bad_model(kind):
     ("two_inputs", "has 2 inputs"),
     ("three_class", "the head has 3 classes"),
 ])
-def test_bad_keras_models_get_one_line_and_exit_2(tmp_path, capsys, kind, message):
+def test_bad_keras_models_get_one_line_and_exit_2(tmp_path, capsys, kind, message, synthetic_root):
     path = _save(_bad_model(kind), tmp_path / f"{kind}.keras")
     out = tmp_path / "det.tflite"
-    code, err = _run_cli([str(path), "--data", str(tmp_path), "--out", str(out), "--preprocess", "none"], capsys)
+    code, err = _run_cli([str(path), "--data", str(synthetic_root), "--out", str(out), "--preprocess", "none"], capsys)
     assert code == 2
     assert len(err) == 1 and err[0].startswith("tfdefakeq convert: error: ") and message in err[0] and str(path) in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # nothing written
 
 
-def test_lambda_in_an_h5_file_is_refused_before_keras_reads_it(tmp_path, capsys):
+def test_lambda_in_an_h5_file_is_refused_before_keras_reads_it(tmp_path, capsys, synthetic_root):
     path = tmp_path / "det.h5"
     _bad_model("lambda").save(path)
-    code, err = _run_cli([str(path), "--data", str(tmp_path), "--out", str(tmp_path / "det.tflite")], capsys)
+    code, err = _run_cli([str(path), "--data", str(synthetic_root), "--out", str(tmp_path / "det.tflite")], capsys)
     assert code == 2 and "Lambda" in err[0] and len(err) == 1
 
 
-def test_import_flags_on_our_own_detector_are_an_error(tmp_path, capsys):
+def test_import_flags_on_our_own_detector_are_an_error(tmp_path, capsys, synthetic_root):
     from tfdefakeq.core.manifest import Manifest
     from tfdefakeq.engine.modelio import save_detector
     from tfdefakeq.backbones import build
 
     path = save_detector(build("meso4", input_shape=(SIZE, SIZE, 3)), tmp_path / "model.weights.h5",
                          Manifest(backbone="meso4", input_shape=[SIZE, SIZE, 3], format="keras"))
-    code, err = _run_cli([str(path), "--data", str(tmp_path), "--out", str(tmp_path / "d.tflite"), "--fake-class", "0"], capsys)
+    code, err = _run_cli([str(path), "--data", str(synthetic_root), "--out", str(tmp_path / "d.tflite"), "--fake-class", "0"],
+                         capsys)
     assert code == 2 and "--fake-class applies to a Keras model file" in err[0]
 
 
@@ -74,7 +75,7 @@ def test_convert_a_keras_file_to_float32(synthetic_root, tmp_path, capsys):
     from tfdefakeq.core.tfcompat import keras
     from tfdefakeq.runtime.images import load_images
     from tfdefakeq.data.folders import scan_forensynths
-    from tfdefakeq.runtime.interpreter import load_model
+    from tfdefakeq.runtime.loader import load_model
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((SIZE, SIZE, 3))

@@ -77,8 +77,10 @@ def test_evaluate_each_layout(layout, tmp_path, capsys):
     data = build(tmp_path / "data")
     argv = [str(MODEL), "--data", str(data), "--out", str(tmp_path / "out")] + (["--split", split] if split else [])
     assert main(parse_args(argv)) == 0
-    name = MODEL.stem + (f".{split}" if split else "")
-    with open(tmp_path / "out" / f"{name}.eval.csv") as f:
+    # one table, named for the split read (a DeepfakeBench JSON's own "test" split by default)
+    (table,) = (tmp_path / "out").glob(f"{MODEL.stem}*.eval.csv")
+    assert table.name == MODEL.stem + {"deepfakebench_json": ".test"}.get(layout, f".{split}" if split else "") + ".eval.csv"
+    with open(table) as f:
         rows = {r["generator"]: r for r in csv.DictReader(line for line in f if not line.startswith("#"))}
     assert set(rows) == set(expected) | {"mean"}
     for generator, (n_real, n_fake) in expected.items():

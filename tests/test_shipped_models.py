@@ -50,7 +50,7 @@ WORK = {str(tmp_path / "work")!r}
 assert pathlib.Path(tfdefakeq.__file__).resolve().parent == pathlib.Path({str(target / "tfdefakeq")!r})
 model = tfdefakeq.shipped_model("resnet18_64_int4")
 assert model.parent.name == "_shipped", model
-from tfdefakeq.runtime.interpreter import load_model
+from tfdefakeq.runtime.loader import load_model
 loaded, manifest = load_model(pathlib.Path(WORK) / "device_models" / "resnet18_64_int4.tflite")
 print("OK", manifest.format, loaded.size_bytes)
 """

@@ -97,7 +97,7 @@ def check_args(args) -> None:
         refuse_ignored(given, ("aug_prob",), "sets the augmentation that --no-augment turns off")
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--input-size", args.input_size),
                         ("--calib-images", args.calib_images)):
-        if value < 1:
+        if value is not None and value < 1:  # --input-size None: the --init model's own
             raise UserError(f"{flag} must be >= 1, got {value}")
     if args.logical_cpus is not None and args.logical_cpus < 1:
         raise UserError(f"--logical-cpus must be >= 1, got {args.logical_cpus}")

@@ -38,6 +38,6 @@ def test_tensorflow_import_prints_no_banner():
 
 
 def test_loading_a_model_prints_no_delegate_info():
-    err = _stderr_of("from tfdefakeq.runtime.interpreter import load_model; "
+    err = _stderr_of("from tfdefakeq.runtime.loader import load_model; "
                      "load_model('tflite_models/resnet18_64_int8.tflite')[0].invoke_raw")
     assert "XNNPACK delegate" not in err and err == ""

@@ -83,7 +83,7 @@ def test_float32_tflite_matches_the_original_model(mobilenet_files, tmp_path, wh
     from tfdefakeq.core.manifest import Manifest, manifest_path
     from tfdefakeq.engine.export import convert_model
     from tfdefakeq.engine.modelio import load_detector
-    from tfdefakeq.runtime.interpreter import load_model
+    from tfdefakeq.runtime.loader import load_model
 
     original, keras_file, h5_file = mobilenet_files
     model, manifest = load_detector(keras_file if which == "keras" else h5_file)

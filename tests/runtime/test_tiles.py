@@ -12,7 +12,7 @@ from PIL import Image
 
 from tfdefakeq import predict
 from tfdefakeq.runtime.inference import Predictor, aggregate_probs, tile_origins
-from tfdefakeq.runtime.interpreter import load_model
+from tfdefakeq.runtime.loader import load_model
 
 MODEL = Path(__file__).resolve().parents[2] / "tflite_models" / "resnet18_64_int8.tflite"
 
