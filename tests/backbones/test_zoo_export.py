@@ -60,6 +60,14 @@ KNOWN_ABOVE_BOUND = {
     ("resnet34", "tfmot_int8"): 12, ("resnet34", "w4a8"): 10,  # 1 and 0 LSB since the BN-bias snap
     ("resnet50", "tfmot_int8"): 13, ("resnet50", "w4a8"): 9,
     ("cqb_resnet18", "tfmot_int8"): 17, ("cqb_resnet18", "w4a8"): 8,  # 0-17 LSB over 5 runs; 0-8 over 6
+    # Measured 2026-12-04, after the float models' BatchNorm statistics were set from data (before, several
+    # tiny models put out one logit for every image and these cases could not show any spread):
+    # accepted op by op, logits above the bound under tfmot_int8 (BN unfolded in Keras).
+    ("efficientnet_b4", "tfmot_int8"): 10, ("mobilenet_v3_large", "tfmot_int8"): 20,
+    # 42 LSB and 91% equal decisions on 32 images, yet every op within 1 LSB on TFLite's inputs: the
+    # op-by-op verdict does not bound how far small local differences compound here (open question,
+    # see the session-5 closing note)
+    ("mobilenet_v2", "tfmot_int8"): 42,
 }
 # Export faults the per-layer check finds and that are not fixed yet: (backbone, scheme) -> reason,
 # kept as strict xfails until fixed. (CQB's AveragePooling2D shortcut was one: its int8 mean was
