@@ -248,8 +248,8 @@ paths = {}
 for name, extra in runs.items():
     paths[name] = os.path.join(out_dir, name.replace(" ", "_") + ".tflite")
     if not os.path.exists(paths[name]):
-        convert.main(convert.parse_args([float_weights, "--data", str(data), "--out", paths[name],
-                                         "--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH)] + extra))'''),
+        qat = ["--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH)] if "--scheme" in extra else []  # QAT flags need a scheme
+        convert.main(convert.parse_args([float_weights, "--data", str(data), "--out", paths[name]] + qat + extra))'''),
     new_markdown_cell("""Each `.tflite` evaluated on the test split by the runtime. `bits/weight` is the file's size over the
 model's weights, what the budget is about; `planned` is the plan's own estimate of it (`file_bits_avg` in
 `X.qat/bit_plan.json`); `kernels` counts the constant tensors by type."""),

@@ -73,6 +73,10 @@ KNOWN_ABOVE_BOUND = {
 # kept as strict xfails until fixed. (CQB's AveragePooling2D shortcut was one: its int8 mean was
 # rounded in TFLite, not in Keras; the shortcut is now a fixed depthwise conv, common.spatial_average.)
 KNOWN_FAULTS: dict = {}
+# Cases the op-by-op check cannot take yet (the export itself converts, with logit parity): layer_parity's tap
+# model fails on MesoInception-4's QAT graph ("Graph disconnected" at its input QuantizeLayer, which tfmot
+# calls from several branches). Not strict: seen on tfmot_int8 in both runs of 2026-12-04.
+KNOWN_PARITY_GAPS = {("mesoinception4", "tfmot_int8"): "layer_parity cannot tap MesoInception-4's QAT graph (Graph disconnected)"}
 LOCAL_MAX_LSB = 1.0
 _FLOAT_WEIGHTS: dict[str, list] = {}
 
@@ -132,6 +136,8 @@ CI_CASES = [(name, *SCHEMES[i % 2]) for i, name in enumerate(sorted(TINY))]
 def _cases(cases):
     for name, scheme, fmt in cases:
         marks = [pytest.mark.xfail(reason=KNOWN_FAULTS[name, scheme], strict=True)] if (name, scheme) in KNOWN_FAULTS else []
+        if (name, scheme) in KNOWN_PARITY_GAPS:
+            marks.append(pytest.mark.xfail(reason=KNOWN_PARITY_GAPS[name, scheme], raises=ValueError, strict=False))
         yield pytest.param(name, scheme, fmt, id=f"{name}-{scheme}", marks=marks)
 
 
