@@ -4,6 +4,8 @@ compare."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -53,3 +55,18 @@ def export_and_compare(model, scheme: str, fmt: str, tmp_path, images_uint8: np.
     path = tmp_path / f"{backbone}_{scheme}_{fmt}.tflite"
     written = convert_model(qat, manifest, fmt, images_uint8, path, require_parity=require_parity)
     return written, path, qat
+
+
+def fail_os_replace_on_call(monkeypatch, n: int) -> list:
+    """os.replace fails on its n-th call (1-based), as a full disk or a kill would; returns the list the
+    destinations of every call are recorded in."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == n:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls

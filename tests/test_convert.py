@@ -1,4 +1,3 @@
-import os
 import hashlib
 import subprocess
 import sys
@@ -6,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import fail_os_replace_on_call
 from tfdefakeq import convert
 from tfdefakeq.engine import export
 from tfdefakeq.core.errors import UserError
@@ -126,17 +126,9 @@ def test_interrupted_publish_leaves_neither_model_nor_manifest(tmp_path, tiny_fl
                                                                monkeypatch):
     """convert_model stages the .tflite and its manifest, then renames them: the second rename failing
     leaves neither file (nor a temp file) behind."""
-    real, calls = os.replace, []
-
-    def replace(src, dst):
-        calls.append(Path(dst).name)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    calls = fail_os_replace_on_call(monkeypatch, 2)
     out = tmp_path / "out" / "m.tflite"
     with pytest.raises(UserError, match=r"m\.tflite: cannot write"):
         _convert(tiny_float_model, easy_synthetic_root, out)
-    assert calls == ["m.manifest.json", "m.tflite"]
+    assert [Path(c).name for c in calls] == ["m.manifest.json", "m.tflite"]
     assert list((tmp_path / "out").iterdir()) == []

@@ -1,31 +1,16 @@
 """A model and its manifest are published together: an interruption leaves both or neither."""
 
-import os
-
 import pytest
 
+from tests.support import fail_os_replace_on_call
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.core.fileio import publish_together, stage_bytes
-
-
-def _fail_on_call(monkeypatch, n: int):
-    """os.replace fails on its n-th call (1-based), as a full disk or a kill would."""
-    real, calls = os.replace, []
-
-    def replace(src, dst):
-        calls.append(dst)
-        if len(calls) == n:
-            raise OSError(28, "No space left on device")
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
-    return calls
 
 
 def test_second_rename_failing_leaves_neither(tmp_path, monkeypatch):
     model, manifest = tmp_path / "m.tflite", tmp_path / "m.manifest.json"
     staged = (stage_bytes(model, b"model"), model), (stage_bytes(manifest, b"{}"), manifest)
-    calls = _fail_on_call(monkeypatch, 2)
+    calls = fail_os_replace_on_call(monkeypatch, 2)
     with pytest.raises(UserError, match=r"m\.tflite: cannot write .*neither it nor m\.manifest\.json was written"):
         publish_together(*staged)
     assert calls == [manifest, model]  # the manifest first, the model (what a reader opens first) last
@@ -46,7 +31,7 @@ def test_interrupted_overwrite_never_pairs_a_new_model_with_an_old_manifest(tmp_
     model.write_bytes(b"old model")
     manifest.write_bytes(b"old manifest")
     staged = (stage_bytes(model, b"new model"), model), (stage_bytes(manifest, b"new manifest"), manifest)
-    _fail_on_call(monkeypatch, 1)  # the manifest's rename fails: the old model is already gone
+    fail_os_replace_on_call(monkeypatch, 1)  # the manifest's rename fails: the old model is already gone
     with pytest.raises(UserError):
         publish_together(*staged)
     assert not model.exists()

@@ -1,9 +1,10 @@
 """save_detector publishes the weights and their manifest together: both or neither."""
 
-import os
 from pathlib import Path
 
 import pytest
+
+from tests.support import fail_os_replace_on_call
 
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.core.manifest import Manifest, manifest_path
@@ -18,19 +19,11 @@ def _model():
 
 
 def test_second_rename_failing_leaves_neither_weights_nor_manifest(tmp_path, monkeypatch):
-    real, calls = os.replace, []
-
-    def replace(src, dst):
-        calls.append(Path(dst).name)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    calls = fail_os_replace_on_call(monkeypatch, 2)
     path = tmp_path / "run" / "model.weights.h5"
     with pytest.raises(UserError, match=r"model\.weights\.h5: cannot write"):
         save_detector(_model(), path, Manifest(backbone="test", input_shape=[8, 8, 3], format="keras"))
-    assert calls == ["model.manifest.json", "model.weights.h5"]
+    assert [Path(c).name for c in calls] == ["model.manifest.json", "model.weights.h5"]
     assert list(path.parent.iterdir()) == []
 
 

@@ -364,17 +364,12 @@ def _write(buf, obj, legacy):
             for item in o:
                 save(item)
             buf.write(pickle.TUPLE)
-        elif isinstance(o, collections.OrderedDict):
-            global_("collections", "OrderedDict")
-            buf.write(pickle.EMPTY_TUPLE + pickle.REDUCE)
-            if o:
-                buf.write(pickle.MARK)
-                for k, v in o.items():
-                    save(k)
-                    save(v)
-                buf.write(pickle.SETITEMS)
-        elif isinstance(o, dict):  # a plain dict around the state dict ({"model": ..., "total_steps": n})
-            buf.write(pickle.EMPTY_DICT)
+        elif isinstance(o, dict):  # an OrderedDict (a state dict), or a plain dict around one ({"model": ...})
+            if isinstance(o, collections.OrderedDict):
+                global_("collections", "OrderedDict")
+                buf.write(pickle.EMPTY_TUPLE + pickle.REDUCE)
+            else:
+                buf.write(pickle.EMPTY_DICT)
             if o:
                 buf.write(pickle.MARK)
                 for k, v in o.items():
