@@ -40,7 +40,7 @@ from tfdefakeq.data.folders import SPLIT_HELP
 from tfdefakeq.engine.export import FORMATS
 
 VERB = "convert"
-THRESHOLD_IMAGES = 2000  # the synthetic val split's ~1,500 images all; on a big split, a balanced subset
+THRESHOLD_IMAGES = 2000  # all of the synthetic val split (744 images); of a big split, a balanced subset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
