@@ -102,6 +102,9 @@ def main(args) -> int:
 
     from tfdefakeq.core.fileio import check_writable, write_atomic
 
+    from tfdefakeq.core.machineload import LoadSampler
+
+    load = LoadSampler().start()  # the wall time means little without the machine's load beside it
     started = time.perf_counter()
     out = Path(args.out)
     # A finished demo is not redone silently; an interrupted one resumes (finished steps are reused).
@@ -239,6 +242,7 @@ def main(args) -> int:
         "data": f"{data} (test split, {len(test_samples)} images)",
         "command": command_line(),
         "wall_time_s": f"{total:.0f} ({', '.join(f'{k} {v:.0f}' for k, v in timings.items())})",
+        "load": load.stop().sentence(),
     }
     formats = {"size_bytes": "{:,.0f}", "delta_ap_pp": "{:+.2f}", "delta_acc_pp": "{:+.2f}", "delta_real_acc_pp": "{:+.2f}",
                "latency_ms_p50": "{:.3f}", "latency_ms_p90": "{:.3f}",

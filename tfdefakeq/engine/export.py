@@ -240,6 +240,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         from tfdefakeq.runtime.unpack import pack_int2
 
         flatbuffer, _ = pack_int2(flatbuffer)
+    digest = sha256_hex(flatbuffer)
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         staged = Path(tmp) / "model.tflite"
         staged.write_bytes(flatbuffer)
@@ -249,7 +250,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         ptq = manifest.scheme == "float" and fmt != "float32"
         try:
             parity = check_parity(model, staged, calib_uint8, manifest.preprocess, ptq=ptq, label=out_path,
-                                  sha256=sha256_hex(flatbuffer))
+                                  sha256=digest)
         except ParityError as e:
             parity = {**e.result, "error": str(e)}
             if not ptq and fmt != "float32":
@@ -261,7 +262,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
             from tfdefakeq.quant.horizontal import check_file_budget
 
             check_file_budget(staged, plan, label=out_path)
-        threshold = calibrate_threshold(staged, fmt, manifest.preprocess, threshold_reference, sha256_hex(flatbuffer))
+        threshold = calibrate_threshold(staged, fmt, manifest.preprocess, threshold_reference, digest)
     from tfdefakeq.quant.schemes import plan_weight_bits
 
     bits = manifest.weight_bits
@@ -274,7 +275,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         weight_bits=bits,
         activation_bits=None if fmt == "float32" else 8,
         size_bytes=len(flatbuffer),
-        sha256=sha256_hex(flatbuffer),
+        sha256=digest,
         metrics={"parity": parity, "weight_bytes_by_type": dict(info.weight_bytes), "ops": dict(info.op_counts)},
         threshold=threshold,
         versions=versions(),
