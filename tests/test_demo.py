@@ -53,3 +53,9 @@ def test_demo_runs_end_to_end_and_reports(tmp_path, easy_synthetic_root):
     # a finished demo is not redone or replaced silently
     with pytest.raises(UserError, match="report.md: already exists"):
         demo.main(args)
+
+
+def test_a_bad_adaptive_budget_is_refused_before_any_work(tmp_path):
+    with pytest.raises(UserError, match="--avg-bits must be > 0 bits per weight, got -3"):
+        demo.main(demo.parse_args(["--out", str(tmp_path / "demo"), "--avg-bits", "3", "-3"]))
+    assert not (tmp_path / "demo").exists()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from tfdefakeq.core.cli import require, run_cli
+from tfdefakeq.core.errors import UserError
 
 VERB = "demo"
 
@@ -32,7 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--aug-prob", type=float, default=0.1, help="blur / JPEG augmentation probability (CNNDetection's 0.1 setting)")
     p.add_argument("--bench-runs", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--avg-bits", type=float, default=3.0, help="budget of the adaptive model (storage bits per weight)")
+    p.add_argument("--avg-bits", type=float, nargs="+", default=[3.0],
+                   help="budget of the adaptive model in storage bits per weight (default 3); several: one model each "
+                        "(`--avg-bits 3 2.5` makes both shipped adaptive models)")
     p.add_argument("--ship", default=None, help="also copy the int8, int4 and adaptive models + manifests into this folder")
     p.add_argument("--overwrite", action="store_true",
                    help="redo every step and replace the report and shipped models (default: reuse finished steps, "
@@ -77,7 +80,7 @@ def _variants(args) -> list[tuple[str, str, list[str]]]:
     return [("float32", "float32", None),
             ("int8", "int8", ["--scheme", "tfmot_int8"]),
             ("int4", "int4", ["--scheme", "w4a8"]),
-            (f"adaptive-avg{args.avg_bits:g}", "int4", ["--scheme", "adaptive", "--avg-bits", f"{args.avg_bits:g}"])]
+            *[(f"adaptive-avg{bits:g}", "int4", ["--scheme", "adaptive", "--avg-bits", f"{bits:g}"]) for bits in args.avg_bits]]
 
 
 # What the demo imports on its way (training stack, tables, plots; tqdm for the data generator's progress).
@@ -86,6 +89,9 @@ DEMO_MODULES = ["tensorflow", "tf_keras", "tensorflow_model_optimization", "pand
 
 def main(args) -> int:
     require(DEMO_MODULES, "demo (training, conversion and the report)", "dev")
+    for bits in args.avg_bits:
+        if not bits > 0:  # a budget the allocator cannot meet is refused where it is priced (train)
+            raise UserError(f"--avg-bits must be > 0 bits per weight, got {bits:g}")
     import numpy as np
     import pandas as pd
 
@@ -232,7 +238,8 @@ def main(args) -> int:
         "machine": f"{machine['processor']} ({machine['machine']}, {machine['cpus']} cpus)",
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
         "settings": f"{args.backbone} width {args.width} + fixed high-pass front, {args.input_size}px, float {args.epochs} epochs, "
-                    f"QAT {args.qat_epochs} epochs (adaptive: --avg-bits {args.avg_bits:g}, distilled from the float model), "
+                    f"QAT {args.qat_epochs} epochs (adaptive: --avg-bits {' '.join(f'{b:g}' for b in args.avg_bits)}, "
+                    f"distilled from the float model), "
                     f"batch {args.batch_size}, blur/JPEG p={args.aug_prob}, seed {args.seed}; latency: ai-edge-litert, "
                     f"1 thread, XNNPACK, median of {args.bench_runs} single-image invokes",
         "threshold": f"acc, real_acc, fake_acc at each model's threshold: 0.5 for the float models; for a quantized one "

@@ -128,9 +128,10 @@ def write_models_index(folder) -> Path:
     machines = sorted({Manifest.load(manifest_path(p)).metrics.get("latency", {}).get("processor", "?") for p in folder.glob("*.tflite")})
     text = (
         "# Shipped detectors\n\n"
-        "Made by `python -m tfdefakeq.demo --ship tflite_models` (int8, int4, adaptive-avg3) and `python\n"
-        "benchmarks/quant_methods.py --ship tflite_models` (adaptive-avg2.5) on the embedded synthetic data (64 px crops,\n"
-        "test split of held-out source photos; AP/AUC/acc are means over the test generators). Each `NAME.tflite` has\n"
+        "Made by `python -m tfdefakeq.demo --out runs/demo --ship tflite_models --avg-bits 3 2.5` (int8, int4 and the\n"
+        "adaptive models; `python benchmarks/quant_methods.py --ship tflite_models` makes the adaptive ones by the same\n"
+        "recipe) on the embedded synthetic data (64 px crops, test split of held-out source photos; AP/AUC/acc are\n"
+        "means over the test generators). Each `NAME.tflite` has\n"
         "its `NAME.manifest.json`: preprocessing, bits per layer, decision threshold, per-generator metrics, Keras\n"
         "parity, versions and the command that made it (the `command` field says which recipe made each file).\n"
         "Latency: ai-edge-litert, 1 thread, XNNPACK, median of single-image invokes on " + ", ".join(machines) + ".\n\n"
