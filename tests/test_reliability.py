@@ -239,3 +239,19 @@ def test_manifest_with_wrong_preprocessing(tmp_path, data, capsys, preprocess, p
     (tmp_path / "m.manifest.json").write_text(json.dumps(manifest))
     fails(evaluate.cli, [str(model), "--data", str(data), "--split", "test"], capsys, tmp_path / "m.manifest.json",
           f"not a valid manifest ({problem})")
+
+
+@pytest.mark.parametrize("threshold, problem", [
+    (1.5, "threshold '1.5' is not an object"),
+    ({"value": 1.5}, "threshold.value '1.5' is not a probability between 0 and 1 (exclusive)"),
+    ({"value": "0.4"}, "threshold.value '0.4' is not a probability between 0 and 1 (exclusive)"),
+])
+def test_manifest_with_a_bad_threshold(tmp_path, data, capsys, threshold, problem):
+    """A manifest's threshold is user input too: one line naming the manifest, exit 2."""
+    model = tmp_path / "m.tflite"
+    shutil.copyfile(SHIPPED_INT8, model)
+    manifest = json.loads(SHIPPED_INT8.with_name("resnet18_64_int8.manifest.json").read_text())
+    manifest["threshold"] = threshold
+    (tmp_path / "m.manifest.json").write_text(json.dumps(manifest))
+    fails(evaluate.cli, [str(model), "--data", str(data), "--split", "test"], capsys, tmp_path / "m.manifest.json",
+          f"not a valid manifest ({problem})")
