@@ -73,7 +73,7 @@ def calibrate_threshold(tflite_path, fmt: str, preprocess, reference: ThresholdR
     """The manifest's `threshold` record for the .tflite at `tflite_path` (runtime.threshold explains the
     choice): a float32 model keeps the float model's 0.5; a quantized one gets the threshold matching the
     float model's real-image false-positive rate on `reference`. Without a float reference, or without
-    real images in it, the record says 0.5 and why (warned on stderr)."""
+    real images in it, the record says 0.5 and why (warned on stderr when `reference` was given)."""
     import sys
 
     from tfdefakeq.runtime.loader import open_model
@@ -90,7 +90,8 @@ def calibrate_threshold(tflite_path, fmt: str, preprocess, reference: ThresholdR
             return {**record, "split": reference.split, "reference": reference.reference}
         except UserError as e:
             reason = str(e)
-    print(f"tfdefakeq: warning: threshold {DEFAULT_THRESHOLD} not calibrated: {reason}", file=sys.stderr)
+    if reference is not None:  # asked for and not possible (a caller that gave no reference chose 0.5)
+        print(f"tfdefakeq: warning: threshold {DEFAULT_THRESHOLD} not calibrated: {reason}", file=sys.stderr)
     return {"value": DEFAULT_THRESHOLD, "method": "default", "reason": reason}
 
 
