@@ -28,6 +28,13 @@ def test_float_model_converts_to_float32_and_ptq_int8(tmp_path, tiny_float_model
     assert info.input_types == ["INT8"] and info.output_types == ["INT8"]
     assert "FLOAT32" not in info.weight_bytes
     assert ptq.size_bytes < 0.35 * fp32.size_bytes
+    # the float32 model keeps the float model's 0.5; the PTQ model's threshold keeps its real-image FPR on val
+    assert fp32.threshold == {"value": 0.5, "method": "float_model", "reason": "a float model keeps its own operating point"}
+    record = ptq.threshold
+    assert record["method"] == "float_real_fpr" and record["split"] == "val" and 0 < record["value"] < 1
+    assert record["reference"] == f"the float model {tiny_float_model}" and record["reference_threshold"] == 0.5
+    assert record["n_real"] > 0 and record["n_fake"] > 0
+    assert abs(record["real_fpr"] - record["target_real_fpr"]) <= 2 / record["n_real"]  # as near as ties allow
 
 
 def test_w4a8_model_converts_to_int4(tmp_path, tiny_w4a8_model, easy_synthetic_root):
@@ -44,6 +51,57 @@ def test_w4a8_model_converts_to_int4(tmp_path, tiny_w4a8_model, easy_synthetic_r
     from tfdefakeq.runtime.loader import read_model_file
 
     assert read_model_file(out).trusted
+
+
+def test_a_qat_models_threshold_needs_its_float_model(tmp_path, tiny_w4a8_model, tiny_float_model, easy_synthetic_root,
+                                                      capsys):
+    """Without --float-model a QAT model's manifest records 0.5 and why (a warning says so); with it, the
+    threshold at which the int4 model flags as many real val images as the float model does at 0.5."""
+    import numpy as np
+
+    from tfdefakeq.data.folders import scan_forensynths
+    from tfdefakeq.engine.modelio import load_detector
+    from tfdefakeq.runtime.images import load_images
+    from tfdefakeq.runtime.loader import load_model
+
+    assert _convert(tiny_w4a8_model, easy_synthetic_root, tmp_path / "plain.tflite") == 0
+    plain = Manifest.load(manifest_path(tmp_path / "plain.tflite"))
+    assert plain.threshold["value"] == 0.5 and plain.threshold["method"] == "default"
+    assert "--float-model" in plain.threshold["reason"]
+    out = capsys.readouterr()
+    assert "warning: threshold 0.5 not calibrated: no float model to match" in out.err
+    assert "threshold 0.5 (manifest: default, no float model to match" in out.out
+
+    out = tmp_path / "int4.tflite"
+    assert _convert(tiny_w4a8_model, easy_synthetic_root, out, "--float-model", str(tiny_float_model)) == 0
+    record = Manifest.load(manifest_path(out)).threshold
+    assert record["method"] == "float_real_fpr" and record["reference"] == f"the float model {tiny_float_model}"
+    # recomputed here: the float model's FPR on the val reals, and the int4 model's at the stored threshold
+    val = scan_forensynths(easy_synthetic_root, "val")
+    images, labels = load_images([s.path for s in val], (32, 32)), np.array([s.label for s in val])
+    float_model, float_manifest = load_detector(tiny_float_model)
+    float_probs = export.keras_probs(float_model, float_manifest.preprocess, images)
+    assert record["target_real_fpr"] == pytest.approx(np.mean(float_probs[labels == 0] > 0.5))
+    tfl, manifest = load_model(out)
+    int4_probs = tfl.predict_proba(images, manifest.preprocess)
+    assert record["real_fpr"] == pytest.approx(np.mean(int4_probs[labels == 0] > record["value"]))
+    assert abs(record["real_fpr"] - record["target_real_fpr"]) <= 2 / record["n_real"]
+    assert (record["n_real"], record["n_fake"]) == (int((labels == 0).sum()), int((labels == 1).sum()))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--threshold-images", "0"], "--threshold-images must be >= 1, got 0"),
+    (["--float-model", "missing.weights.h5"], "missing.weights.h5: --float-model not found"),
+    (["--scheme", "w4a8", "--float-model", "{float}"], "--float-model: with --scheme the float model is"),
+    (["--format", "int8", "--float-model", "{float}"], "--float-model: .* is a float model, its own reference"),
+    (["--float-model", "{float}"], "--float-model calibrates a quantized model.s threshold; a float32 model keeps"),
+    (["--threshold-images", "100"], "--threshold-images calibrates a quantized model's threshold; a float32 model keeps"),
+])
+def test_threshold_flags_that_would_not_act_are_errors(tmp_path, tiny_float_model, easy_synthetic_root, extra, message):
+    extra = [str(tiny_float_model) if e == "{float}" else e for e in extra]
+    with pytest.raises(UserError, match=message):
+        _convert(tiny_float_model, easy_synthetic_root, tmp_path / "m.tflite", *extra)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_int4_from_a_float_model_is_refused(tmp_path, tiny_float_model, easy_synthetic_root):

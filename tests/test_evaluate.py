@@ -115,3 +115,49 @@ def test_curves_png_is_not_overwritten_without_overwrite(tmp_path):
     assert not list(out.glob("*.csv"))  # refused before anything was written
     assert main(parse_args(argv + ["--overwrite"])) == 0
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def _header(table: Path) -> dict:
+    return dict(line[2:].rstrip("\n").split(": ", 1) for line in table.read_text().splitlines(True) if line.startswith("# "))
+
+
+def test_the_threshold_comes_from_the_manifest_unless_given(tmp_path, capsys):
+    """Issue 14: the manifest's calibrated threshold by default, --threshold over it, 0.5 (said once) for a
+    manifest without one; the report's header says which was used, and the calls follow it."""
+    from tfdefakeq.core.manifest import Manifest, manifest_path
+
+    data = _forensynths(tmp_path / "data")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(MODEL.read_bytes())  # same bytes: the manifest's sha256 still holds
+    manifest = Manifest.load(manifest_path(MODEL))
+    manifest.threshold = {}
+    manifest.save(manifest_path(model))
+
+    def run(name, *extra):
+        out = tmp_path / name
+        assert main(parse_args([str(model), "--data", str(data), "--split", "test", "--out", str(out), *extra])) == 0
+        table = out / "m.test.eval.csv"
+        with open(table) as f:
+            mean = [r for r in csv.DictReader(line for line in f if not line.startswith("#")) if r["generator"] == "mean"][0]
+        scores = [(int(r["label"]), float(r["prob"])) for r in csv.DictReader(open(out / "m.test.scores.csv"))]
+        return _header(table), float(mean["real_acc"]), scores, capsys.readouterr().err
+
+    header, _, scores, err = run("old")
+    assert (header["threshold"], header["threshold_source"]) == ("0.5", "default: the manifest records no calibrated threshold")
+    assert err.count("the manifest records no calibrated threshold; using 0.5") == 1
+    # a calibrated manifest: its value, and every real image scored above it is called fake
+    real_probs = sorted(p for label, p in scores if label == 0)
+    middle = (real_probs[0] + real_probs[-1]) / 2
+    manifest.threshold = {"value": middle, "method": "float_real_fpr", "target_real_fpr": 0.5, "real_fpr": 0.5,
+                          "reference_threshold": 0.5, "split": "val", "n_real": 2, "n_fake": 2}
+    manifest.save(manifest_path(model), overwrite=True)
+    header, real_acc, _, err = run("calibrated")
+    assert float(header["threshold"]) == middle and header["threshold_source"].startswith(
+        "manifest: matches the float model's real-image false-positive rate 0.5000 at 0.5 on val")
+    assert real_acc == pytest.approx(np.mean([p <= middle for p in real_probs]))
+    assert "no calibrated threshold" not in err
+    header, real_acc, _, _ = run("flag", "--threshold", "0.999999")
+    assert (float(header["threshold"]), header["threshold_source"]) == (0.999999, "flag: --threshold")
+    assert real_acc == 1.0
+    with pytest.raises(UserError, match=r"--threshold must be a probability between 0 and 1 \(exclusive\), got 1.0"):
+        main(parse_args([str(model), "--data", str(data), "--split", "test", "--threshold", "1"]))

@@ -69,11 +69,42 @@ def test_one_image(images, tmp_path, capfd, detector_model):
     (row,) = read_rows(out)
     assert row["path"] == str(images[0]) and row["kind"] == "image" and row["frames"] == "1"
     assert float(row["prob"]) == pytest.approx(expected_prob(detector_model, images[0]), abs=1e-6)
-    assert row["decision"] == ("fake" if float(row["prob"]) > 0.5 else "real")
+    threshold = detector_model[1].threshold.get("value", 0.5)  # the manifest's calibrated threshold, else 0.5
+    assert row["decision"] == ("fake" if float(row["prob"]) > threshold else "real")
     code, _, err = run_cli([MODEL, images[0], "--out", out], capfd)
     assert code == 2 and "already exists" in err
-    code, _, _ = run_cli([MODEL, images[0], "--out", out, "--overwrite", "--threshold", "0"], capfd)
+    code, _, _ = run_cli([MODEL, images[0], "--out", out, "--overwrite", "--threshold", "1e-9"], capfd)
     assert code == 0 and read_rows(out)[0]["decision"] == "fake"
+
+
+def test_the_threshold_comes_from_the_manifest_unless_given(images, tmp_path, capfd):
+    """Issue 14: predict calls an item fake above the manifest's calibrated threshold, above --threshold
+    when given, and above 0.5 (said once on stderr) when the manifest records none; the CSV says which."""
+    import json
+
+    from tfdefakeq.core.manifest import manifest_path
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(MODEL.read_bytes())  # same bytes: the manifest's sha256 still holds
+    manifest = json.loads(manifest_path(MODEL).read_text())
+    manifest.pop("threshold", None)
+    manifest_path(model).write_text(json.dumps(manifest))
+    out = tmp_path / "scores.csv"
+    code, stdout, err = run_cli([model, images[0], "--out", out, "--center-crop"], capfd)
+    assert code == 0 and err.count("the manifest records no calibrated threshold; using 0.5") == 1
+    assert "(threshold 0.5, default: the manifest records no calibrated threshold)" in stdout
+    prob = float(read_rows(out)[0]["prob"])
+    assert "# threshold: 0.5\n" in out.read_text()
+    for value, decision in ((prob - 1e-4, "fake"), (prob, "real")):  # fake when prob > threshold
+        manifest["threshold"] = {"value": value, "method": "float_real_fpr", "target_real_fpr": 0.2, "real_fpr": 0.2,
+                                 "reference_threshold": 0.5, "split": "val", "n_real": 10, "n_fake": 10}
+        manifest_path(model).write_text(json.dumps(manifest))
+        code, stdout, err = run_cli([model, images[0], "--out", out, "--overwrite", "--center-crop"], capfd)
+        assert code == 0 and err == "" and read_rows(out)[0]["decision"] == decision
+        assert f"# threshold: {value!r}\n# threshold_source: manifest: matches the float model's" in out.read_text()
+    code, _, _ = run_cli([model, images[0], "--out", out, "--overwrite", "--center-crop", "--threshold", "0.999"], capfd)
+    assert code == 0 and read_rows(out)[0]["decision"] == "real"
+    assert "# threshold_source: flag: --threshold\n" in out.read_text()
 
 
 def test_folder_recursive_with_a_broken_file(images, tmp_path, capfd, detector_model):
@@ -109,11 +140,12 @@ def test_a_folder_where_every_input_fails_is_an_error(tmp_path, capfd):
     assert "broken.jpg" in last
 
 
-@pytest.mark.parametrize("threshold", ["2", "-0.1", "nan"])
+@pytest.mark.parametrize("threshold", ["2", "-0.1", "nan", "0", "1"])
 def test_threshold_outside_0_1_is_an_error(images, capfd, threshold):
     code, stdout, err = run_cli([MODEL, images[0], "--threshold", threshold], capfd)
     assert code == 2 and stdout == ""
-    assert err.strip() == f"tfdefakeq predict: error: --threshold must be a probability in [0, 1], got {float(threshold)}"
+    assert err.strip() == ("tfdefakeq predict: error: --threshold must be a probability between 0 and 1 (exclusive), "
+                           f"got {float(threshold)}")
 
 def test_bad_paths_are_user_errors(tmp_path, capfd):
     code, _, err = run_cli([MODEL, tmp_path / "missing.png"], capfd)

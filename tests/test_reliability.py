@@ -229,13 +229,20 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert target.read_bytes() == b"old model" and sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
 
 
-@pytest.mark.parametrize("preprocess, problem", [({"mean": 128.0, "std": 0.0}, "preprocess.std is 0"),
-                                                 ({"mean": "128", "std": 128.0}, "preprocess.mean '128' is not a finite number")])
-def test_manifest_with_wrong_preprocessing(tmp_path, data, capsys, preprocess, problem):
+@pytest.mark.parametrize("field, value, problem", [
+    ("preprocess", {"mean": 128.0, "std": 0.0}, "preprocess.std is 0"),
+    ("preprocess", {"mean": "128", "std": 128.0}, "preprocess.mean '128' is not a finite number"),
+    # a manifest's threshold is user input too
+    ("threshold", 1.5, "threshold '1.5' is not an object"),
+    ("threshold", {"value": 1.5}, "threshold.value '1.5' is not a probability between 0 and 1 (exclusive)"),
+    ("threshold", {"value": "0.4"}, "threshold.value '0.4' is not a probability between 0 and 1 (exclusive)"),
+])
+def test_manifest_with_a_bad_field(tmp_path, data, capsys, field, value, problem):
     model = tmp_path / "m.tflite"
     shutil.copyfile(SHIPPED_INT8, model)
     manifest = json.loads(SHIPPED_INT8.with_name("resnet18_64_int8.manifest.json").read_text())
-    manifest["preprocess"] = preprocess
+    manifest[field] = value
     (tmp_path / "m.manifest.json").write_text(json.dumps(manifest))
     fails(evaluate.cli, [str(model), "--data", str(data), "--split", "test"], capsys, tmp_path / "m.manifest.json",
           f"not a valid manifest ({problem})")
+

@@ -38,6 +38,12 @@ def test_jpeg_sweep_on_the_shipped_model_writes_table_and_plot(tmp_path, synthet
     assert means.level.tolist() == [100, 50, 20]
     assert set(table.generator) == {"autoencoder", "upsampler", "mean"}
     assert (tmp_path / "resnet18_64_int8.jpeg.png").read_bytes()[:4] == b"\x89PNG"
+    # accuracies at the threshold evaluate and predict use (the manifest's, else 0.5), named in the header
+    from tfdefakeq.core.manifest import Manifest, manifest_path
+
+    expected = Manifest.load(manifest_path(SHIPPED_INT8)).threshold.get("value", 0.5)
+    header = dict(line[2:].strip().split(": ", 1) for line in open(tmp_path / "resnet18_64_int8.jpeg.csv") if line.startswith("# "))
+    assert float(header["threshold"]) == expected and header["threshold_source"].split(":")[0] in ("manifest", "default")
     with pytest.raises(UserError, match="already exists"):
         robustness.main(args)
 

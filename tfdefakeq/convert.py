@@ -22,6 +22,11 @@ what it expects outside its graph) and is then a float detector like ours.
 
 `--scheme S` on a float model does the quantization too: QAT fine-tuning on --data for --epochs
 (through tfdefakeq.train, into OUT's stem + ".qat/"), then the conversion of the result.
+
+The decision threshold: a quantized model's is calibrated on the --split images (val) so that it
+calls as many real images fake as the float model does at 0.5 (tfdefakeq.runtime.threshold says
+why), and stored in the manifest, where evaluate and predict find it. The float model is the one
+converted (float32, --format int8), the one --scheme starts from, or, for a QAT model, --float-model.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from tfdefakeq.data.folders import SPLIT_HELP
 from tfdefakeq.engine.export import FORMATS
 
 VERB = "convert"
+THRESHOLD_IMAGES = 2000  # all of the synthetic val split (744 images); of a big split, a balanced subset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output .tflite path (manifest written beside it)")
     p.add_argument("--format", choices=("auto",) + FORMATS, default="auto")
     p.add_argument("--calib-images", type=int, default=64, help="representative / parity images")
+    p.add_argument("--threshold-images", type=int, default=THRESHOLD_IMAGES,
+                   help=f"images of --split the decision threshold is calibrated on (default {THRESHOLD_IMAGES})")
+    p.add_argument("--float-model", default=None,
+                   help="a QAT model's float model (the .weights.h5 it was fine-tuned from): the operating point its "
+                        "threshold keeps (without it a QAT model's manifest records 0.5)")
     p.add_argument("--overwrite", action="store_true")
     g = p.add_argument_group("quantize a float model first (QAT fine-tuning through tfdefakeq.train)")
     g.add_argument("--scheme", default=None, help="e.g. adaptive, lsq_w4a8, w4a8, tfmot_int8")
@@ -101,9 +112,18 @@ def main(args) -> int:
         raise UserError(f"{args.model}: model not found")
     if args.calib_images < 1:
         raise UserError(f"--calib-images must be >= 1, got {args.calib_images}")
+    if args.threshold_images < 1:
+        raise UserError(f"--threshold-images must be >= 1, got {args.threshold_images}")
+    if args.float_model is not None:
+        if args.scheme:
+            raise UserError(f"--float-model: with --scheme the float model is {args.model}, the one fine-tuned")
+        if not Path(args.float_model).is_file():
+            raise UserError(f"{args.float_model}: --float-model not found")
     if not args.scheme:
         refuse_ignored(given, QAT_ONLY + ("quiet",), "acts on the QAT fine-tuning, which only --scheme starts")
-    calib = balanced_subset(scan_forensynths(args.data, choose_split(args.data, args.split, "val")), args.calib_images)
+    split = choose_split(args.data, args.split, "val")
+    split_samples = scan_forensynths(args.data, split)
+    calib = balanced_subset(split_samples, args.calib_images)
     train_args = None
     if args.scheme:
         from tfdefakeq import train
@@ -131,7 +151,15 @@ def main(args) -> int:
         from tfdefakeq.quant.horizontal import QuantPlan
 
         plan = QuantPlan.load(Path(model_path).parent / "bit_plan.json")  # its budget is checked on the file
-    written = convert_model(model, manifest, fmt, calib_uint8, out, overwrite=args.overwrite, int2=args.int2, plan=plan)
+    reference = None
+    if fmt == "float32":  # keeps the float model's own 0.5: nothing to calibrate
+        refuse_ignored(given, ("threshold_images", "float_model"), "calibrates a quantized model's threshold; "
+                       "a float32 model keeps the float model's 0.5")
+    else:
+        reference = _threshold_reference(args, model, manifest, balanced_subset(split_samples, args.threshold_images),
+                                         split, size, given)
+    written = convert_model(model, manifest, fmt, calib_uint8, out, overwrite=args.overwrite, int2=args.int2, plan=plan,
+                            threshold_reference=reference)
     parity = written.metrics["parity"]
     print(
         f"wrote {out} ({fmt}, {written.size_bytes:,} bytes); parity on {parity['images']} images: "
@@ -139,7 +167,43 @@ def main(args) -> int:
         + (f" ({parity['max_diff_lsb']:.2f} LSB)" if "max_diff_lsb" in parity else "")
         + f", decisions agree {parity['decision_agreement']:.1%}"
     )
+    from tfdefakeq.runtime.threshold import describe_source
+
+    print(f"threshold {written.threshold['value']:.6g} ({describe_source('manifest', written)})")
     return 0
+
+
+def _threshold_reference(args, model, manifest, samples, split, size, given):
+    """The val images and the float model's probabilities on them (engine.export.ThresholdReference)."""
+    from tfdefakeq.engine.export import ThresholdReference, keras_probs
+    from tfdefakeq.engine.modelio import load_detector
+    from tfdefakeq.runtime.images import load_images
+
+    if manifest.scheme == "float" and args.float_model is not None:
+        raise UserError(f"--float-model: {args.model} is a float model, its own reference")
+    if manifest.scheme != "float" and not args.scheme and args.float_model is None:
+        refuse_ignored(given, ("threshold_images",), "calibrates against the float model: add --float-model")
+        return ThresholdReference(None, None, None, "no float model to match (convert a QAT model with "
+                                  "--float-model FLOAT.weights.h5, the model it was fine-tuned from)", split)
+    images = load_images([s.path for s in samples], size)
+    labels = [s.label for s in samples]
+    if manifest.scheme == "float":
+        return ThresholdReference(images, labels, keras_probs(model, manifest.preprocess, images),
+                                  f"the float model {args.model}", split)
+    if args.scheme:
+        float_model, float_manifest = load_detector(args.model, args.fake_class, args.preprocess)
+        source = args.model
+    elif args.float_model is not None:
+        float_model, float_manifest = load_detector(args.float_model)
+        source = args.float_model
+        if float_manifest.scheme != "float":
+            raise UserError(f"{source}: --float-model must be a float model (this one is {float_manifest.scheme})")
+        if (list(float_manifest.input_shape) != list(manifest.input_shape)
+                or float_manifest.preprocess != manifest.preprocess):
+            raise UserError(f"{source}: --float-model takes input {float_manifest.input_shape} "
+                            f"{float_manifest.preprocess}, {args.model} takes {manifest.input_shape} {manifest.preprocess}")
+    return ThresholdReference(images, labels, keras_probs(float_model, float_manifest.preprocess, images),
+                              f"the float model {source}", split)
 
 
 def cli(argv=None) -> None:

@@ -3,9 +3,11 @@
 --data may be a ForenSynths tree, UniversalFakeDetect real/fake pairs, FaceForensics++ frame folders
 or a DeepfakeBench dataset JSON (video-level AUC is added where frames group into videos).
 Scores every image of the dataset with a `.tflite` detector (no TensorFlow needed)
-and prints AP, AUC, accuracy (all / real / fake at 0.5), EER and image count per generator plus
-their mean. With --out, writes DIR/NAME.eval.csv, DIR/NAME.eval.md and DIR/NAME.scores.csv
-(per-image probabilities), NAME being the model's stem (+ ".SPLIT").
+and prints AP, AUC, accuracy (all / real / fake at the threshold), EER and image count per generator
+plus their mean. The threshold is the manifest's (calibrated on val by `convert`; 0.5 when the
+manifest records none) unless --threshold gives one; the report's header says which. With --out,
+writes DIR/NAME.eval.csv, DIR/NAME.eval.md and DIR/NAME.scores.csv (per-image probabilities),
+NAME being the model's stem (+ ".SPLIT").
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default=None, help=SPLIT_HELP.format(default="test"))
     parser.add_argument("--out", type=Path, default=None, help="folder for the CSV/Markdown/scores files (default: print only)")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability above which an image is called fake")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="probability above which an image is called fake (default: the manifest's calibrated "
+                             "threshold, else 0.5)")
     parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", help="run without the XNNPACK delegate")
     parser.add_argument("--packed", choices=("unpacked", "packed"), default="unpacked",
                         help="run packed INT4/INT2 weights unpacked to INT8 at load (default: int8 speed, same arithmetic) or as stored")
@@ -63,7 +67,10 @@ def main(args: argparse.Namespace) -> int:
     )
     from tfdefakeq.runtime.interpreter import check_tflite_file, machine_info
     from tfdefakeq.runtime.loader import load_model
+    from tfdefakeq.runtime.threshold import check_threshold, describe_source, resolve_threshold
 
+    if args.threshold is not None:
+        check_threshold(args.threshold)
     if args.curves:
         require(["matplotlib"], "--curves (ROC and PR plots)", "report")
     check_tflite_file(args.model)
@@ -76,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
                 raise UserError(f"{path}: already exists (pass --overwrite to replace it)")
     model, manifest = load_model(args.model, num_threads=args.threads, use_xnnpack=args.xnnpack,
                                  unpack_packed=args.packed == "unpacked")
+    threshold, source = resolve_threshold(manifest, args.threshold, note=f"tfdefakeq {VERB}: note: {args.model}")
     samples = scan_dataset(args.data, split=args.split)
     progress = Progress(f"{VERB} {args.model.name}", enabled=not args.quiet)
     start = time.perf_counter()
@@ -85,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
         progress.close()
     seconds = time.perf_counter() - start
     videos = [s.video for s in samples] if any(s.video for s in samples) else None
-    rows = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples], args.threshold, videos)
+    rows = evaluate_arrays([s.label for s in samples], probs, [s.generator for s in samples], threshold, videos)
     rows = mark_seen(rows, manifest.train_generators)
 
     machine = machine_info()
@@ -98,7 +106,8 @@ def main(args: argparse.Namespace) -> int:
         f"XNNPACK {'on' if args.xnnpack else 'off'}"
         + (f", INT4 {'unpacked to INT8' if model.unpacked_tensors else 'packed'}" if args.packed == "packed" or model.unpacked_tensors else "")
         + f", {seconds:.2f} s",
-        "threshold": f"{args.threshold}",
+        "threshold": f"{threshold!r}",
+        "threshold_source": describe_source(source, manifest),
         "command": "python -m tfdefakeq.evaluate " + shlex.join(args.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }

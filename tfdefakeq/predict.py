@@ -8,8 +8,9 @@ input side / 2 pixels by default (--stride), aggregated by the mean of the 3 hig
 --face-crop, the largest face found by BlazeFace is cropped square (--margin around it) and
 resized to the model input instead, and an image or frame without a face is reported as
 "no_face". Videos are scored on --frames K frames spread evenly (default 16) or every N-th frame
-(--every N) and summarised by the mean and max probability; the decision uses the mean and
---threshold. Prints a table; with --out writes a CSV of per-item probabilities and decisions
+(--every N) and summarised by the mean and max probability; the decision uses the mean. An item is
+called fake above the manifest's calibrated threshold (`convert` stores it; 0.5 when the manifest
+records none), or above --threshold. Prints a table; with --out writes a CSV of per-item probabilities and decisions
 (--per-frame adds a row per video frame). In a folder, an unreadable file is reported and skipped.
 
 Needs: numpy, Pillow, ai-edge-litert; videos: PyAV (pip install 'tfdefakeq[video]'); faces: the
@@ -49,7 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="image score from the tile scores: topk (default: mean of the --top-k highest), mean, max")
     g.add_argument("--top-k", type=int, default=None, help="tiles averaged by --aggregate topk (default 3)")
     g.add_argument("--heatmap", type=Path, default=None, help="folder for NAME.heatmap.png: the tile scores over each image")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability above which an item is called fake")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="probability above which an item is called fake (default: the manifest's calibrated threshold, "
+                        "else 0.5)")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     p.add_argument("--packed", choices=("unpacked", "packed"), default="unpacked",
                    help="run packed INT4/INT2 weights unpacked to INT8 (default: faster, same arithmetic) or as stored")
@@ -71,11 +74,12 @@ def main(args) -> int:
     from tfdefakeq.runtime.interpreter import check_tflite_file
     from tfdefakeq.runtime.loader import load_model
     from tfdefakeq.runtime.inference import PREDICT_COLUMNS, Predictor, collect_items, format_rows
+    from tfdefakeq.runtime.threshold import check_threshold, describe_source, resolve_threshold
 
     if args.margin < 0:
         raise UserError(f"--margin must be >= 0, got {args.margin}")
-    if not 0.0 <= args.threshold <= 1.0:  # compared with a probability, not a logit
-        raise UserError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
+    if args.threshold is not None:  # compared with a probability, not a logit
+        check_threshold(args.threshold)
     tiling = {"--stride": args.stride, "--aggregate": args.aggregate, "--top-k": args.top_k, "--heatmap": args.heatmap}
     given = [flag for flag, value in tiling.items() if value is not None]
     if given and (args.center_crop or args.face_crop):
@@ -87,6 +91,7 @@ def main(args) -> int:
     check_tflite_file(args.model)
     items = collect_items(args.path)
     model, manifest = load_model(args.model, num_threads=args.threads, unpack_packed=args.packed == "unpacked")
+    threshold, source = resolve_threshold(manifest, args.threshold, note=f"tfdefakeq {VERB}: note: {args.model}")
     detector = None
     if args.face_crop:
         from tfdefakeq.runtime.faces import MODEL_FILES, FaceDetector
@@ -95,7 +100,7 @@ def main(args) -> int:
             detector = FaceDetector(kind=args.face_model, num_threads=args.threads)
         else:
             detector = FaceDetector(model_path=args.face_model, num_threads=args.threads)
-    predictor = Predictor(model, manifest, detector, margin=args.margin, threshold=args.threshold,
+    predictor = Predictor(model, manifest, detector, margin=args.margin, threshold=threshold,
                           tiles=not args.center_crop, stride=args.stride, aggregate=args.aggregate or "topk",
                           top_k=args.top_k or 3, heatmap_dir=args.heatmap)
     progress = Progress(f"{VERB} {args.path.name}", unit="items", enabled=not args.quiet and len(items) > 1)
@@ -111,9 +116,10 @@ def main(args) -> int:
                         f"{failed[0]['error']})")
     print(format_rows(rows))
     counts = {d: sum(r["decision"] == d for r in summary) for d in ("fake", "real", "no_face", "error")}
-    print(", ".join(f"{n} {d}" for d, n in counts.items() if n) + f" (threshold {args.threshold})")
+    print(", ".join(f"{n} {d}" for d, n in counts.items() if n) + f" (threshold {threshold:.6g}, {describe_source(source, manifest)})")
     if args.out is not None:
-        header = {"model": str(args.model), "command": "python -m tfdefakeq.predict " + shlex.join(args.argv)}
+        header = {"model": str(args.model), "threshold": f"{threshold!r}", "threshold_source": describe_source(source, manifest),
+                  "command": "python -m tfdefakeq.predict " + shlex.join(args.argv)}
         write_text_atomic(args.out, rows_to_csv(rows, header, PREDICT_COLUMNS), overwrite=args.overwrite)
         print(f"wrote {args.out}")
     return 0

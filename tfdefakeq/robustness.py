@@ -2,6 +2,7 @@
 
 Scores the test images again under growing degradation and writes DIR/NAME.SWEEP.csv / .md (AP, AUC,
 accuracy per level and generator) and DIR/NAME.SWEEP.png (AP and accuracy against the level).
+Accuracies are taken at the manifest's calibrated threshold (0.5 when it records none), or --threshold.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep", choices=sorted(SWEEPS), required=True, help=f"the degradation ({sweeps})")
     p.add_argument("--levels", type=float, nargs="+", default=None, help="levels to test (default: the sweep's own)")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="probability above which an image is called fake (default: the manifest's calibrated threshold, "
+                        "else 0.5)")
     p.add_argument("--out", type=Path, required=True, help="folder for NAME.SWEEP.csv / .md / .png")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress output on stderr (results and errors are still printed)")
@@ -44,16 +48,21 @@ def main(args) -> int:
     from tfdefakeq.runtime.perturb import SWEEPS, sweep
 
     require(["pandas", "tabulate", "matplotlib"], "robustness (its tables and plot)", "report")
+    from tfdefakeq.runtime.threshold import check_threshold, describe_source, resolve_threshold
+
+    if args.threshold is not None:
+        check_threshold(args.threshold)
     check_tflite_file(args.model)
     args.split = choose_split(args.data, args.split, "test")
     stem = args.out / f"{args.model.stem}.{args.sweep}"
     for suffix in (".csv", ".md", ".png"):
         check_writable(stem.with_suffix(stem.suffix + suffix), overwrite=args.overwrite)
     model, manifest = load_model(args.model, num_threads=args.threads)
+    threshold, source = resolve_threshold(manifest, args.threshold, note=f"tfdefakeq {VERB}: note: {args.model}")
     samples = scan_dataset(args.data, split=args.split)
     progress = Progress(f"{VERB} {args.sweep}", unit="levels", enabled=not args.quiet)
     try:
-        rows = sweep(model, manifest.preprocess, samples, args.sweep, args.levels, progress)
+        rows = sweep(model, manifest.preprocess, samples, args.sweep, args.levels, progress, threshold)
     finally:
         progress.close()
     means = [r for r in rows if r["generator"] == "mean"]
@@ -68,6 +77,8 @@ def main(args) -> int:
         "model": f"{args.model} ({manifest.backbone}, {manifest.format}, {manifest.scheme})",
         "data": f"{args.data}" + (f" split {args.split}" if args.split else "") + f" ({len(samples)} images)",
         "sweep": f"{args.sweep}: {SWEEPS[args.sweep][1]}",
+        "threshold": f"{threshold!r}",
+        "threshold_source": describe_source(source, manifest),
         "machine": f"{machine['processor']} ({machine['machine']})",
         "command": command_line(),
     }

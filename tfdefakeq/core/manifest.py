@@ -56,6 +56,9 @@ class Manifest:
     dataset: str = ""
     train_generators: list[str] = field(default_factory=list)  # generators seen in training (empty: all)
     metrics: dict = field(default_factory=dict)
+    # the decision threshold on P(fake) and how it was chosen ({"value", "method", ...}: runtime.threshold);
+    # empty in manifests written before thresholds were calibrated (the verbs then use 0.5 and say so)
+    threshold: dict = field(default_factory=dict)
     size_bytes: int | None = None
     sha256: str = ""  # hex SHA-256 of the .tflite's bytes: the runtime skips the child probe only when they match
     build_kwargs: dict = field(default_factory=dict)  # extra builder arguments (width, alpha)

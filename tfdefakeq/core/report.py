@@ -80,15 +80,22 @@ def plot_model_comparison(df, path, title: str) -> Path:
     return out
 
 
-def record_measurements(tflite_path, rows: list[dict], bench: dict, dataset: str) -> None:
+def record_measurements(tflite_path, rows: list[dict], bench: dict, dataset: str, rows_at_half: list[dict] | None = None) -> None:
     """Writes the test metrics per generator (`rows` from runtime.evaluate) and the latency (`bench`
-    from runtime.bench.bench_model) into the model's manifest, so a shipped file explains itself."""
+    from runtime.bench.bench_model) into the model's manifest, so a shipped file explains itself.
+    `rows_at_half`: the same metrics at threshold 0.5 when `rows` were taken at the manifest's own threshold
+    (then `metrics["test_threshold"]` records that threshold)."""
     from tfdefakeq.core.manifest import Manifest, manifest_path
+
+    def table(rows):
+        return {row["generator"]: {k: row[k] for k in ("ap", "auc", "acc", "real_acc", "fake_acc", "eer", "n")} for row in rows}
 
     manifest = Manifest.load(manifest_path(tflite_path))
     manifest.dataset = dataset
-    manifest.metrics["test"] = {row["generator"]: {k: row[k] for k in ("ap", "auc", "acc", "real_acc", "fake_acc", "eer", "n")}
-                                for row in rows}
+    manifest.metrics["test"] = table(rows)
+    if rows_at_half is not None:
+        manifest.metrics["test_threshold"] = manifest.threshold.get("value", 0.5)
+        manifest.metrics["test_at_0.5"] = table(rows_at_half)
     manifest.metrics["latency"] = {k: bench[k] for k in ("latency_ms_p50", "latency_ms_p90", "threads", "xnnpack", "packed_weights",
                                                           "machine", "processor", "runtime_version")}
     manifest.save(manifest_path(tflite_path), overwrite=True)
@@ -112,22 +119,31 @@ def write_models_index(folder) -> Path:
             "model": model.name, "backbone": m.backbone, "input": "x".join(map(str, m.input_shape)), "format": m.format,
             "scheme": m.scheme, "weight_bits": "/".join(map(str, bits)) if bits else "32",
             "size_bytes": model.stat().st_size, "test_ap": test.get("ap"), "test_auc": test.get("auc"),
-            "test_acc": test.get("acc"), "latency_ms_p50": latency.get("latency_ms_p50"),
+            "threshold": m.threshold.get("value"), "test_acc": test.get("acc"), "test_real_acc": test.get("real_acc"),
+            "test_acc_at_0.5": m.metrics.get("test_at_0.5", {}).get("mean", {}).get("acc"),
+            "latency_ms_p50": latency.get("latency_ms_p50"),
             "keras_parity_lsb": parity.get("max_diff_lsb"),
         })
     df = pd.DataFrame(rows)
     machines = sorted({Manifest.load(manifest_path(p)).metrics.get("latency", {}).get("processor", "?") for p in folder.glob("*.tflite")})
     text = (
         "# Shipped detectors\n\n"
-        "Made by `python -m tfdefakeq.demo --ship tflite_models` (int8, int4) and `python benchmarks/quant_methods.py\n"
-        "--ship tflite_models` (adaptive) on the embedded synthetic data (64 px crops, test split\n"
-        "of held-out source photos; AP/AUC/acc are means over the test generators). Each `NAME.tflite` has its\n"
-        "`NAME.manifest.json`: preprocessing, bits per layer, per-generator metrics, Keras parity, versions and the\n"
-        "command that made it. Latency: ai-edge-litert, 1 thread, XNNPACK, median of single-image invokes on "
-        + ", ".join(machines) + ".\n\n"
+        "Made by `python -m tfdefakeq.demo --out runs/demo --ship tflite_models --avg-bits 3 2.5` (int8, int4 and the\n"
+        "adaptive models; `python benchmarks/quant_methods.py --ship tflite_models` makes the adaptive ones by the same\n"
+        "recipe) on the embedded synthetic data (64 px crops, test split of held-out source photos; AP/AUC/acc are\n"
+        "means over the test generators). Each `NAME.tflite` has\n"
+        "its `NAME.manifest.json`: preprocessing, bits per layer, decision threshold, per-generator metrics, Keras\n"
+        "parity, versions and the command that made it (the `command` field says which recipe made each file).\n"
+        "Latency: ai-edge-litert, 1 thread, XNNPACK, median of single-image invokes on " + ", ".join(machines) + ".\n\n"
+        "`threshold`: the probability above which the model calls an image fake, stored in the manifest and used by\n"
+        "`evaluate` and `predict` (`--threshold` overrides it). `convert` calibrates it on the val split so that the\n"
+        "quantized model flags as many real val images as the float model does at 0.5; empty: the manifest predates\n"
+        "calibration and the verbs use 0.5. `test_acc` and `test_real_acc` are taken at that threshold,\n"
+        "`test_acc_at_0.5` at 0.5.\n\n"
         "Each manifest records the SHA-256 of its model's bytes (`sha256`): the runtime opens a model without first\n"
-        "trying it in a child process only when the bytes match. `convert` writes it; for these files it was added by\n"
-        "`python tflite_models/record_hashes.py` (`--check` verifies it; CI runs the check in tests/runtime/test_trust.py).\n\n"
+        "trying it in a child process only when the bytes match. `convert` writes it (`python tflite_models/record_hashes.py`\n"
+        "adds it to a manifest written before that field existed; `--check` verifies it, as CI does in\n"
+        "tests/runtime/test_trust.py).\n\n"
         "Run one on a device with only `pip install tfdefakeq[edge]`:\n\n"
         "```bash\npython -m tfdefakeq.evaluate tflite_models/MODEL.tflite --data DATA --split test\n"
         "python -m tfdefakeq.bench tflite_models/MODEL.tflite --threads 1\n```\n\n"

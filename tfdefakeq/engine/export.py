@@ -12,6 +12,7 @@ int8 tensor within 1 LSB of Keras on TFLite's own inputs and off only at roundin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,51 @@ class ParityError(UserError):
     def __init__(self, message: str, result: dict | None = None):
         super().__init__(message)
         self.result = result or {}
+
+
+@dataclass
+class ThresholdReference:
+    """What a quantized model's decision threshold is calibrated on (`runtime.threshold.match_real_fpr`):
+    labelled images of the val split and the float model's probabilities on them."""
+
+    images_uint8: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) 0 real / 1 fake
+    reference_probs: np.ndarray | None  # (N,) the float Keras model's P(fake); None: no float model at hand
+    reference: str = ""  # which float model (or, with reference_probs None, why there is none)
+    split: str | None = "val"
+
+
+def keras_probs(model, preprocess, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """A Keras detector's P(fake) (N,) on uint8 images (N, H, W, 3), preprocessed as its manifest says."""
+    logits = model.predict(preprocess.apply(images_uint8), verbose=0, batch_size=batch_size).reshape(-1)
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+
+def calibrate_threshold(tflite_path, fmt: str, preprocess, reference: ThresholdReference | None,
+                        sha256: str | None = None) -> dict:
+    """The manifest's `threshold` record for the .tflite at `tflite_path` (runtime.threshold explains the
+    choice): a float32 model keeps the float model's 0.5; a quantized one gets the threshold matching the
+    float model's real-image false-positive rate on `reference`. Without a float reference, or without
+    real images in it, the record says 0.5 and why (warned on stderr when `reference` was given)."""
+    import sys
+
+    from tfdefakeq.runtime.loader import open_model
+    from tfdefakeq.runtime.threshold import DEFAULT_THRESHOLD, FLOAT_THRESHOLD, match_real_fpr
+
+    if fmt == "float32":
+        return {"value": FLOAT_THRESHOLD, "method": "float_model",
+                "reason": "a float model keeps its own operating point"}
+    reason = "no calibration images were given" if reference is None else reference.reference
+    if reference is not None and reference.reference_probs is not None:
+        probs = open_model(tflite_path, expected_sha256=sha256).predict_proba(reference.images_uint8, preprocess)
+        try:
+            record = match_real_fpr(reference.labels, probs, reference.reference_probs)
+            return {**record, "split": reference.split, "reference": reference.reference}
+        except UserError as e:
+            reason = str(e)
+    if reference is not None:  # asked for and not possible (a caller that gave no reference chose 0.5)
+        print(f"tfdefakeq: warning: threshold {DEFAULT_THRESHOLD} not calibrated: {reason}", file=sys.stderr)
+    return {"value": DEFAULT_THRESHOLD, "method": "default", "reason": reason}
 
 
 def target_format(manifest, requested: str) -> str:
@@ -150,7 +196,8 @@ def _per_layer_parity(model, tflite_path, calib_uint8, preprocess, parity: dict)
 
 
 def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, overwrite: bool = False, int2: bool = True,
-                  require_parity: bool = True, plan=None, fake_class: int | None = None, preprocess: str | None = None):
+                  require_parity: bool = True, plan=None, fake_class: int | None = None, preprocess: str | None = None,
+                  threshold_reference: ThresholdReference | None = None):
     """Converts, checks parity and writes `out_path` + manifest. Returns the written Manifest.
 
     `manifest=None`: `model` is a user's float keras.Model, imported first (`importer.load_user_model`
@@ -164,6 +211,8 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
     A QAT `model` has its biases snapped to the stored int32 grid first (modified in place).
     `plan` (the adaptive scheme's QuantPlan): the file must hold its budget (`--avg-bits` /
     `--budget-bytes`), or nothing is written (horizontal.check_file_budget).
+    `threshold_reference`: val images and the float model's scores on them, for the manifest's calibrated
+    decision threshold (`calibrate_threshold`; without it a quantized model's manifest records 0.5 and why).
     """
     import dataclasses
     import tempfile
@@ -192,6 +241,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         from tfdefakeq.runtime.unpack import pack_int2
 
         flatbuffer, _ = pack_int2(flatbuffer)
+    digest = sha256_hex(flatbuffer)
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         staged = Path(tmp) / "model.tflite"
         staged.write_bytes(flatbuffer)
@@ -201,7 +251,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         ptq = manifest.scheme == "float" and fmt != "float32"
         try:
             parity = check_parity(model, staged, calib_uint8, manifest.preprocess, ptq=ptq, label=out_path,
-                                  sha256=sha256_hex(flatbuffer))
+                                  sha256=digest)
         except ParityError as e:
             parity = {**e.result, "error": str(e)}
             if not ptq and fmt != "float32":
@@ -213,6 +263,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
             from tfdefakeq.quant.horizontal import check_file_budget
 
             check_file_budget(staged, plan, label=out_path)
+        threshold = calibrate_threshold(staged, fmt, manifest.preprocess, threshold_reference, digest)
     from tfdefakeq.quant.schemes import plan_weight_bits
 
     bits = manifest.weight_bits
@@ -225,8 +276,9 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         weight_bits=bits,
         activation_bits=None if fmt == "float32" else 8,
         size_bytes=len(flatbuffer),
-        sha256=sha256_hex(flatbuffer),
+        sha256=digest,
         metrics={"parity": parity, "weight_bytes_by_type": dict(info.weight_bytes), "ops": dict(info.op_counts)},
+        threshold=threshold,
         versions=versions(),
         command=command_line(),
     )

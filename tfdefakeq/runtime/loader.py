@@ -184,6 +184,11 @@ def manifest_problem(manifest: Manifest) -> str:
         return f"sha256 {manifest.sha256[:80]!r} is not 64 lowercase hex digits"
     if not isinstance(manifest.train_generators, list) or not all(isinstance(g, str) for g in manifest.train_generators):
         return "train_generators is not a list of names"
+    if not isinstance(manifest.threshold, dict):
+        return f"threshold {str(manifest.threshold)[:80]!r} is not an object"
+    value = manifest.threshold.get("value")
+    if value is not None and not (_is_real(value) and 0 < value < 1):  # NaN fails the comparison too
+        return f"threshold.value {str(value)[:80]!r} is not a probability between 0 and 1 (exclusive)"
     return ""
 
 

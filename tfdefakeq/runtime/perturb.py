@@ -48,9 +48,10 @@ def degrade(image: np.ndarray, kind: str, level: float) -> np.ndarray:
     return np.asarray(small.resize((w, h), Image.BICUBIC))
 
 
-def sweep(model, preprocess, samples, kind: str, levels=None, progress=None) -> list[dict]:
+def sweep(model, preprocess, samples, kind: str, levels=None, progress=None, threshold: float = 0.5) -> list[dict]:
     """Scores `samples` at every level of the sweep. Returns rows (level, generator, metrics...):
-    one per generator and level plus the "mean" row of each level, as `evaluate_arrays` makes them."""
+    one per generator and level plus the "mean" row of each level, as `evaluate_arrays` makes them
+    (accuracies at `threshold`)."""
     from tfdefakeq.runtime.scoring import evaluate_arrays
     from tfdefakeq.runtime.images import load_images
 
@@ -64,7 +65,7 @@ def sweep(model, preprocess, samples, kind: str, levels=None, progress=None) -> 
     for i, level in enumerate(levels):
         degraded = np.stack([degrade(img, kind, level) for img in images])
         probs = model.predict_proba(degraded, preprocess)
-        for row in evaluate_arrays(labels, probs, generators):
+        for row in evaluate_arrays(labels, probs, generators, threshold):
             rows.append({"sweep": kind, "level": level, **row})
         if progress is not None:
             progress(i + 1, len(levels))
