@@ -16,6 +16,8 @@ skips the backbones already in the CSV (--fresh starts over). Per backbone:
   is within export.MAX_LOGIT_LSB output steps of the Keras QAT model (parity_* "logits") or, failing
   that, every op is within 1 LSB of Keras on TFLite's own inputs and off only at rounding ties
   (parity_* "per-layer", tfdefakeq.diagnose); max_lsb_* is the measured max logit difference;
+- int8_over_fp32: int8 p50 / float32 p50 (the issue's target is <= 0.5); gmacs_per_s_fp32/int8: macs
+  (from the float32 flatbuffer, see above) / p50 of that format;
 - edgetpu_full: tfdefakeq.runtime.edgetpu_ops.check_model on the int8 model: every op maps to the Edge TPU;
   edgetpu_cpu_from names the first op that would fall back to the CPU (empty when none).
 Untrained weights make the latency and size figures real and the accuracy meaningless. They also
@@ -43,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 COLUMNS = ["backbone", "input", "calib_images", "params", "macs", "size_fp32", "size_int8", "size_int4", "latency_fp32_ms",
-           "latency_int8_ms", "latency_int4_ms", "e2e_int8", "e2e_int4", "max_lsb_int8", "max_lsb_int4", "parity_int8",
+           "latency_int8_ms", "latency_int4_ms", "int8_over_fp32", "gmacs_per_s_fp32", "gmacs_per_s_int8", "e2e_int8", "e2e_int4", "max_lsb_int8", "max_lsb_int4", "parity_int8",
            "parity_int4",
            "edgetpu_full", "edgetpu_ops", "edgetpu_cpu_from", "int4_tensors", "seconds", "error"]
 NATIVE = {"meso4": 256, "mesoinception4": 256}
@@ -110,9 +112,23 @@ def bench_one(name: str, runs: int, warmup: int, calib: int, out_dir: Path) -> d
             row["edgetpu_cpu_from"] = f"#{first['index']} {first['op']}" if first else ""
         else:
             row["int4_tensors"] = read_model_info(path).tensor_types.get("INT4", 0)
+    row.update(speed_columns(row))
     row["error"] = " | ".join(errors)
     row["seconds"] = round(time.time() - start)
     return row
+
+
+def speed_columns(row: dict) -> dict:
+    """int8_over_fp32: int8 p50 / float32 p50 of this row; gmacs_per_s_*: the float32 flatbuffer's MACs
+    (`macs`) per second of that format's p50, so backbones compare at equal work."""
+    out = {}
+    fp32, int8, macs = row.get("latency_fp32_ms"), row.get("latency_int8_ms"), row.get("macs")
+    if fp32 and int8:
+        out["int8_over_fp32"] = round(int8 / fp32, 3)
+    for fmt, ms in (("fp32", fp32), ("int8", int8)):
+        if ms and macs:
+            out[f"gmacs_per_s_{fmt}"] = round(macs / (ms * 1e6), 2)
+    return out
 
 
 def header(command: str, rows: list[dict] = ()) -> str:

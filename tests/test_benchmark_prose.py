@@ -84,3 +84,11 @@ def test_rpi_report_is_written_from_the_outputs(tmp_path):
     arm["m_int4|unpacked|xnnpack"] = arm["m_int4|unpacked|xnnpack"] // 2 + 1
     np.savez(tmp_path / "cortex-a72.npz", **arm)
     assert run("cortex-a72").returncode == 1 and "DIFFERS from x86" in md.read_text()
+
+
+def test_backbones_speed_columns_are_computed_from_the_row():
+    backbones = _script("benchmarks/backbones.py")
+    row = {"macs": 300_000_000, "latency_fp32_ms": 4.0, "latency_int8_ms": 2.5}
+    assert backbones.speed_columns(row) == {"int8_over_fp32": 0.625, "gmacs_per_s_fp32": 75.0, "gmacs_per_s_int8": 120.0}
+    assert backbones.speed_columns({"macs": 300_000_000, "latency_fp32_ms": 4.0}) == {"gmacs_per_s_fp32": 75.0}
+    assert {"int8_over_fp32", "gmacs_per_s_fp32", "gmacs_per_s_int8"} <= set(backbones.COLUMNS)
