@@ -96,11 +96,20 @@ def run_reference(args):
 
 
 def weights(path: Path) -> dict[str, np.ndarray]:
+    """The training state in a weights file: the layers' variables and the optimizer's (its step
+    count and moments). The metrics' accumulators, also stored there, hold the last evaluation's
+    running counts, not what training reached, and are left out."""
     import h5py
 
     found = {}
+
+    def keep(name, obj):
+        if isinstance(obj, h5py.Dataset) and not name.startswith("metrics/"):
+            found[name] = np.array(obj)
+
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: found.__setitem__(name, np.array(obj)) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(keep)
+    assert any(name.startswith("optimizer/") for name in found), f"{path}: no optimizer state"
     return found
 
 
