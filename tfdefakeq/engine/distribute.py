@@ -5,6 +5,14 @@
     python -m tfdefakeq.train ... --strategy tpu           # Colab / Cloud TPU
 
 The global batch (`--batch-size`) is split across replicas; Keras' fit distributes the tf.data input.
+With more than one replica every global batch has exactly `--batch-size` images (the last, smaller
+batch of an epoch is dropped), so each step averages the same number of gradients on every replica.
+
+Several workers (TensorFlow's multi-worker guide): every worker runs the same command with its own
+TF_CONFIG; they train one model in lock step. Only the chief writes into --out; the other workers
+write the same files into a temporary folder of their own, removed at the end. A resumed run
+(`--resume`) reads the chief's checkpoint, so --out must be a folder every worker can read (a shared
+file system) for a restarted cluster to continue.
 """
 
 from __future__ import annotations
@@ -49,3 +57,28 @@ def make_strategy(name: str, logical_cpus: int | None = None):
     except (ValueError, RuntimeError, tf.errors.NotFoundError) as e:
         raise UserError(f"--strategy tpu: no TPU found ({str(e).splitlines()[0][:160]})") from e
     return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run's outputs: always, but for a non-chief worker of a
+    multi-worker cluster (the chief is the "chief" task, or worker 0 when the cluster has none)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if resolver is None or task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and int(resolver.task_id or 0) == 0 and not has_chief
+
+
+def shard_by_data(dataset, strategy):
+    """A multi-worker input: every worker reads the same files and keeps its share of each global
+    batch (our datasets are built from a list of paths, so sharding by file cannot apply)."""
+    from tfdefakeq.core.tfcompat import tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)

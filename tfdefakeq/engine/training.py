@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from tfdefakeq.core.errors import UserError
@@ -121,12 +122,15 @@ class EpochCheckpoint:
     restart from epoch 0's; with the epoch in hand we rebuild the input from that epoch on.)
     """
 
-    def __init__(self, directory, model):
+    def __init__(self, directory, model, restore_from=None):
+        """directory: where this process writes; restore_from: where the run's checkpoints are read
+        (the chief's folder; a non-chief worker writes its own copy elsewhere)."""
         from tfdefakeq.core.tfcompat import keras, tf
 
         self.epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2)
+        self.restore_from = Path(restore_from or directory)
         outer = self
 
         class _Callback(keras.callbacks.Callback):
@@ -138,9 +142,11 @@ class EpochCheckpoint:
 
     def restore(self) -> int:
         """Restores the last checkpoint; returns the first epoch still to run."""
-        latest = self.manager.latest_checkpoint
+        from tfdefakeq.core.tfcompat import tf
+
+        latest = tf.train.latest_checkpoint(str(self.restore_from))
         if latest is None:
-            raise UserError(f"{self.manager.directory}: no finished epoch to resume from (remove the folder to start over)")
+            raise UserError(f"{self.restore_from}: no finished epoch to resume from (remove the folder to start over)")
         self.checkpoint.restore(latest)  # optimizer slots are restored when first created
         return int(self.epoch.numpy()) + 1
 
@@ -154,8 +160,6 @@ def load_pretrained(model, backbone: str, weights: str, build_kwargs: dict, part
     Raises UserError when the backbone has no keras.applications twin or the download is impossible.
     Returns {our layer: file layer}.
     """
-    import tempfile
-
     from tfdefakeq.backbones import backbone_info
     from tfdefakeq.backbones.weights import load_keras_weights, not_loaded
     from tfdefakeq.core.tfcompat import keras
@@ -196,7 +200,7 @@ def train_detector(args) -> int:
     """Runs the training `args` (the parsed command line of tfdefakeq.train) describe; returns 0."""
     from tfdefakeq import quant
     from tfdefakeq.data.augment import AugmentConfig
-    from tfdefakeq.engine.distribute import make_strategy
+    from tfdefakeq.engine.distribute import is_chief, make_strategy, shard_by_data
     from tfdefakeq.data.folders import balanced_subset, generators_of, scan_forensynths
     from tfdefakeq.data.reader import make_dataset
     from tfdefakeq.core.manifest import Manifest, command_line, versions
@@ -205,13 +209,19 @@ def train_detector(args) -> int:
     from tfdefakeq.core.tfcompat import keras
 
     out = Path(args.out)  # the command line was checked by tfdefakeq.train.check_args
-    final = out / "model.weights.h5"
-    backup = out / "backup"
+    backup = out / "backup"  # the run's checkpoints (the chief's)
     if args.scheme:
         quant.qat.get_scheme(args.scheme)  # fail fast on a bad name
 
     strategy = make_strategy(args.strategy, args.logical_cpus)
-    print(f"training on {strategy.num_replicas_in_sync} replica(s) ({args.strategy} strategy)", flush=True)
+    replicas = strategy.num_replicas_in_sync
+    print(f"training on {replicas} replica(s) ({args.strategy} strategy)", flush=True)
+    # Only the chief writes into --out; another worker writes the same files into a folder of its
+    # own (saving may take part in collective ops, so every worker saves), removed at the end.
+    write_out = out if is_chief(strategy) else Path(tempfile.mkdtemp(prefix="tfdefakeq-worker-"))
+    if write_out != out:
+        print(f"not the chief: this worker writes into {write_out} (removed at the end)", flush=True)
+    final = write_out / "model.weights.h5"
     keras.utils.set_random_seed(args.seed)
     side = args.input_size or 64  # --init: the model's own size unless --input-size is given
     input_shape = (side, side, 3)
@@ -239,13 +249,20 @@ def train_detector(args) -> int:
             model = quant.quantize(model, args.scheme, calib_images, input_range=preprocess.input_range(),
                                    **adaptive_options(args, out))
             info["scheme"] = args.scheme
-        out.mkdir(parents=True, exist_ok=True)  # the work starts: nothing is created for a run refused above
+        write_out.mkdir(parents=True, exist_ok=True)  # the work starts: nothing is created for a run refused above
         if args.scheme:
-            if model.quant_plan is not None and not (args.resume and (out / "bit_plan.json").exists()):
-                model.quant_plan.save(out / "bit_plan.json", overwrite=True)  # a resumed run keeps the measured one
+            if model.quant_plan is not None and not (args.resume and (write_out / "bit_plan.json").exists()):
+                model.quant_plan.save(write_out / "bit_plan.json", overwrite=True)  # a resumed run keeps the measured one
 
-    val_ds = make_dataset(val_samples, size, args.batch_size, training=False, preprocess=preprocess)
-    steps_per_epoch = max(1, -(-len(train_samples) // args.batch_size))
+    val_ds = shard_by_data(make_dataset(val_samples, size, args.batch_size, training=False, preprocess=preprocess),
+                           strategy)
+    # One replica: the last batch of an epoch may be smaller. Several: every global batch is full
+    # (drop_remainder), so a step averages --batch-size images whatever the number of replicas.
+    drop_remainder = replicas > 1
+    steps_per_epoch = len(train_samples) // args.batch_size if drop_remainder else -(-len(train_samples) // args.batch_size)
+    if steps_per_epoch < 1:
+        raise UserError(f"{args.data}/train: {len(train_samples)} images make no full batch of --batch-size "
+                        f"{args.batch_size} (needed with {replicas} replicas)")
     if args.init is None:
         shorten_batchnorm_memory(model, steps_per_epoch * args.epochs)
     distill = args.distill == "on" or (args.distill == "auto" and args.scheme == "adaptive")
@@ -264,7 +281,7 @@ def train_detector(args) -> int:
             loss=keras.losses.BinaryCrossentropy(from_logits=True),
             metrics=[keras.metrics.AUC(from_logits=True, name="auc"), keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")],
         )
-        checkpoint = EpochCheckpoint(backup, model)
+        checkpoint = EpochCheckpoint(write_out / "backup", model, restore_from=backup)
     initial_epoch = checkpoint.restore() if args.resume and backup.exists() else 0
     if initial_epoch:
         print(f"resuming after epoch {initial_epoch} from {backup}", flush=True)
@@ -273,8 +290,9 @@ def train_detector(args) -> int:
     train_ds = make_dataset(train_samples, size, args.batch_size, training=True, preprocess=preprocess,
                             seed=args.seed, augment=not args.no_augment,
                             augment_config=AugmentConfig(blur_prob=args.aug_prob, jpeg_prob=args.aug_prob),
-                            epochs=(initial_epoch, max(initial_epoch, args.epochs)))
-    callbacks = [checkpoint.callback, keras.callbacks.CSVLogger(str(out / "history.csv"), append=args.resume)]
+                            drop_remainder=drop_remainder, epochs=(initial_epoch, max(initial_epoch, args.epochs)))
+    train_ds = shard_by_data(train_ds, strategy)
+    callbacks = [checkpoint.callback, keras.callbacks.CSVLogger(str(write_out / "history.csv"), append=args.resume)]
     if initial_epoch < args.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks,
@@ -300,6 +318,10 @@ def train_detector(args) -> int:
         command=command_line(),
     )
     save_detector(student, final, manifest, overwrite=True, architecture=info.get("architecture"))
-    shutil.rmtree(backup, ignore_errors=True)
-    print(f"saved {final}")
+    shutil.rmtree(write_out / "backup", ignore_errors=True)
+    if write_out != out:
+        shutil.rmtree(write_out, ignore_errors=True)
+        print(f"not the chief: removed {write_out}")
+    else:
+        print(f"saved {final}")
     return 0
