@@ -1,31 +1,41 @@
-"""Quantization methods on the same detectors and data: float, PTQ, tfmot, ai-edge-quantizer, LSQ and
-the adaptive bidirectional scheme with its ablations, each measured as the .tflite the device runs.
+"""Quantization methods on the same detectors and data, protocol v2 (issue 14): float, PTQ, tfmot,
+ai-edge-quantizer, Sony MCT, LSQ and the adaptive bidirectional scheme, each measured as the .tflite
+the device runs, over several QAT seeds, on generator families held out from training.
 
-    python benchmarks/quant_methods.py [--backbones resnet18 mobilenet_v2 resnet50] [--methods ...]
-                                       [--input-size 64] [--float-epochs 8] [--qat-epochs 2] [--seed 0]
+    python benchmarks/quant_methods.py --commit SHA [--backbones resnet18 resnet50] [--methods ...]
+                                       [--seeds 0 1 2] [--input-size 64] [--float-epochs 8] [--qat-epochs 2]
 
-Per backbone: a float detector (fixed high-pass front, width multiplier BACKBONE_WIDTH) is trained
-on the embedded synthetic data (`tfdefakeq.data.synthetic`, default config) or reused from --work;
-every method then fine-tunes it (QAT methods: --qat-epochs at lr 1e-4, calibration on 128 train
-images) or quantizes it after training (PTQ), converts it through `tfdefakeq.convert` (parity
-checked), and the .tflite is evaluated on the test split (photos held out from training; AP, AUC
-and accuracy are means over the generators) and timed (ai-edge-litert, 1 thread, XNNPACK, median
-of single invokes; INT4/INT2 unpacked to INT8 at load).
+Data: the embedded synthetic set (`tfdefakeq.data.synthetic`) with all four generator families and
+the wheel photos plus the photographs listed in benchmarks/wallpapers.py (Debian wallpaper packages,
+fetched with apt-get into a cache outside the repository), split by photo. Cross-generator: the float
+model and every QAT run train on TRAIN_GENERATORS only; the test split is scored per family and the
+table gives the held-out families (never seen in training) beside the in-domain ones. One float
+model per backbone (--float-seed); each QAT or PTQ method runs once per --seeds entry.
 
-Columns: w_bits / a_bits (body weight and activation bits), avg_bits (storage bits per weight over
-every kernel in the file: INT2 = 2, INT4 = 4, INT8 = 8, float = 32), size_bytes (the .tflite),
-delta_ap_pp (TFLite AP minus the float Keras model's AP, percentage points), qat_step_ratio (a
-training step of the method over a float training step, same batch, steady state).
+Columns (per backbone and method, mean and standard deviation over seeds): dAP, dAUC, dacc,
+dreal_acc, dfake_acc in percentage points against the float model's .tflite at the shipped threshold
+(0.5), on the held-out families (mean over them) and dAP in-domain; `ci_vs_float` and `ci_vs_peer`:
+paired bootstrap 95% intervals of the seed-mean dAP over test images (resampled within each family and
+class, the same images for both sides); `size_bytes` (the whole .tflite file) and `kernel_bits`
+(storage bits per conv/FC kernel value, weights only: INT2 = 2, INT4 = 4, INT8 = 8, FLOAT32 = 32);
+for MCT, `tool_file_bytes` is the file its exporter wrote and `tool_bits` the kernel bits its search chose
+(count of layers per bit-width); its kernels are rewritten symmetric and packed by `pack_low_bit_kernels`
+(ai-edge-litert refuses its non-zero kernel zero points), and that file is the one scored and sized.
+Budgets: fp32/10.7, fp32/13 and fp32/16 are the float32 .tflite's bytes over 10.7, 13 and 16; `fits` says whether
+every seed's file is within the method's budget. The best peer at a budget is the peer (not ours)
+with the highest mean held-out AP among those whose files fit it.
 
-Writes benchmarks/results/quant_methods.{csv,md,png} and quant_step_time.{csv,md}. Rows are appended
-to the CSV as they finish; a rerun skips (backbone, method, seed) rows already there (--fresh
-starts over).
+Rows are keyed by the commit (--commit, recorded in the header): rows of another commit are dropped
+from the table and re-run, never mixed. Writes benchmarks/results/quant_methods.{csv,md,png} and
+quant_methods_rows.csv (one row per method and seed).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -43,66 +53,152 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-COLUMNS = ["backbone", "method", "seed", "w_bits", "a_bits", "avg_bits", "size_bytes", "ap", "auc", "acc", "delta_ap_pp",
-           "latency_ms", "qat_step_ratio", "max_lsb", "int_types", "seconds", "error"]
+TRAIN_GENERATORS = ("autoencoder", "upsampler")
+HELD_OUT_GENERATORS = ("ae_nearest", "ae_bilinear")
+METRICS = ("ap", "auc", "acc", "real_acc", "fake_acc")
+ROW_COLUMNS = ["commit", "backbone", "method", "seed", "budget", "size_bytes", "kernel_bits", "int_types", "max_lsb"] + \
+    [f"{g}_{m}" for g in ("held", "in") for m in METRICS] + ["latency_ms", "seconds", "error"]
 BACKBONE_WIDTH = {"resnet18": 0.5, "resnet50": 0.5, "mobilenet_v2": 0.5}
 ADAPTIVE = ["--scheme", "adaptive"]
-# name -> (kind, options, w_bits label). kinds: float32 / ptq (convert the float model), qat
-# (tfdefakeq.train options), aeq (ai-edge-quantizer recipe on the float32 .tflite).
+# name -> (kind, options, budget). kinds: float32 / ptq (convert the float model), qat (tfdefakeq.train
+# options), aeq (ai-edge-quantizer recipe on the float32 .tflite), mct (Sony MCT in its own venv).
+# budget: "10.7" / "16" (the float32 file over that) when the method is sized to one, else "".
 METHODS = {
-    "float": ("float32", [], "32"),
-    "ptq_int8": ("ptq", [], "8"),
-    "tfmot_int8": ("qat", ["--scheme", "tfmot_int8"], "8"),
-    "tfmot_nbit_w4a8": ("qat", ["--scheme", "tfmot_nbit_w4a8"], "4"),
-    "aeq_dyn_wi4": ("aeq", [], "4"),
-    "aeq_w4a8": ("aeq", [], "4"),
-    "w4a8": ("qat", ["--scheme", "w4a8"], "4"),
-    "lsq_w4a8": ("qat", ["--scheme", "lsq_w4a8"], "4"),
-    "adaptive_w4a8": ("qat", ADAPTIVE, "mixed"),  # no budget given: the bytes of the uniform W4A8 file, redistributed
-    "adaptive_avg3": ("qat", ADAPTIVE + ["--avg-bits", "3"], "mixed"),
-    "adaptive_avg2.5": ("qat", ADAPTIVE + ["--avg-bits", "2.5"], "mixed"),
-    # a size target as a user gives it: the .tflite at most float32 .tflite / 10.7 bytes
-    "adaptive_fp32_10.7x": ("qat", ADAPTIVE + ["--budget-bytes", "{fp32/10.7}"], "mixed"),
-    # ablations of adaptive_avg3: each part off (the same storage budget where it applies)
-    "adaptive_avg3_no_horizontal": ("qat", ADAPTIVE + ["--bit-plan", "{uniform2}", "--salient-ratio", "0.03125"], "2"),
-    "adaptive_avg3_no_vertical": ("qat", ADAPTIVE + ["--avg-bits", "3", "--salient-ratio", "0"], "mixed"),
-    "adaptive_avg3_random_channels": ("qat", ADAPTIVE + ["--avg-bits", "3", "--channel-choice", "random"], "mixed"),
-    "adaptive_avg3_no_kd": ("qat", ADAPTIVE + ["--avg-bits", "3", "--distill", "off"], "mixed"),
-    "lsq_w2a8": ("qat", ["--scheme", "lsq_w2a8"], "2"),
+    "float": ("float32", [], ""),
+    "ptq_int8": ("ptq", [], ""),
+    "tfmot_int8": ("qat", ["--scheme", "tfmot_int8"], ""),
+    "tfmot_nbit_w4a8": ("qat", ["--scheme", "tfmot_nbit_w4a8"], ""),
+    "aeq_dyn_wi4": ("aeq", [], ""),
+    "aeq_w4a8": ("aeq", [], ""),
+    "lsq_w4a8": ("qat", ["--scheme", "lsq_w4a8"], ""),
+    "lsq_w2a8": ("qat", ["--scheme", "lsq_w2a8"], "10.7"),
+    "mct_mixed_10.7x": ("mct", ["--gptq-epochs", "0"], "10.7"),
+    "mct_gptq_10.7x": ("mct", ["--gptq-epochs", "5"], "10.7"),
+    "mct_mixed_16x": ("mct", ["--gptq-epochs", "0"], "16"),
+    "mct_mixed_13x": ("mct", ["--gptq-epochs", "0"], "13"),
+    "adaptive_fp32_10.7x": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}"], "10.7"),
+    "adaptive_fp32_16x": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}"], "16"),
+    # fp32/13: the lowest round budget a width-0.5 ResNet-18 meets (measured: its cheapest plan, every
+    # body layer at 2 bits with the first conv and the classifier at 8, is 2.27 average bits; fp32/16 is 2.0)
+    "adaptive_fp32_13x": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}"], "13"),
+    # vertical split at the low budget (issue 14 section 4): off, random channels, a larger salient share
+    "adaptive_fp32_13x_no_vertical": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--salient-ratio", "0"], "13"),
+    "adaptive_fp32_13x_random_channels": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--channel-choice", "random"], "13"),
+    "adaptive_fp32_13x_salient_1of8": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--salient-ratio", "0.125"], "13"),
 }
-STEP_TIMED = ["tfmot_int8", "lsq_w4a8", "adaptive_w4a8", "adaptive_avg3"]
-SHIPPED = [("resnet18", "adaptive_avg3"), ("resnet18", "adaptive_avg2.5")]
+OURS = ("adaptive",)
+VERTICAL_DEFAULT = "adaptive_fp32_13x"
+VERTICAL_VARIANTS = ("adaptive_fp32_13x_no_vertical", "adaptive_fp32_13x_random_channels", "adaptive_fp32_13x_salient_1of8")
+BUDGETS = ("10.7", "13", "16")
+MCT_PACKAGES = ["tensorflow-cpu==2.15.*", "model-compression-toolkit==2.6.1", "matplotlib<3.10"]
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backbones", nargs="+", default=["resnet18", "mobilenet_v2", "resnet50"])
+    p.add_argument("--commit", default=None, help="the commit the sources are at (default: git rev-parse HEAD of this checkout)")
+    p.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="QAT/PTQ seeds (>= 3 for the protocol)")
+    p.add_argument("--float-seed", type=int, default=0)
     p.add_argument("--input-size", type=int, default=64)
     p.add_argument("--float-epochs", type=int, default=8)
     p.add_argument("--qat-epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crops-per-photo", type=int, default=40, help="at most this many crops of each photo (seeded subset)")
+    p.add_argument("--ae-steps", type=int, default=800, help="training steps of each autoencoder generator family")
+    p.add_argument("--no-wallpapers", action="store_true", help="wheel photos only (no apt-get)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the confidence intervals")
     p.add_argument("--runs", type=int, default=50, help="timed invokes per model")
-    p.add_argument("--work", default=str(ROOT / "runs" / "quant_methods"), help="models and .tflite files")
+    p.add_argument("--work", default=None, help="models and .tflite files (default: runs/quant_methods/<commit>)")
     p.add_argument("--results", default=str(RESULTS), help="folder of the tables")
-    p.add_argument("--fresh", action="store_true", help="start the tables over")
-    p.add_argument("--remeasure-steps", action="store_true", help="time the training steps again (replaces the "
-                                                                       "backbone's rows of quant_step_time)")
     p.add_argument("--retry-errors", action="store_true", help="run again the rows that ended in an error")
-    p.add_argument("--ship", default=None, help="copy the SHIPPED methods' .tflite files (with measurements in their "
-                                                "manifests) into this folder and rewrite its README index")
+    p.add_argument("--mct-python", default=None, help="python of an MCT environment (default: make one in the bench cache)")
     return p.parse_args(argv)
 
 
-def _train(data, out: Path, args, extra: list[str]) -> Path:
+# --- statistics (pure numpy; tests/benchmarks/test_quant_methods_protocol.py) -------------------
+
+
+def group_metric(labels, generators, probs, families, metric: str = "ap", threshold: float = 0.5) -> float:
+    """Mean over `families` of one detection metric of `probs` ((N,) probability of fake)."""
+    from tfdefakeq.runtime.metrics import detection_metrics
+
+    labels, generators, probs = np.asarray(labels), np.asarray(generators), np.asarray(probs)
+    return float(np.mean([detection_metrics(labels[generators == f], probs[generators == f], threshold)[metric] for f in families]))
+
+
+def paired_bootstrap_ci(labels, generators, probs_a, probs_b, families, metric: str = "ap", n: int = 2000, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float, float]:
+    """(point, low, high) of mean_s metric(probs_a[s]) - mean_s metric(probs_b[s]) in percentage points.
+
+    probs_a, probs_b: (S_a, N) and (S_b, N) probabilities of fake of the same N test images (seeds on
+    the first axis). Each of the `n` resamples draws N images with replacement within every (family,
+    class) cell, so each family keeps both classes and its size, and scores BOTH sides on the same
+    draw (paired). The interval is the percentile one at `level`; the generator is seeded.
+    """
+    labels, generators = np.asarray(labels), np.asarray(generators)
+    a, b = np.atleast_2d(np.asarray(probs_a, np.float64)), np.atleast_2d(np.asarray(probs_b, np.float64))
+
+    def diff(index):
+        sub_l, sub_g = labels[index], generators[index]
+        return 100 * (np.mean([group_metric(sub_l, sub_g, row[index], families, metric) for row in a])
+                      - np.mean([group_metric(sub_l, sub_g, row[index], families, metric) for row in b]))
+
+    cells = [np.flatnonzero((generators == f) & (labels == c)) for f in families for c in (0, 1)]
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n)
+    for i in range(n):
+        draws[i] = diff(np.concatenate([rng.choice(cell, size=len(cell), replace=True) for cell in cells]))
+    alpha = (1 - level) / 2
+    return diff(np.concatenate(cells)), float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha))
+
+
+def verdict(low: float, high: float) -> str:
+    """Words for a difference with its confidence interval: a tie when the interval holds 0."""
+    if low > 0:
+        return "better (CI above 0)"
+    if high < 0:
+        return "worse (CI below 0)"
+    return "a tie (CI includes 0)"
+
+
+def budget_bytes(fp32_bytes: int, budget: str) -> int:
+    """The byte budget "10.7" / "16" of a float32 file of `fp32_bytes`: floor(fp32 / divisor)."""
+    return int(fp32_bytes / float(budget))
+
+
+def keep_commit(rows, commit: str):
+    """(rows of `commit`, number of rows of other commits dropped): a table never mixes code versions."""
+    if not len(rows):
+        return rows, 0
+    same = rows["commit"].astype(str) == str(commit)
+    return rows[same].reset_index(drop=True), int((~same).sum())
+
+
+def source_commit(commit: str | None) -> str:
+    """--commit, else this checkout's HEAD when its tracked files are clean. A benchmark runs from a
+    snapshot (git archive) of a commit, so the header can name the code that made every row."""
+    if commit:
+        return commit
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit("quant_methods: error: not a git checkout; pass --commit SHA (the commit this snapshot was made from)")
+    if dirty:
+        raise SystemExit("quant_methods: error: the checkout has uncommitted changes; commit, or run from a snapshot with --commit")
+    return head
+
+
+def _train(data, out: Path, args, extra: list[str], seed: int) -> Path:
     from tfdefakeq import train
 
     final = out / "model.weights.h5"
     if final.exists():
         return final
     argv = ["--data", str(data), "--out", str(out), "--input-size", str(args.input_size), "--batch-size", str(args.batch_size),
-            "--seed", str(args.seed), "--aug-prob", "0.1"] + extra
+            "--seed", str(seed), "--aug-prob", "0.1", "--train-generators", *TRAIN_GENERATORS, "--quiet"] + extra
     if (out / "backup").exists():
         argv.append("--resume")
     train.main(train.parse_args(argv))
@@ -137,100 +233,110 @@ def storage_bits(path) -> tuple[float, str]:
     return weighted / max(total, 1), "+".join(sorted(kinds))
 
 
-def step_times(models: dict, x, y, rounds: int = 7, steps: int = 4, warmup: int = 3) -> dict[str, float]:
-    """Seconds per training step of each compiled model on one in-memory batch, steady state: the
-    models take turns (`rounds` x `steps` steps each) and each keeps its median round, so load from
-    other processes on the shared cores falls on all of them alike instead of on whichever ran last."""
-    for model in models.values():
-        for _ in range(warmup):
-            model.train_on_batch(x, y)
-    rounds_s = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                model.train_on_batch(x, y)
-            rounds_s[name].append((time.perf_counter() - start) / steps)
-    return {name: float(np.median(times)) for name, times in rounds_s.items()}
+def mct_python(args) -> str:
+    """The python of MCT's own environment: --mct-python, else a venv in the bench cache made once with
+    `python3.11 -m venv` and MCT_PACKAGES (MCT 2.6.1's Keras path refuses TensorFlow >= 2.16)."""
+    if args.mct_python:
+        return args.mct_python
+    from benchmarks.wallpapers import cache_root
+
+    venv = cache_root() / "mct-venv"
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        subprocess.run(["python3.11", "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *MCT_PACKAGES], check=True)
+        (venv / ".complete").write_text(" ".join(MCT_PACKAGES))
+    return str(python)
 
 
-def measure_step_times(float_path: Path, data, args) -> dict[str, float]:
-    """Training-step seconds of the float model and of the STEP_TIMED QAT methods (the adaptive one
-    with its float teacher, as train runs it)."""
-    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
-    from tfdefakeq.core.errors import UserError
-    from tfdefakeq.engine.modelio import load_detector
-    from tfdefakeq.quant import quantize
-    from tfdefakeq.quant.distill import Distiller
-    from tfdefakeq.runtime.images import load_images
-    from tfdefakeq.core.tfcompat import keras
+def pack_low_bit_kernels(flatbuffer: bytes) -> tuple[bytes, int]:
+    """Stores every conv/FC kernel at the fewest bits its integers need, symmetric, with our packers ->
+    (flatbuffer, kernels rewritten). Used on MCT's files: its exporter (TF 2.15) writes low-bit kernels
+    in INT8 or INT4 containers, some with non-zero zero points, which ai-edge-litert's CONV_2D refuses.
+    Per output channel the zero point is subtracted (q - zp, zero point 0) and integers that share a
+    common factor g (a low-bit grid on a finer one) are divided by g with the channel's scale times g,
+    so stored integers times scales are unchanged; then INT4 when they fit [-8, 7] (else INT8), and
+    `pack_int2` makes INT2 of the INT4 ones that fit [-2, 1]."""
+    from math import gcd
 
-    samples = balanced_subset(scan_forensynths(data, "train"), args.batch_size, args.seed)
-    model, manifest = load_detector(float_path)
-    x = manifest.preprocess.apply(load_images([s.path for s in samples], (args.input_size,) * 2))
-    y = np.array([[s.label] for s in samples], np.float32)
+    from tfdefakeq.runtime.modelinfo import schema_module
+    from tfdefakeq.runtime.unpack import INT4, INT8, pack_int2, pack_values, serialize_model, unpack_values
 
-    def compiled(m):
-        m.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=keras.losses.BinaryCrossentropy(from_logits=True))
-        return m
+    schema = schema_module()
+    model = schema.ModelT.InitFromPackedBuf(bytes(flatbuffer), 0)
+    done = 0
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) not in (3, 4, 9) or len(op.inputs) < 2:
+                continue
+            tensor = graph.tensors[op.inputs[1]]
+            buffer = model.buffers[tensor.buffer]
+            q = tensor.quantization
+            if tensor.type not in (INT8, INT4) or buffer is None or buffer.data is None or q is None or q.scale is None:
+                continue
+            count = int(np.prod(tensor.shape))
+            raw = bytes(bytearray(buffer.data))
+            values = (np.frombuffer(raw, np.int8) if tensor.type == INT8 else unpack_values(np.frombuffer(raw, np.uint8), count, 4)).astype(np.int64)
+            values = values[:count].reshape(tensor.shape)
+            scales = np.asarray(q.scale, np.float64).copy()
+            zeros = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(scales), np.int64)
+            axis = int(q.quantizedDimension or 0) if len(scales) > 1 else None
+            moved = np.moveaxis(values, axis, 0) if axis is not None else values.reshape(1, -1)
+            flat = moved.reshape(len(moved), -1) - zeros.reshape(-1, 1)
+            for c in range(len(flat)):
+                g = 0
+                for v in np.unique(np.abs(flat[c])):
+                    g = gcd(g, int(v))
+                if g > 1:
+                    flat[c] //= g
+                    scales[c if axis is not None else 0] *= g
+            if flat.min() < -128 or flat.max() > 127:
+                continue
+            values = np.moveaxis(flat.reshape(moved.shape), 0, axis) if axis is not None else flat.reshape(values.shape)
+            if flat.min() >= -8 and flat.max() <= 7:
+                buffer.data, tensor.type = pack_values(values.reshape(-1), 4), INT4
+            else:
+                buffer.data, tensor.type = values.reshape(-1).astype(np.int8).view(np.uint8), INT8
+            q.scale, q.zeroPoint = scales.astype(np.float32).tolist(), [0] * len(scales)
+            done += 1
+    content = serialize_model(schema, model, len(flatbuffer)) if done else bytes(flatbuffer)
+    content, _ = pack_int2(content)
+    return content, done
 
-    models = {"float": compiled(model)}
-    for method in STEP_TIMED:
-        options = METHODS[method][1]
-        scheme = options[1]
-        budget = float(options[options.index("--avg-bits") + 1]) if "--avg-bits" in options else None
-        try:
-            qat = quantize(model, scheme, x, budget=budget)
-        except UserError as e:  # a budget this backbone cannot meet: no step to time
-            print(f"{method}: not timed: {e}", flush=True)
-            continue
-        teacher, _ = load_detector(float_path)  # its own copy: the float row above keeps training
-        models[method] = compiled(Distiller(qat, teacher) if scheme == "adaptive" else qat)
-    return step_times(models, x, y)
 
-
-def uniform_plan(float_path: Path, bits: int, out: Path) -> Path:
-    """A --bit-plan file with every body layer at `bits` (the no-horizontal ablation)."""
-    from tfdefakeq.engine.modelio import load_detector
-    from tfdefakeq.quant.fold import fold_batchnorm
-    from tfdefakeq.quant.horizontal import QuantPlan
-    from tfdefakeq.quant.schemes import plan_weight_bits
-
-    model, _ = load_detector(float_path)
-    path = out / f"uniform{bits}_plan.json"
-    QuantPlan(weight_bits=plan_weight_bits(fold_batchnorm(model), bits)).save(path, overwrite=True)
-    return path
-
-
-def run_method(method: str, backbone: str, float_path: Path, data, args, work: Path, calib_uint8) -> dict:
-    from tfdefakeq.engine.export import convert_model
+def run_method(method: str, backbone: str, float_path: Path, data, args, work: Path, calib_uint8, seed: int) -> dict:
+    """Makes work/tflite/<backbone>_<method>_s<seed>.tflite (+ manifest); returns {max_lsb, ...}."""
+    from tfdefakeq.core.fileio import write_atomic
     from tfdefakeq.core.manifest import Manifest, manifest_path
+    from tfdefakeq.engine.export import convert_model
     from tfdefakeq.engine.modelio import load_detector
 
-    kind, options, _ = METHODS[method]
-    tflite = work / "tflite" / f"{backbone}_{method}_s{args.seed}.tflite"
+    kind, options, budget = METHODS[method]
+    tflite = work / "tflite" / f"{backbone}_{method}_s{seed}.tflite"
+    float_tflite = work / "tflite" / f"{backbone}_float.tflite"
+    if kind == "float32":
+        tflite = float_tflite
+        if tflite.exists():
+            return {"max_lsb": float("nan")}
+    elif not float_tflite.exists():
+        run_method("float", backbone, float_path, data, args, work, calib_uint8, seed)
+    target = budget_bytes(float_tflite.stat().st_size, budget) if budget and kind != "float32" else None
     if kind == "aeq":
         from tfdefakeq.quant.baselines import aeq_quantize
-        from tfdefakeq.core.fileio import write_atomic
 
-        float_tflite = work / "tflite" / f"{backbone}_float_s{args.seed}.tflite"
-        if not float_tflite.exists():
-            run_method("float", backbone, float_path, data, args, work, calib_uint8)
         manifest = Manifest.load(manifest_path(float_tflite))
         content = aeq_quantize(float_tflite.read_bytes(), method, manifest.preprocess.apply(calib_uint8))
         write_atomic(tflite, content, overwrite=True)
         manifest.scheme, manifest.format, manifest.size_bytes = method, method, len(content)
         manifest.save(manifest_path(tflite), overwrite=True)
         return {"max_lsb": float("nan")}
+    if kind == "mct":
+        return run_mct(method, float_path, float_tflite, tflite, target, calib_uint8, args)
     if kind == "qat":
-        options = [uniform_plan(float_path, 2, work).as_posix() if o == "{uniform2}" else o for o in options]
-        if "{fp32/10.7}" in options:
-            float_tflite = work / "tflite" / f"{backbone}_float_s{args.seed}.tflite"
-            if not float_tflite.exists():
-                run_method("float", backbone, float_path, data, args, work, calib_uint8)
-            options = [str(int(float_tflite.stat().st_size / 10.7)) if o == "{fp32/10.7}" else o for o in options]
-        source = _train(data, work / f"{backbone}_{method}_s{args.seed}", args,
-                        ["--init", str(float_path), "--epochs", str(args.qat_epochs), "--lr", "1e-4"] + options)
+        options = [str(target) if o == "{budget}" else o for o in options]
+        source = _train(data, work / f"{backbone}_{method}_s{seed}", args,
+                        ["--init", str(float_path), "--epochs", str(args.qat_epochs), "--lr", "1e-4"] + options, seed)
         fmt = "auto"
     else:
         source, fmt = float_path, ("float32" if kind == "float32" else "int8")
@@ -242,138 +348,254 @@ def run_method(method: str, backbone: str, float_path: Path, data, args, work: P
     # Our methods must pass the Keras-vs-TFLite parity check; a baseline's .tflite is measured as the
     # tool makes it (PTQ's error is the thing measured; tfmot's own QAT graphs may exceed our bound):
     # max_lsb says how far each one is from its Keras model.
-    ours = method.startswith(("w4a8", "lsq", "adaptive"))
+    ours = method.startswith(("lsq", "adaptive"))
     written = convert_model(model, manifest, fmt, calib_uint8, tflite, overwrite=True, require_parity=ours)
     return {"max_lsb": written.metrics["parity"].get("max_diff_lsb", float("nan"))}
+
+
+def run_mct(method: str, float_path: Path, float_tflite: Path, tflite: Path, target: int, calib_uint8, args) -> dict:
+    """MCT mixed-precision PTQ (GPTQ with --gptq-epochs > 0) in its own environment. Its weight-memory
+    target is the byte budget less what the float32 file holds besides kernel bytes (graph, biases,
+    I/O), so the packed file lands near the budget. The INT8 file MCT exports is then repacked with our
+    INT4/INT2 packers where its integers fit (equal bytes), and gets the float model's manifest."""
+    from tfdefakeq.core.fileio import write_atomic
+    from tfdefakeq.core.manifest import manifest_path
+    from tfdefakeq.engine.modelio import load_detector
+
+    model, manifest = load_detector(float_path)
+    raw = tflite.with_suffix(".mct.tflite")
+    h5, calib = tflite.with_suffix(".float.h5"), tflite.with_suffix(".calib.npy")
+    model.save(h5, save_format="h5")
+    np.save(calib, manifest.preprocess.apply(calib_uint8).astype(np.float32))
+    kernels = sum(int(np.prod(layer.kernel.shape)) for layer in model.layers if hasattr(layer, "kernel"))
+    kernels += sum(int(np.prod(layer.depthwise_kernel.shape)) for layer in model.layers if hasattr(layer, "depthwise_kernel"))
+    other = float_tflite.stat().st_size - 4 * kernels
+    memory = max(target - other, kernels / 8)
+    options = METHODS[method][1]
+    gptq = options[options.index("--gptq-epochs") + 1]
+    # its own TensorFlow 2.15 with its bundled Keras 2: not tf-keras (TF_USE_LEGACY_KERAS), not our sources
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_USE_LEGACY_KERAS", "PYTHONPATH")}
+    for attempt in range(2):  # the file's overhead is an estimate: one more try, the excess taken off the target
+        run = subprocess.run([mct_python(args), str(ROOT / "benchmarks" / "peers" / "mct_mixed.py"), "--model", str(h5), "--calib",
+                              str(calib), "--weights-memory", str(memory), "--out", str(raw), "--gptq-epochs", gptq],
+                             capture_output=True, text=True, env=env)
+        if run.returncode:
+            last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"
+            raise RuntimeError(f"MCT failed: {last}")
+        info = json.loads(Path(str(raw) + ".json").read_text())
+        content, packed = pack_low_bit_kernels(raw.read_bytes())
+        if len(content) <= target:
+            break
+        memory -= 1.05 * (len(content) - target)
+    write_atomic(tflite, content, overwrite=True)
+    manifest.scheme, manifest.format, manifest.size_bytes = method, "int8", len(content)
+    manifest.save(manifest_path(tflite), overwrite=True)
+    bits = list(info["weight_bits"].values())
+    return {"max_lsb": float("nan"), "mct_int8_bytes": raw.stat().st_size, "mct_packed_kernels": packed,
+            "mct_versions": " ".join(f"{k} {v}" for k, v in info["versions"].items()),
+            "mct_bits": " ".join(f"{b}b:{bits.count(b)}" for b in sorted(set(bits)))}
+
+
+def test_scores(path: Path, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, generators, probs) of the .tflite over the test split, in scan order."""
+    from tfdefakeq.runtime.scoring import evaluate_model
+
+    _, scores = evaluate_model(path, data, split="test")
+    return (np.array([s["label"] for s in scores]), np.array([s["generator"] for s in scores]),
+            np.array([s["prob"] for s in scores], np.float64))
+
+
+def make_data(args):
+    """(dataset root, extra photo entries) for the protocol: all four families, wheel + wallpaper photos."""
+    from tfdefakeq.data.synthetic import GENERATORS, SyntheticConfig, generate
+
+    extra = ()
+    if not args.no_wallpapers:
+        from benchmarks.wallpapers import fetch
+
+        extra = tuple(fetch())
+    config = SyntheticConfig(size=args.input_size, seed=0, generators=tuple(GENERATORS), ae_steps=args.ae_steps,
+                             max_crops_per_photo=args.crops_per_photo, extra_photos=extra or None)
+    return generate(config=config, progress=False), extra
 
 
 def main(args) -> int:
     import pandas as pd
 
-    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
-    from tfdefakeq.data.synthetic import SyntheticConfig, generate
+    from tfdefakeq.core.machineload import LoadSampler
     from tfdefakeq.core.manifest import command_line, versions
-    from tfdefakeq.engine.modelio import load_detector
     from tfdefakeq.core.report import write_table
-    from tfdefakeq.runtime.latency import bench_model
-    from tfdefakeq.runtime.scoring import evaluate_arrays, evaluate_model
+    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+    from tfdefakeq.data.synthetic import dataset_info
     from tfdefakeq.runtime.images import load_images
     from tfdefakeq.runtime.interpreter import machine_info
+    from tfdefakeq.runtime.latency import bench_model
 
-    from tfdefakeq.core.machineload import LoadSampler
-
+    commit = source_commit(args.commit)
     load = LoadSampler().start()
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     csv_path = results / "quant_methods_rows.csv"
-    done = pd.read_csv(csv_path) if csv_path.exists() and not args.fresh else pd.DataFrame(columns=COLUMNS)
-    if args.retry_errors and "error" in done:
+    done = pd.read_csv(csv_path, dtype={"commit": str}) if csv_path.exists() else pd.DataFrame(columns=ROW_COLUMNS)
+    if "commit" not in done:
+        done["commit"] = ""
+    done, dropped = keep_commit(done, commit)
+    if dropped:
+        print(f"dropped {dropped} row(s) of other commits from {csv_path}", flush=True)
+    if args.retry_errors and len(done):
         done = done[done["error"].isna() | (done["error"] == "")].reset_index(drop=True)
-    steps_path = results / "quant_step_time_rows.csv"
-    step_rows = pd.read_csv(steps_path) if steps_path.exists() and not args.fresh else pd.DataFrame()
-    work = Path(args.work)
+    work = Path(args.work) if args.work else ROOT / "runs" / "quant_methods" / commit[:12]
     (work / "tflite").mkdir(parents=True, exist_ok=True)
-    data = generate(config=SyntheticConfig(size=args.input_size, seed=0))
-    test = scan_forensynths(data, "test")
+    (work / "scores").mkdir(parents=True, exist_ok=True)
+    data, extra = make_data(args)
+    info = dataset_info(data)
     size = (args.input_size, args.input_size)
-    calib_uint8 = load_images([s.path for s in balanced_subset(scan_forensynths(data, "val"), 64, args.seed)], size)
+    val = [s for s in scan_forensynths(data, "val") if s.generator in TRAIN_GENERATORS]
 
     for backbone in args.backbones:
         width = BACKBONE_WIDTH.get(backbone)
         print(f"\n=== {backbone} (width {width}) ===", flush=True)
         float_path = _train(data, work / f"{backbone}_float", args,
                             ["--backbone", backbone, "--highpass", "--epochs", str(args.float_epochs), "--lr", "2e-3"]
-                            + (["--width", str(width)] if width else []))
-        model, manifest = load_detector(float_path)
-        logits = np.concatenate([
-            model.predict(manifest.preprocess.apply(load_images([s.path for s in test[i:i + 256]], size)), verbose=0).reshape(-1)
-            for i in range(0, len(test), 256)])
-        float_rows = evaluate_arrays([s.label for s in test], 1 / (1 + np.exp(-logits)), [s.generator for s in test])
-        float_ap = float_rows[-1]["ap"]
-        print(f"float Keras AP {float_ap:.4f}", flush=True)
-        key = (step_rows["backbone"] == backbone).any() if len(step_rows) else False
-        if key and args.remeasure_steps:
-            step_rows = step_rows[step_rows["backbone"] != backbone]
-        if not key or args.remeasure_steps:
-            times = measure_step_times(float_path, data, args)
-            step_rows = pd.concat([step_rows, pd.DataFrame([{"backbone": backbone, "method": m, "step_s": t,
-                                                             "ratio_to_float": t / times["float"]} for m, t in times.items()])])
-            step_rows.to_csv(steps_path, index=False)
-        ratios = dict(zip(step_rows[step_rows.backbone == backbone].method, step_rows[step_rows.backbone == backbone].ratio_to_float))
-        for method in args.methods:
-            if ((done["backbone"] == backbone) & (done["method"] == method) & (done["seed"] == args.seed)).any():
-                continue
-            print(f"\n--- {backbone} / {method}", flush=True)
-            started = time.perf_counter()
-            row = {"backbone": backbone, "method": method, "seed": args.seed, "w_bits": METHODS[method][2],
-                   "a_bits": "32" if method in ("float", "aeq_dyn_wi4") else "8", "qat_step_ratio": ratios.get(method, float("nan"))}
-            try:
-                row.update(run_method(method, backbone, float_path, data, args, work, calib_uint8))
-                path = work / "tflite" / f"{backbone}_{method}_s{args.seed}.tflite"
-                rows, _ = evaluate_model(path, data, split="test")
-                bench = bench_model(path, threads=1, warmup=10, runs=args.runs)
-                row["avg_bits"], row["int_types"] = storage_bits(path)
-                row.update(size_bytes=path.stat().st_size, ap=rows[-1]["ap"], auc=rows[-1]["auc"], acc=rows[-1]["acc"],
-                           delta_ap_pp=100 * (rows[-1]["ap"] - float_ap), latency_ms=bench["latency_ms_p50"])
-            except Exception as e:  # one failing method must not lose the others' rows
-                traceback.print_exc()
-                row["error"] = f"{e.__class__.__name__}: {' '.join(str(e).split())[:200]}"
-            row["seconds"] = time.perf_counter() - started
-            print({k: row.get(k) for k in ("method", "ap", "delta_ap_pp", "size_bytes", "avg_bits", "error")}, flush=True)
-            done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
-            done.to_csv(csv_path, index=False)
+                            + (["--width", str(width)] if width else []), args.float_seed)
+        methods = ["float"] + [m for m in args.methods if m != "float"]
+        for seed in args.seeds:
+            calib_uint8 = load_images([s.path for s in balanced_subset(val, 64, seed)], size)
+            for method in methods:
+                if METHODS[method][0] == "mct" and seed != args.seeds[0]:
+                    continue  # deterministic PTQ: a seed only redraws its 64 calibration images (minutes per run here)
+                row_seed = args.float_seed if method == "float" else seed
+                if len(done) and ((done["backbone"] == backbone) & (done["method"] == method) & (done["seed"] == row_seed)).any():
+                    continue
+                print(f"\n--- {backbone} / {method} / seed {row_seed}", flush=True)
+                started = time.perf_counter()
+                row = {"commit": commit, "backbone": backbone, "method": method, "seed": row_seed, "budget": METHODS[method][2]}
+                try:
+                    row.update(run_method(method, backbone, float_path, data, args, work, calib_uint8, row_seed))
+                    name = "float.tflite" if method == "float" else f"{method}_s{row_seed}.tflite"
+                    path = work / "tflite" / f"{backbone}_{name}"
+                    labels, gens, probs = test_scores(path, data)
+                    np.savez(work / "scores" / f"{backbone}_{method}_s{row_seed}.npz", labels=labels, generators=gens, probs=probs)
+                    for group, families in (("held", HELD_OUT_GENERATORS), ("in", TRAIN_GENERATORS)):
+                        for m in METRICS:
+                            row[f"{group}_{m}"] = group_metric(labels, gens, probs, families, m)
+                    row["kernel_bits"], row["int_types"] = storage_bits(path)
+                    row["size_bytes"] = path.stat().st_size
+                    row["latency_ms"] = bench_model(path, threads=1, warmup=10, runs=args.runs)["latency_ms_p50"]
+                except Exception as e:  # one failing method must not lose the others' rows
+                    traceback.print_exc()
+                    row["error"] = f"{e.__class__.__name__}: {' '.join(str(e).split())[:200]}"
+                row["seconds"] = time.perf_counter() - started
+                print({k: row.get(k) for k in ("method", "seed", "held_ap", "in_ap", "size_bytes", "kernel_bits", "error")}, flush=True)
+                done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+                done.to_csv(csv_path, index=False)
 
+    summary, sentences = summarize(done, work, args)
     machine = machine_info()
+    photos = {k: len(v) for k, v in info["photos_per_split"].items()}
     header = {
+        "commit": f"{commit} (every row; rows of other commits are dropped and re-run)",
         "machine": f"{machine['processor']} ({machine['machine']}, {machine['cpus']} cpus)",
-        "load": load.stop().sentence() + " (this invocation of the script; resumed rows were measured by earlier ones)",
+        "load": load.stop().sentence() + " (this invocation; rows resumed from an earlier invocation at the same commit were "
+                                         "measured then)",
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
-        "settings": f"{args.input_size} px; float {args.float_epochs} epochs lr 2e-3; QAT {args.qat_epochs} epochs lr 1e-4; batch "
-                    f"{args.batch_size}; widths {BACKBONE_WIDTH}; high-pass front; blur/JPEG p=0.1; seed(s) in the table",
-        "data": f"{data}: embedded synthetic, test split (held-out photos), AP/AUC/acc = mean over generators",
+        "settings": f"{args.input_size} px; float {args.float_epochs} epochs lr 2e-3 (seed {args.float_seed}); QAT {args.qat_epochs} "
+                    f"epochs lr 1e-4; batch {args.batch_size}; widths {BACKBONE_WIDTH}; high-pass front; blur/JPEG p=0.1; "
+                    f"seeds {args.seeds}; bootstrap {args.bootstrap} resamples",
+        "data": f"{data}: synthetic, {len(info['sources'])} source photos ({len(extra)} from Debian wallpaper packages), at most "
+                f"{args.crops_per_photo} crops each, split by photo: {photos.get('train', 0)} train / {photos.get('val', 0)} val / "
+                f"{photos.get('test', 0)} test photos ({info['crops_per_split']['test']} test crops, each with a fake per family); "
+                f"autoencoders {args.ae_steps} steps",
+        "protocol": f"train (float and QAT) on {', '.join(TRAIN_GENERATORS)}; held out: {', '.join(HELD_OUT_GENERATORS)}; "
+                    "d* = method minus the float .tflite, percentage points, threshold 0.5",
         "latency": f"ai-edge-litert, 1 thread, XNNPACK, median of {args.runs} invokes, INT4/INT2 unpacked to INT8 at load",
-        "command": command_line() + " (rows accumulate in quant_methods_rows.csv across resumed runs of this script; "
-                                    "--retry-errors redoes failed ones)",
+        "command": command_line(),
     }
-    table = done[COLUMNS].copy()
-    # one block per backbone, methods in METHODS order, seeds together (rows are appended as they finish)
-    order = {m: i for i, m in enumerate(METHODS)}
-    table = table.sort_values(["backbone", "method", "seed"], key=lambda c: c.map(order) if c.name == "method" else c,
-                              kind="stable").reset_index(drop=True)
-    # the latest step timing of each (backbone, method), also for rows finished before it was taken
-    ratio = {(b, m): r for b, m, r in zip(step_rows.get("backbone", []), step_rows.get("method", []), step_rows.get("ratio_to_float", []))}
-    table["qat_step_ratio"] = [ratio.get((b, m), float("nan")) for b, m in zip(table["backbone"], table["method"])]
-    formats = {"seed": "{:.0f}", "a_bits": "{:.0f}", "avg_bits": "{:.2f}", "size_bytes": "{:,.0f}", "delta_ap_pp": "{:+.2f}", "latency_ms": "{:.3f}",
-               "qat_step_ratio": "{:.2f}", "max_lsb": "{:.0f}", "seconds": "{:.0f}"}
-    write_table(table, results / "quant_methods", header, "Quantization methods: TFLite AP vs size on the embedded data", formats)
-    write_table(step_rows, results / "quant_step_time", header, "Training step time: QAT methods over float", {"step_s": "{:.3f}",
-                                                                                                              "ratio_to_float": "{:.2f}"})
-    plot_ap_vs_size(table, results / "quant_methods.png")
-    if args.ship:
-        ship(args, work, data)
+    if "mct_versions" in done and done["mct_versions"].notna().any():
+        header["mct"] = f"its own venv (python3.11): {done['mct_versions'].dropna().iloc[0]}; its INT8 files repacked as INT4/INT2 " \
+                        "by pack_low_bit_kernels where the integers fit"
+    header["findings"] = " ".join(sentences) or "no method finished"
+    formats = {"n_seeds": "{:.0f}", "size_bytes": "{:,.0f}", "tool_file_bytes": "{:,.0f}", "fp32_over_size": "{:.1f}", "kernel_bits": "{:.2f}", "latency_ms": "{:.3f}"}
+    write_table(summary, results / "quant_methods", header, "Quantization methods, protocol v2: held-out generator families, "
+                "seeds, paired bootstrap CIs", formats)
+    plot_ap_vs_size(done, results / "quant_methods.png")
     return 0
 
 
-def ship(args, work: Path, data) -> None:
-    """Measures the SHIPPED models again into their manifests and copies them to --ship."""
-    from tfdefakeq.core.fileio import write_atomic
-    from tfdefakeq.core.manifest import manifest_path
-    from tfdefakeq.core.report import record_measurements, write_models_index
-    from tfdefakeq.runtime.latency import bench_model
-    from tfdefakeq.runtime.scoring import evaluate_model
+def _seed_probs(work: Path, backbone: str, method: str, seeds) -> tuple[np.ndarray, ...] | None:
+    files = [work / "scores" / f"{backbone}_{method}_s{s}.npz" for s in seeds]
+    if not files or not all(f.exists() for f in files):
+        return None
+    loaded = [np.load(f) for f in files]
+    return loaded[0]["labels"], loaded[0]["generators"], np.stack([z["probs"] for z in loaded])
 
-    target = Path(args.ship)
-    for backbone, method in SHIPPED:
-        source = work / "tflite" / f"{backbone}_{method}_s{args.seed}.tflite"
-        if not source.exists():
-            print(f"not shipped (not made): {source}")
+
+def _mean_sd(values) -> str:
+    values = np.asarray(values, np.float64)
+    return f"{values.mean():+.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}"
+
+
+def summarize(done, work: Path, args):
+    """(one row per backbone and method: seed mean ± sd of the d* columns and the CIs, computed sentences)."""
+    import pandas as pd
+
+    ok = done[done["error"].isna() | (done["error"] == "")] if "error" in done else done
+    tables, sentences = [], []
+    for backbone in dict.fromkeys(ok["backbone"]):
+        part = ok[ok.backbone == backbone]
+        base = part[part.method == "float"]
+        if not len(base):
             continue
-        rows, _ = evaluate_model(source, data, split="test")
-        record_measurements(source, rows, bench_model(source, threads=1, warmup=10, runs=100), f"{data} (embedded synthetic)")
-        name = f"{backbone}_{args.input_size}_{method.replace('adaptive_', 'adaptive-')}"
-        write_atomic(target / f"{name}.tflite", source.read_bytes(), overwrite=True)
-        write_atomic(manifest_path(target / f"{name}.tflite"), manifest_path(source).read_bytes(), overwrite=True)
-    print(f"index: {write_models_index(target)}")
+        base = base.iloc[0]
+        ref = _seed_probs(work, backbone, "float", [int(base.seed)])
+        fp32 = int(base.size_bytes)
+        rows, stats = [], {}
+        for method in [m for m in METHODS if m in set(part.method)]:
+            r = part[part.method == method]
+            seeds = sorted(int(s) for s in r.seed)
+            budget = METHODS[method][2]
+            row = {"backbone": backbone, "method": method, "n_seeds": len(seeds), "budget": f"fp32/{budget}" if budget else "",
+                   "fits": "" if not budget else ("yes" if (r.size_bytes <= budget_bytes(fp32, budget)).all() else "no"),
+                   "size_bytes": r.size_bytes.max(), "fp32_over_size": fp32 / r.size_bytes.max(), "kernel_bits": r.kernel_bits.mean()}
+            for m in METRICS:
+                row[f"d{m}_held"] = _mean_sd(100 * (r[f"held_{m}"] - base[f"held_{m}"]))
+            row["dap_in"] = _mean_sd(100 * (r["in_ap"] - base["in_ap"]))
+            row["ci_vs_float"], row["ci_vs_peer"] = "", ""
+            probs = _seed_probs(work, backbone, method, seeds)
+            if probs is not None and ref is not None and method != "float":
+                point, lo, hi = paired_bootstrap_ci(probs[0], probs[1], probs[2], ref[2], HELD_OUT_GENERATORS, n=args.bootstrap)
+                row["ci_vs_float"] = f"[{lo:+.2f}, {hi:+.2f}]"
+                stats[method] = (point, lo, hi, probs)
+            row["latency_ms"] = r.latency_ms.median()
+            # MCT: the file its exporter wrote (before our repacking) and the weight bits its ILP chose
+            row["tool_file_bytes"] = r.mct_int8_bytes.max() if "mct_int8_bytes" in r and r.mct_int8_bytes.notna().any() else float("nan")
+            row["tool_bits"] = r.mct_bits.dropna().iloc[0] if "mct_bits" in r and r.mct_bits.notna().any() else ""
+            rows.append(row)
+        table = pd.DataFrame(rows)
+        for budget in BUDGETS:
+            limit = budget_bytes(fp32, budget)
+            peers = [m for m in stats if not m.startswith(OURS) and (part[part.method == m].size_bytes <= limit).all()]
+            best = max(peers, key=lambda m: part[part.method == m].held_ap.mean()) if peers else None
+            for m in [m for m in stats if m.startswith(OURS) and METHODS[m][2] == budget]:
+                point, lo, hi, probs = stats[m]
+                text = (f"{backbone} at <= fp32/{budget} ({limit:,} B): {m} held-out dAP {point:+.2f} pp vs float over "
+                        f"{len(probs[2])} seed(s) (95% CI [{lo:+.2f}, {hi:+.2f}]: {verdict(lo, hi)})")
+                if best:
+                    bp, blo, bhi = paired_bootstrap_ci(probs[0], probs[1], probs[2], stats[best][3][2], HELD_OUT_GENERATORS, n=args.bootstrap)
+                    table.loc[table.method == m, "ci_vs_peer"] = f"{best}: {bp:+.2f} [{blo:+.2f}, {bhi:+.2f}]"
+                    text += f"; against the best peer whose file fits, {best}: {bp:+.2f} pp (CI [{blo:+.2f}, {bhi:+.2f}]: {verdict(blo, bhi)})"
+                else:
+                    text += "; no peer's file fits this budget"
+                sentences.append(text + ".")
+        if VERTICAL_DEFAULT in stats:
+            labels, gens, default = stats[VERTICAL_DEFAULT][3]
+            for variant in [v for v in VERTICAL_VARIANTS if v in stats]:
+                vp, vlo, vhi = paired_bootstrap_ci(labels, gens, default, stats[variant][3][2], HELD_OUT_GENERATORS, n=args.bootstrap)
+                sentences.append(f"{backbone} vertical split at fp32/13: {VERTICAL_DEFAULT} (1/32 of input channels, chosen by "
+                                 f"saliency, at 8 bits) minus {variant}: {vp:+.2f} pp held-out AP (CI [{vlo:+.2f}, {vhi:+.2f}]: "
+                                 f"{verdict(vlo, vhi)}).")
+        tables.append(table)
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), sentences
 
 
 def plot_ap_vs_size(df, path) -> None:
@@ -386,15 +608,15 @@ def plot_ap_vs_size(df, path) -> None:
     for ax, backbone in zip(axes[0], backbones):
         part = ok[ok.backbone == backbone]
         for _, r in part.iterrows():
-            ours = str(r.method).startswith(("adaptive", "lsq", "w4a8"))
-            ax.scatter(r.size_bytes / 1e6, r.ap, s=45, marker="o" if ours else "s", color="#d62728" if ours else "#1f77b4")
-            ax.annotate(str(r.method), (r.size_bytes / 1e6, r.ap), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ours = str(r.method).startswith(OURS)
+            ax.scatter(r.size_bytes / 1e6, r.held_ap, s=45, marker="o" if ours else "s", color="#d62728" if ours else "#1f77b4")
+            ax.annotate(f"{r.method} s{int(r.seed)}", (r.size_bytes / 1e6, r.held_ap), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("TFLite file size (MB, log)")
-        ax.set_ylabel("AP (mean over generators)")
+        ax.set_ylabel(f"AP on held-out families ({', '.join(HELD_OUT_GENERATORS)})")
         ax.set_title(backbone)
         ax.grid(alpha=0.3)
-    fig.suptitle("AP vs size: ours (red circles) vs baselines (blue squares)")
+    fig.suptitle("Held-out AP vs file size, one point per seed: adaptive (red circles) vs the rest (blue squares)")
     save_figure(fig, path)
 
 

@@ -112,10 +112,13 @@ class SyntheticConfig:
     min_crop_std: float = 4.0  # skip near-flat crops (retina's black corners), grey levels
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train/val/test share of crops
     photos: tuple[str, ...] | None = None  # subset of SOURCES names; None = all present
+    # more photographs from files outside the wheels ("name=/abs/path.jpg"; benchmarks only, e.g.
+    # Debian wallpapers): read after SOURCES, split by photo with them. Omitted from the hash when None.
+    extra_photos: tuple[str, ...] | None = None
 
     def __post_init__(self):
         # Normalise lists (from JSON or argparse) to tuples so equal configs hash equally.
-        for name in ("generators", "jpeg_quality", "scales", "split_fractions", "photos"):
+        for name in ("generators", "jpeg_quality", "scales", "split_fractions", "photos", "extra_photos"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
@@ -150,9 +153,20 @@ class SyntheticConfig:
             bad = [p for p in self.photos if p not in names]
             if bad:
                 raise UserError(f"photos: unknown {bad} (choose from {', '.join(sorted(names))})")
+        for entry in self.extra_photos or ():
+            name, _, path = entry.partition("=")
+            if not name or not path or name in {s.name for s in SOURCES}:
+                raise UserError(f"extra_photos: need 'name=path' with a name not among the wheel photos, got {entry!r}")
+
+    def extra_sources(self) -> tuple[Source, ...]:
+        """The extra photographs as Sources (package "" means `path` is the file itself)."""
+        return tuple(Source(e.partition("=")[0], "", e.partition("=")[2]) for e in self.extra_photos or ())
 
     def to_json(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        out = json.loads(json.dumps(dataclasses.asdict(self)))
+        if out["extra_photos"] is None:  # configs without extra photos keep the hash (and cache) they had
+            del out["extra_photos"]
+        return out
 
     @classmethod
     def from_json(cls, obj: dict) -> "SyntheticConfig":
@@ -214,6 +228,8 @@ def _package_dir(package: str) -> Path | None:
 
 def source_file(source: Source) -> Path | None:
     """Path of the photo inside its installed package, or None when the package or file is absent."""
+    if not source.package:  # an extra photo: the path is the file
+        return Path(source.path) if Path(source.path).is_file() else None
     folder = _package_dir(source.package)
     path = folder / source.path if folder else None
     return path if path is not None and path.is_file() else None
@@ -236,15 +252,15 @@ def _read_photo(path: Path) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
-def load_photos(names: tuple[str, ...] | None = None) -> tuple[list[Photo], list[dict]]:
+def load_photos(names: tuple[str, ...] | None = None, extra: tuple[Source, ...] = ()) -> tuple[list[Photo], list[dict]]:
     """Reads the shipped photos. Returns (photos, skipped) where skipped lists {name, reason}.
 
     Photos whose package or file is missing are skipped, as are exact pixel duplicates of a photo
-    already read (PyWavelets' camera is scikit-image's camera).
+    already read (PyWavelets' camera is scikit-image's camera). `extra` sources are always read.
     """
     photos, skipped, seen = [], [], {}
-    for source in SOURCES:
-        if names is not None and source.name not in names:
+    for source in SOURCES + tuple(extra):
+        if names is not None and source.name not in names and source.package:
             continue
         path = source_file(source)
         if path is None:
@@ -445,7 +461,7 @@ def _build(out: Path, config: SyntheticConfig, progress: bool) -> dict:
     from tfdefakeq.data import generators as G
 
     t0 = time.time()
-    photos, skipped = load_photos(config.photos)
+    photos, skipped = load_photos(config.photos, config.extra_sources())
     crops_by_photo = {p.source.name: cut_crops(p, config) for p in photos}
     for p in photos:
         if not crops_by_photo[p.source.name]:

@@ -1,0 +1,188 @@
+"""Protocol v2 of benchmarks/quant_methods.py (issue 14): the pure parts, fast.
+
+The paired bootstrap CI, the words a CI turns into, budgets, commit-keyed rows, the wallpaper photo
+list and the extra photos of the synthetic data."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script(name):
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def qm():
+    return _script("quant_methods")
+
+
+def _scores(n=60, seed=0, noise=1.0):
+    rng = np.random.default_rng(seed)
+    gens = np.repeat(["a", "b"], 2 * n)
+    labels = np.tile(np.repeat([0, 1], n), 2)
+    signal = labels + rng.normal(0, noise, len(labels))
+    return labels, gens, signal
+
+
+def test_bootstrap_of_a_model_against_itself_is_zero(qm):
+    labels, gens, p = _scores()
+    point, lo, hi = qm.paired_bootstrap_ci(labels, gens, p[None], p[None], ("a", "b"), n=200)
+    assert point == lo == hi == 0.0
+
+
+def test_bootstrap_point_is_the_seed_mean_difference_and_the_ci_brackets_it(qm):
+    labels, gens, clean = _scores(noise=0.5)
+    rng = np.random.default_rng(1)
+    worse = np.stack([clean + rng.normal(0, 1.5, len(clean)) for _ in range(3)])
+    point, lo, hi = qm.paired_bootstrap_ci(labels, gens, worse, clean[None], ("a", "b"), n=300)
+    expected = 100 * (np.mean([qm.group_metric(labels, gens, w, ("a", "b")) for w in worse])
+                      - qm.group_metric(labels, gens, clean, ("a", "b")))
+    assert point == pytest.approx(expected)
+    assert lo < point < hi < 0  # the clean scores are clearly better: the CI excludes 0
+    assert qm.verdict(lo, hi) == "worse (CI below 0)"
+
+
+def test_bootstrap_is_paired_and_seeded(qm):
+    labels, gens, p = _scores(noise=1.0)
+    q = p + np.random.default_rng(3).normal(0, 0.05, len(p))  # nearly the same scores
+    first = qm.paired_bootstrap_ci(labels, gens, q[None], p[None], ("a",), n=300, seed=7)
+    assert first == qm.paired_bootstrap_ci(labels, gens, q[None], p[None], ("a",), n=300, seed=7)
+    # paired on the same images, a tiny perturbation gives a tiny interval (unpaired resampling would not)
+    assert first[2] - first[1] < 1.5
+
+
+def test_verdict_calls_an_interval_holding_zero_a_tie(qm):
+    assert qm.verdict(-0.4, 0.3) == "a tie (CI includes 0)"
+    assert qm.verdict(0.0, 0.3) == "a tie (CI includes 0)"
+    assert qm.verdict(0.1, 0.3) == "better (CI above 0)"
+    assert qm.verdict(-0.3, -0.1) == "worse (CI below 0)"
+
+
+def test_budgets_are_the_float_file_over_the_divisor(qm):
+    assert qm.budget_bytes(11_202_236, "10.7") == 1_046_937
+    assert qm.budget_bytes(11_202_236, "16") == 700_139
+    assert {qm.METHODS[m][2] for m in qm.METHODS if m.startswith("adaptive")} == set(qm.BUDGETS)
+
+
+def test_rows_of_another_commit_are_dropped_not_mixed(qm):
+    rows = pd.DataFrame({"commit": ["abc", "def", "abc"], "method": ["float", "float", "lsq_w4a8"]})
+    kept, dropped = qm.keep_commit(rows, "abc")
+    assert dropped == 1 and list(kept.method) == ["float", "lsq_w4a8"] and set(kept.commit) == {"abc"}
+
+
+def test_held_out_families_are_never_trained_on(qm):
+    from tfdefakeq.data.synthetic import GENERATORS
+
+    assert not set(qm.TRAIN_GENERATORS) & set(qm.HELD_OUT_GENERATORS)
+    assert set(qm.TRAIN_GENERATORS) | set(qm.HELD_OUT_GENERATORS) == set(GENERATORS)
+
+
+def test_wallpaper_list_is_explicit_photographs_with_unique_names():
+    wallpapers = _script("wallpapers")
+    from tfdefakeq.data.synthetic import SOURCES
+
+    names = [n for photos in wallpapers.PHOTOS.values() for n in photos]
+    assert len(names) == len(set(names)) >= 36
+    assert not set(names) & {s.name for s in SOURCES}
+    # the ones looked at and left out as artwork are not in the list
+    paths = " ".join(p for photos in wallpapers.PHOTOS.values() for p in photos.values())
+    for artwork in ("Autumn", "Kite", "Painting-Colors", "Fossa", "ukui"):
+        assert artwork not in paths
+
+
+def test_wallpaper_fetch_names_a_listed_file_missing_from_its_package(tmp_path, monkeypatch):
+    wallpapers = _script("wallpapers")
+    monkeypatch.setattr(wallpapers, "PHOTOS", {"pkg": {"p1": "usr/share/p1.jpg"}})
+    (tmp_path / "debs").mkdir()
+    (tmp_path / "debs" / "pkg_1.0_all.deb").write_bytes(b"")
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd[0])
+        Path(cmd[-1]).mkdir(parents=True, exist_ok=True)  # dpkg-deb -x DEB DIR: an empty package
+
+    monkeypatch.setattr(wallpapers.subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match=r"pkg: usr/share/p1.jpg is not in the package"):
+        wallpapers.fetch(tmp_path, log=lambda *_: None)
+    assert calls == ["dpkg-deb"]  # the .deb was there: no apt-get
+
+
+def test_extra_photos_join_the_wheel_photos_and_keep_old_hashes(tmp_path):
+    from PIL import Image
+
+    from tfdefakeq.core.errors import UserError
+    from tfdefakeq.data.synthetic import SyntheticConfig, load_photos
+
+    assert "extra_photos" not in SyntheticConfig().to_json()  # the default data keeps its cache folder
+    photo = tmp_path / "wall.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(photo)
+    config = SyntheticConfig(photos=("coffee",), extra_photos=(f"wall={photo}",))
+    config.validate()
+    assert config.hash() != SyntheticConfig(photos=("coffee",)).hash()
+    photos, _ = load_photos(config.photos, config.extra_sources())
+    assert [p.source.name for p in photos][-1] == "wall" and photos[-1].image.shape == (80, 96, 3)
+    with pytest.raises(UserError, match="extra_photos"):
+        SyntheticConfig(extra_photos=("coffee=/x.jpg",)).validate()  # a wheel photo's name
+
+
+def _kernels(content):
+    """[(type, dequantized float64 kernel)] of every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op."""
+    from tfdefakeq.runtime.modelinfo import schema_module
+    from tfdefakeq.runtime.unpack import INT2, INT4, unpack_values
+
+    model = schema_module().ModelT.InitFromPackedBuf(bytes(content), 0)
+    out = []
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) not in (3, 4, 9):
+                continue
+            t = graph.tensors[op.inputs[1]]
+            raw = np.frombuffer(bytes(bytearray(model.buffers[t.buffer].data)), np.uint8)
+            n = int(np.prod(t.shape))
+            bits = {INT4: 4, INT2: 2}.get(t.type)
+            q = (unpack_values(raw, n, bits) if bits else raw.view(np.int8))[:n].astype(np.float64).reshape(t.shape)
+            scale, zero = np.asarray(t.quantization.scale), np.asarray(t.quantization.zeroPoint)
+            shape = [-1 if i == (t.quantization.quantizedDimension or 0) else 1 for i in range(q.ndim)]
+            out.append((t.type, (q - zero.reshape(shape)) * scale.reshape(shape)))
+    return out
+
+
+def test_mct_kernels_are_made_symmetric_and_packed_without_changing_values(qm):
+    """MCT's exporter writes low-bit kernels on an int8 grid and with non-zero zero points (litert's
+    CONV_2D refuses those): pack_low_bit_kernels keeps every dequantized value and stores fewer bits."""
+    from tfdefakeq.runtime.modelinfo import schema_module
+    from tfdefakeq.runtime.unpack import INT2, INT4, serialize_model
+
+    content = (ROOT / "tflite_models" / "resnet18_64_int8.tflite").read_bytes()
+    schema = schema_module()
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    graph = model.subgraphs[0]
+    convs = [op for op in graph.operators
+             if max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == 3]
+    rng = np.random.default_rng(0)
+    for op, (levels, step, zero) in zip(convs[1:3], [(7, 16, 0), (1, 1, 2)]):  # a 4-bit grid x16; a 2-bit grid, zp 2
+        t = graph.tensors[op.inputs[1]]
+        values = rng.integers(-levels, levels + 1, int(np.prod(t.shape))) * step + zero
+        model.buffers[t.buffer].data = values.astype(np.int8).view(np.uint8)
+        t.quantization.zeroPoint = [zero] * len(t.quantization.scale)
+    edited = serialize_model(schema, model, len(content))
+    packed, rewritten = qm.pack_low_bit_kernels(edited)
+    before, after = _kernels(edited), _kernels(packed)
+    assert rewritten == len(before) and len(packed) < len(edited)
+    for (_, a), (_, b) in zip(before, after):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=0)
+    types = [t for t, _ in after]
+    assert INT4 in types and INT2 in types  # the x16 grid became INT4, the 2-bit one INT2
