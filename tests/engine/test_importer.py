@@ -98,7 +98,12 @@ def test_float32_tflite_matches_the_original_model(mobilenet_files, tmp_path, wh
     assert np.abs(logits - reference).max() <= 1e-4 * np.abs(reference).max()
 
 
-@pytest.mark.parametrize("scheme,options", [("tfmot_int8", {}), ("adaptive", {"budget": 7.5})])
+@pytest.mark.parametrize("scheme,options", [
+    ("tfmot_int8", {}), ("w4a8", {}), ("lsq_w4a8", {}),
+    pytest.param("lsq_w3a8", {}, marks=pytest.mark.slow), pytest.param("lsq_w2a8", {}, marks=pytest.mark.slow),
+    ("adaptive", {"budget": 7.5}),
+    ("adaptive", {}),  # the uniform 4-bit file's bytes: 9.2 bits per weight here (scales and biases count), once refused
+])
 def test_quantized_schemes_pass_parity(mobilenet_files, tmp_path, scheme, options):
     import dataclasses
 
@@ -119,6 +124,9 @@ def test_quantized_schemes_pass_parity(mobilenet_files, tmp_path, scheme, option
     assert written.format == fmt and fmt in ("int8", "int4") and written.backbone == "custom"
     if scheme == "adaptive":
         assert set(written.weight_bits.values()) <= {2, 3, 4, 8} and written.weight_bits
+    elif scheme != "tfmot_int8":  # the body at the scheme's bits, first conv and classifier at 8
+        low = int(scheme.split("_")[-1][1])
+        assert set(written.weight_bits.values()) == {low, 8}
     assert (tmp_path / "det.tflite").stat().st_size == written.size_bytes
 
 
