@@ -1,6 +1,7 @@
 """Bring your own PyTorch detector: every ported architecture through port -> convert, checked.
 
-    python benchmarks/byo.py [--names resnet18 mobilenet_v2_w025 ...] [--avg-bits 3] [--epochs 1] [--commit SHA]
+    git archive HEAD | tar -x -C /tmp/snap && cd /tmp/snap    # TensorFlow re-reads sources while tracing
+    python benchmarks/byo.py --commit SHA [--names resnet18 mobilenet_v2_w025 ...] [--avg-bits 3] [--epochs 1]
 
 Writes benchmarks/results/byo.{csv,md}, one row per architecture `tfdefakeq.torchport.mapping`
 imports, at the size of its torch fixture (tests/fixtures/torch: seeded weights, 2 images, torch's
@@ -31,7 +32,6 @@ import argparse
 import os
 import re
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--calib", type=int, default=16, help="calibration / parity images (and adaptive sensitivity images)")
     p.add_argument("--runs", type=int, default=50, help="latency: invokes per model")
-    p.add_argument("--commit", default=None, help="commit of the code measured (default: git rev-parse HEAD)")
+    p.add_argument("--commit", required=True, help="the commit the snapshot it runs from was taken at (git rev-parse HEAD)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "byo"))
     args = p.parse_args(argv)
 
@@ -215,9 +215,6 @@ def main(argv=None) -> int:
     from tfdefakeq.data.synthetic import SyntheticConfig, generate
 
     commit = args.commit
-    if commit is None:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        commit = done.stdout.strip() if done.returncode == 0 else "unknown"
     started = time.perf_counter()
     load = LoadSampler().start()
     rows = []
