@@ -128,7 +128,7 @@ def run_one(name: str, data: Path, work: Path, args) -> dict:
             verdict, reason = _convert([str(qat / "model.weights.h5"), "--out", str(adaptive)] + common)
         except UserError as e:
             verdict, reason = "refused", f"train: {e}"
-            smallest = re.search(r"the smallest budget that fits: --avg-bits ([\d.]+)", reason)
+            smallest = re.search(r"the smallest budget the plan can meet: --avg-bits ([\d.]+)", reason)
             if attempt == 0 and smallest:  # below this model's floor: what the error names, as a user would retry
                 row["adaptive_note"] = f"--avg-bits {bits:g} refused ({reason.split(': ', 1)[1].split(';')[0]})"
                 bits = float(smallest.group(1))

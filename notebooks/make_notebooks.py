@@ -255,6 +255,7 @@ model's weights, what the budget is about; `planned` is the plan's own estimate 
 `X.qat/bit_plan.json`); `kernels` counts the constant tensors by type."""),
     new_code_cell('''from tfdefakeq.runtime.scoring import evaluate_model
 from tfdefakeq.runtime.modelinfo import read_model_info
+from tfdefakeq.quant.adaptive import BYTES_RESERVE, smallest_budget
 from tfdefakeq.quant.horizontal import QuantPlan
 
 n_weights = sum(sizes.values())
@@ -416,7 +417,7 @@ and an adaptive ~3-bit `.tflite`, each `.tflite` proven to compute what its Kera
 evaluated and benchmarked with the TensorFlow-free runtime."""),
     new_code_cell(INSTALL),
     new_code_cell(PARAMETERS + """
-AVG_BITS = 3.0  # the adaptive target; a model too small for it gets the smallest budget that fits
+AVG_BITS = 3.0  # the adaptive target (a model whose cheapest plan is larger runs without a budget)
 SENS_IMAGES = 16 if SMOKE else 128  # calibration images for the adaptive scheme's sensitivity"""),
     new_markdown_cell("""## 1. Data
 The embedded data set (notebook 01): real photographs shipped with the package, fakes made here."""),
@@ -483,35 +484,38 @@ are called one by one (`train`, then `convert`), to measure sensitivity on fewer
 The budget counts the whole file: scales, biases and the graph too. MobileNetV2 spends much of its file
 on those (many small layers, a scale and a bias per output channel): at alpha 1.0 the cheapest plan (every
 free layer at 2 bits) already takes 3.9 bits per weight, at alpha 0.35 7.0. A budget a model cannot meet is
-refused in one line that names the smallest one that fits; that one is used here."""),
+refused in one line, before anything is measured, naming the smallest one the plan can meet; such a model
+runs here without a budget: the bytes of the uniform 4-bit file, redistributed by sensitivity."""),
     new_code_cell('''from tfdefakeq import train
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.engine.modelio import load_detector
 from tfdefakeq.quant import quantize
-from tfdefakeq.quant.adaptive import BYTES_RESERVE, smallest_budget
+from tfdefakeq.quant.horizontal import QuantPlan
 
 
-def fits(model_file):
-    """AVG_BITS, or the smallest --avg-bits this model can meet when AVG_BITS is below it."""
+def budget_flags(model_file):
+    """["--avg-bits", AVG_BITS], or no budget (the uniform 4-bit file's bytes) for a model whose cheapest plan
+    is above AVG_BITS."""
     model, manifest = load_detector(model_file)
-    floor = smallest_budget(model) / (1 - BYTES_RESERVE)  # the size estimate's reserve included
-    if floor <= AVG_BITS:
-        return AVG_BITS
-    try:  # what the command line says: one line, nothing measured or written
+    if AVG_BITS * (1 - BYTES_RESERVE) >= smallest_budget(model):  # the allocator keeps 2% for the size estimate
+        return ["--avg-bits", str(AVG_BITS)]
+    try:  # what the command line says, before anything is measured
         quantize(model, "adaptive", np.zeros((1, *manifest.input_shape), "float32"), budget=AVG_BITS)
     except UserError as e:
         print("refused:", e)
-    return float(np.ceil(floor * 1000) / 1000)
+    return []
 
 
-def run_adaptive(name, float_model, *import_flags):
-    bits = fits(float_model)
+def run_adaptive(name, float_model):
+    flags = budget_flags(float_model)
     qat_dir = os.path.join(out_dir, name.replace(" ", "_") + ".qat")
     if not os.path.exists(os.path.join(qat_dir, "model.weights.h5")):
         train.main(train.parse_args(["--data", str(data), "--init", str(float_model), "--out", qat_dir, "--quiet",
-                                     "--scheme", "adaptive", "--avg-bits", str(bits), "--calib-images", str(SENS_IMAGES),
-                                     "--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH), *import_flags]))
-    run_convert(f"{name} ({bits:g} bits)", os.path.join(qat_dir, "model.weights.h5"))
+                                     "--scheme", "adaptive", "--calib-images", str(SENS_IMAGES),
+                                     "--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH), *flags]))
+    plan = QuantPlan.load(os.path.join(qat_dir, "bit_plan.json"))
+    label = f"{AVG_BITS:g} bits" if flags else f"uniform 4-bit file, {plan.budget['file_bits_avg']:.2f} bits"
+    run_convert(f"{name} ({label})", os.path.join(qat_dir, "model.weights.h5"))
 
 
 run_adaptive("keras adaptive", keras_file)'''),
