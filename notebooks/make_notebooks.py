@@ -255,7 +255,6 @@ model's weights, what the budget is about; `planned` is the plan's own estimate 
 `X.qat/bit_plan.json`); `kernels` counts the constant tensors by type."""),
     new_code_cell('''from tfdefakeq.runtime.scoring import evaluate_model
 from tfdefakeq.runtime.modelinfo import read_model_info
-from tfdefakeq.quant.adaptive import BYTES_RESERVE, smallest_budget
 from tfdefakeq.quant.horizontal import QuantPlan
 
 n_weights = sum(sizes.values())
@@ -490,6 +489,7 @@ runs here without a budget: the bytes of the uniform 4-bit file, redistributed b
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.engine.modelio import load_detector
 from tfdefakeq.quant import quantize
+from tfdefakeq.quant.adaptive import BYTES_RESERVE, smallest_budget
 from tfdefakeq.quant.horizontal import QuantPlan
 
 
