@@ -70,6 +70,16 @@ def _parity_text(manifest_file: Path) -> str:
     return text
 
 
+def _logit_range(path: Path, images: np.ndarray) -> float:
+    """max - min of the .tflite's logit over `images` (uint8): 0 is a constant output, whose parity
+    check proves nothing."""
+    from tfdefakeq.runtime.loader import load_model
+
+    tfl, manifest = load_model(path)
+    logits = tfl.predict_logits(images, manifest.preprocess).reshape(-1)
+    return float(logits.max() - logits.min())
+
+
 def _latency(path: Path, runs: int) -> float:
     from tfdefakeq.runtime.latency import bench_model
 
@@ -91,6 +101,11 @@ def run_one(name: str, data: Path, work: Path, args) -> dict:
     det = work / f"{name}.weights.h5"
     port.main(port.parse_args([str(ckpt), "--backbone", f["backbone"], "--out", str(det), "--input-size", str(size)]))
     common = ["--data", str(data), "--calib-images", str(args.calib)]
+    from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+    from tfdefakeq.runtime.images import load_images
+
+    val = balanced_subset(scan_forensynths(data, "val"), args.calib)
+    images = np.concatenate([f["images"], load_images([s.path for s in val], (size, size))])
     row = {"architecture": name, "backbone": f["backbone"], "input_px": size,
            "parameters": int(sum(v.size for k, v in f["state"].items()
                                  if not k.endswith(("num_batches_tracked", "running_mean", "running_var"))))}
@@ -106,6 +121,7 @@ def run_one(name: str, data: Path, work: Path, args) -> dict:
         row["fp32_vs_torch_max_abs"] = float(np.abs(ours - theirs).max())
         row["fp32_vs_torch_rel"] = float(max_relative_diff(ours, theirs))
         row["torch_logits"] = " ".join(f"{v:.4g}" for v in theirs)
+        row["fp32_logit_range"] = _logit_range(fp32, images)
         row["fp32_bytes"] = fp32.stat().st_size
         row["fp32_ms"] = _latency(fp32, args.runs)
 
@@ -114,6 +130,7 @@ def run_one(name: str, data: Path, work: Path, args) -> dict:
     row["int8_parity"] = verdict
     row["int8_detail"] = _parity_text(int8.with_name(int8.stem + ".manifest.json")) if verdict == "pass" else reason
     if int8.exists():
+        row["int8_logit_range"] = _logit_range(int8, images)
         row["int8_bytes"] = int8.stat().st_size
         row["int8_ms"] = _latency(int8, args.runs)
 
@@ -123,7 +140,7 @@ def run_one(name: str, data: Path, work: Path, args) -> dict:
     for attempt in range(2):
         try:
             train.main(train.parse_args(["--data", str(data), "--out", str(qat), "--init", str(det), "--scheme", "adaptive",
-                                         "--avg-bits", str(bits), "--epochs", str(args.epochs), "--batch-size", "8",
+                                         "--avg-bits", str(bits), "--epochs", str(args.epochs), "--batch-size", "8", "--lr", "1e-4",
                                          "--calib-images", str(args.calib), "--quiet"]))
             verdict, reason = _convert([str(qat / "model.weights.h5"), "--out", str(adaptive)] + common)
         except UserError as e:
@@ -141,6 +158,7 @@ def run_one(name: str, data: Path, work: Path, args) -> dict:
         from tfdefakeq.quant.horizontal import QuantPlan
 
         plan = QuantPlan.load(qat / "bit_plan.json")
+        row["adaptive_logit_range"] = _logit_range(adaptive, images)
         row["adaptive_bytes"] = adaptive.stat().st_size
         row["adaptive_bits_per_weight"] = 8 * adaptive.stat().st_size / plan.budget["total_weights"]
         row["adaptive_ms"] = _latency(adaptive, args.runs)
@@ -167,8 +185,10 @@ def write_report(rows: list[dict], args, commit: str, load, started: float, pend
                   "largest |logit|",
         "conversions": f"int8: convert --format int8 (post-training, {args.calib} calibration images of the embedded "
                        f"synthetic val split); adaptive: train --scheme adaptive --avg-bits {args.avg_bits} --epochs "
-                       f"{args.epochs} --calib-images {args.calib}, then convert; pass = convert's parity check passed "
+                       f"{args.epochs} --lr 1e-4 --batch-size 8 --calib-images {args.calib}, then convert; pass = convert's parity check passed "
                        "and the file was written",
+        "logit range": f"*_logit_range: max - min of each .tflite's logit over the fixture's 2 images and {args.calib} "
+                       "val images (0: one constant output)",
         "latency": f"tfdefakeq.runtime.latency.bench_model, 1 thread, XNNPACK on, median of {args.runs} single-image "
                    "invokes after 5 warm-up runs",
         "wall": f"{time.perf_counter() - started:.0f} s so far",
@@ -183,7 +203,9 @@ def write_report(rows: list[dict], args, commit: str, load, started: float, pend
         for kind in ("int8", "adaptive"):
             passed = df[df[f"{kind}_parity"] == "pass"]["architecture"].tolist()
             failed = df[df[f"{kind}_parity"] != "pass"]["architecture"].tolist()
-            summary.append(f"{kind}: {len(passed)} of {done} pass" + (f" (refused: {', '.join(failed)})" if failed else ""))
+            flat = df[(df[f"{kind}_parity"] == "pass") & (df.get(f"{kind}_logit_range", 0.0) == 0.0)]["architecture"].tolist()
+            summary.append(f"{kind}: {len(passed)} of {done} pass" + (f" (refused: {', '.join(failed)})" if failed else "")
+                           + (f"; constant logit on every image, so a parity that proves nothing: {', '.join(flat)}" if flat else ""))
         raised = df[df["adaptive_avg_bits"] != args.avg_bits]
         if len(raised):
             summary.append(f"--avg-bits {args.avg_bits:g} is below the cheapest plan of " + ", ".join(
@@ -192,7 +214,8 @@ def write_report(rows: list[dict], args, commit: str, load, started: float, pend
         summary.append(f"not run: {', '.join(pending)}")
     header["summary"] = "; ".join(summary) if summary else "no architecture finished"
     formats = {c: "{:,.0f}" for c in ("parameters", "input_px", "fp32_bytes", "int8_bytes", "adaptive_bytes")}
-    formats.update({c: "{:.3g}" for c in ("fp32_vs_torch_max_abs", "fp32_vs_torch_rel")})
+    formats.update({c: "{:.3g}" for c in ("fp32_vs_torch_max_abs", "fp32_vs_torch_rel", "fp32_logit_range",
+                                          "int8_logit_range", "adaptive_logit_range")})
     formats.update({c: "{:.3f}" for c in ("fp32_ms", "int8_ms", "adaptive_ms", "adaptive_bits_per_weight")})
     formats["seconds"] = "{:.0f}"
     out = Path(args.out)
