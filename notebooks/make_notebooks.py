@@ -417,7 +417,8 @@ evaluated and benchmarked with the TensorFlow-free runtime."""),
     new_code_cell(INSTALL),
     new_code_cell(PARAMETERS + """
 AVG_BITS = 3.0  # the adaptive target (a model whose cheapest plan is larger runs without a budget)
-SENS_IMAGES = 16 if SMOKE else 128  # calibration images for the adaptive scheme's sensitivity"""),
+SENS_IMAGES = 8 if SMOKE else 128  # calibration images for the adaptive scheme's sensitivity
+SPLIT = ["--salient-ratio", "0"] if SMOKE else []  # smoke: horizontal only (no salient-channel options to measure)"""),
     new_markdown_cell("""## 1. Data
 The embedded data set (notebook 01): real photographs shipped with the package, fakes made here."""),
     new_code_cell('''from tfdefakeq.data.synthetic import SyntheticConfig, generate
@@ -512,7 +513,7 @@ def run_adaptive(name, float_model):
     if not os.path.exists(os.path.join(qat_dir, "model.weights.h5")):
         train.main(train.parse_args(["--data", str(data), "--init", str(float_model), "--out", qat_dir, "--quiet",
                                      "--scheme", "adaptive", "--calib-images", str(SENS_IMAGES),
-                                     "--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH), *flags]))
+                                     "--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH), *SPLIT, *flags]))
     plan = QuantPlan.load(os.path.join(qat_dir, "bit_plan.json"))
     label = f"{AVG_BITS:g} bits" if flags else f"uniform 4-bit file, {plan.budget['file_bits_avg']:.2f} bits"
     run_convert(f"{name} ({label})", os.path.join(qat_dir, "model.weights.h5"))
