@@ -141,7 +141,8 @@ def test_adaptive_budgets_on_an_imported_model(synthetic_root, tmp_path, capsys)
             assert plan.budget["budget_bytes"] == int(value)
 
 
-@pytest.mark.parametrize("scheme,fmt", [("w4a8", "int4"), ("lsq_w4a8", "int4"), ("lsq_w3a8", "int4"), ("tfmot_int8", "int8")])
+# w4a8 and lsq_w2a8 on an imported keras.applications MobileNetV2: tests/engine/test_importer.py
+@pytest.mark.parametrize("scheme,fmt", [("lsq_w4a8", "int4"), ("lsq_w3a8", "int4"), ("tfmot_int8", "int8")])
 def test_uniform_schemes_on_an_imported_model(synthetic_root, tmp_path, capsys, scheme, fmt):
     from tfdefakeq.core.manifest import Manifest
 
