@@ -405,6 +405,186 @@ for name in ("resnet18_64_int8", "resnet18_64_int4"):
 ]
 
 
+BYO = [
+    new_markdown_cell(f"""# tfdefakeq 04: bring your own detector
+
+{badge("04_bring_your_own.ipynb")}
+
+Two detectors that were not trained with tfdefakeq, taken to a Raspberry Pi: a Keras model built from
+`keras.applications` with a head of your own, and a PyTorch checkpoint. Each goes to a float32, an int8
+and an adaptive ~3-bit `.tflite`, each `.tflite` proven to compute what its Keras model computes, then
+evaluated and benchmarked with the TensorFlow-free runtime."""),
+    new_code_cell(INSTALL),
+    new_code_cell(PARAMETERS + """
+AVG_BITS = 3.0  # the adaptive target (a model whose cheapest plan is larger runs without a budget)
+SENS_IMAGES = 8 if SMOKE else 128  # calibration images for the adaptive scheme's sensitivity
+SPLIT = ["--salient-ratio", "0"] if SMOKE else []  # smoke: horizontal only (no salient-channel options to measure)"""),
+    new_markdown_cell("""## 1. Data
+The embedded data set (notebook 01): real photographs shipped with the package, fakes made here."""),
+    new_code_cell('''from tfdefakeq.data.synthetic import SyntheticConfig, generate
+
+config = SyntheticConfig(ae_steps=20, max_crops_per_photo=4, upsampler_sigma=0.1) if SMOKE else SyntheticConfig()
+data = generate(os.path.join(WORK, "data") if SMOKE else None, config, progress=not SMOKE)
+os.makedirs(WORK, exist_ok=True)'''),
+    new_markdown_cell("""## 2. A Keras detector of your own
+MobileNetV2 from `keras.applications` (ImageNet weights; none in a smoke run, which downloads nothing)
+called inside a model with its own preprocessing (`Rescaling`) and a 2-class softmax head, trained with
+plain `model.fit`, saved as `det.keras`. That file is all tfdefakeq needs."""),
+    new_code_cell('''import numpy as np
+from tfdefakeq.core.tfcompat import keras
+from tfdefakeq.data.folders import balanced_subset, scan_forensynths
+from tfdefakeq.runtime.images import load_images
+
+keras.utils.set_random_seed(0)
+size = INPUT_SIZE if SMOKE else 96
+inputs = keras.Input((size, size, 3))
+x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)  # keras.applications' "tf" preprocessing, in the graph
+base = keras.applications.MobileNetV2(include_top=False, alpha=0.35 if SMOKE else 1.0, input_shape=(size, size, 3),
+                                      weights=None if SMOKE else "imagenet")
+x = keras.layers.GlobalAveragePooling2D()(base(x))
+outputs = keras.layers.Dense(2, activation="softmax", name="real_fake")(keras.layers.Dropout(0.2)(x))
+mine = keras.Model(inputs, outputs)
+for layer in base.layers:  # keras.applications' BatchNorm momentum 0.999 suits ImageNet's long runs, not this short one
+    if isinstance(layer, keras.layers.BatchNormalization):
+        layer.momentum = 0.9
+train = balanced_subset(scan_forensynths(data, "train"), 128 if SMOKE else 4096, seed=0)
+images = load_images([s.path for s in train], (size, size)).astype("float32")
+labels = np.array([s.label for s in train])
+mine.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+mine.fit(images, labels, batch_size=BATCH, epochs=1 if SMOKE else 5, verbose=0 if SMOKE else 2)
+keras_file = os.path.join(WORK, "det.keras")
+mine.save(keras_file)'''),
+    new_markdown_cell("""`convert` imports it: nothing in the file runs (a `Lambda` layer is refused), the nested MobileNetV2
+is inlined into one flat graph, the `Rescaling` moves into the manifest's preprocessing and the softmax
+head becomes one logit for P(fake) (`--fake-class` says which class is fake; default 1). float32, then
+int8 by post-training quantization; each file is written only if its parity check passes."""),
+    new_code_cell('''from tfdefakeq import convert
+from tfdefakeq.core.manifest import Manifest, manifest_path
+
+out_dir = os.path.join(WORK, "byo")
+os.makedirs(out_dir, exist_ok=True)
+models = {}
+
+
+def run_convert(name, source, *flags):
+    models[name] = os.path.join(out_dir, name.replace(" ", "_") + ".tflite")
+    if not os.path.exists(models[name]):
+        convert.main(convert.parse_args([str(source), "--data", str(data), "--out", models[name], "--calib-images", "32",
+                                         *flags]))
+
+
+run_convert("keras float32", keras_file)
+run_convert("keras int8", keras_file, "--format", "int8")
+manifest = Manifest.load(manifest_path(models["keras int8"]))
+print(manifest.backbone, manifest.source, "fake class", manifest.fake_class, manifest.preprocess)'''),
+    new_markdown_cell("""### Adaptive ~3 bits
+`convert det.keras --scheme adaptive --avg-bits 3` measures each layer's sensitivity, allocates bits
+under the budget, fine-tunes (distilling from the float model) and converts. Here the two steps it runs
+are called one by one (`train`, then `convert`), to measure sensitivity on fewer images in a smoke run.
+The budget counts the whole file: scales, biases and the graph too. MobileNetV2 spends much of its file
+on those (many small layers, a scale and a bias per output channel): at alpha 1.0 the cheapest plan (every
+free layer at 2 bits) already takes 3.9 bits per weight, at alpha 0.35 7.0. A budget a model cannot meet is
+refused in one line, before anything is measured, naming the smallest one the plan can meet; such a model
+runs here without a budget: the bytes of the uniform 4-bit file, redistributed by sensitivity."""),
+    new_code_cell('''from tfdefakeq import train
+from tfdefakeq.core.errors import UserError
+from tfdefakeq.engine.modelio import load_detector
+from tfdefakeq.quant import quantize
+from tfdefakeq.quant.adaptive import BYTES_RESERVE, smallest_budget
+from tfdefakeq.quant.horizontal import QuantPlan
+
+
+def budget_flags(model_file):
+    """["--avg-bits", AVG_BITS], or no budget (the uniform 4-bit file's bytes) for a model whose cheapest plan
+    is above AVG_BITS."""
+    model, manifest = load_detector(model_file)
+    if AVG_BITS * (1 - BYTES_RESERVE) >= smallest_budget(model):  # the allocator keeps 2% for the size estimate
+        return ["--avg-bits", str(AVG_BITS)]
+    try:  # what the command line says, before anything is measured
+        quantize(model, "adaptive", np.zeros((1, *manifest.input_shape), "float32"), budget=AVG_BITS)
+    except UserError as e:
+        print("refused:", e)
+    return []
+
+
+def run_adaptive(name, float_model):
+    flags = budget_flags(float_model)
+    qat_dir = os.path.join(out_dir, name.replace(" ", "_") + ".qat")
+    if not os.path.exists(os.path.join(qat_dir, "model.weights.h5")):
+        train.main(train.parse_args(["--data", str(data), "--init", str(float_model), "--out", qat_dir, "--quiet",
+                                     "--scheme", "adaptive", "--calib-images", str(SENS_IMAGES),
+                                     "--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH), *SPLIT, *flags]))
+    plan = QuantPlan.load(os.path.join(qat_dir, "bit_plan.json"))
+    label = f"{AVG_BITS:g} bits" if flags else f"uniform 4-bit file, {plan.budget['file_bits_avg']:.2f} bits"
+    run_convert(f"{name} ({label})", os.path.join(qat_dir, "model.weights.h5"))
+
+
+run_adaptive("keras adaptive", keras_file)'''),
+    new_markdown_cell("""## 3. A PyTorch checkpoint
+`python -m tfdefakeq.port CHECKPOINT --backbone NAME --out det.weights.h5` reads a `.pth` / `.pt` or
+`.safetensors` **without torch and without running code from the file**, maps its state dict onto the
+Keras twin of the architecture and saves a float detector. Mapped: torchvision ResNet-18/34/50 and
+MobileNetV2, DeepfakeBench's Xception and EfficientNet-B4, efficientnet_pytorch's B0/B4.
+
+The checkpoint here is the repository's test fixture: a torchvision MobileNetV2 (width 0.25) with a
+2-logit head and seeded random weights, saved by `torch.save(model.state_dict(), ...)`, with torch's own
+logits on two images beside it. Put your own checkpoint in its place (its AP here is chance: the
+weights are noise)."""),
+    new_code_cell('''import pathlib
+import urllib.request
+import tfdefakeq
+from tfdefakeq import port
+
+fixtures = pathlib.Path(tfdefakeq.__file__).resolve().parents[1] / "tests" / "fixtures" / "torch"
+checkpoint, outputs = fixtures / "mobilenet_v2_w025.pth", fixtures / "mobilenet_v2_w025.npz"
+if not checkpoint.exists():  # an installed package (Colab) has no tests/: fetch the two files from the repository
+    raw = "https://raw.githubusercontent.com/{REPO}/main/tests/fixtures/torch/"
+    fixtures = pathlib.Path(WORK)
+    for f in (checkpoint, outputs):
+        urllib.request.urlretrieve(raw + f.name, fixtures / f.name)
+    checkpoint, outputs = fixtures / checkpoint.name, fixtures / outputs.name
+ported = os.path.join(out_dir, "torch_det.weights.h5")
+if not os.path.exists(ported):
+    port.main(port.parse_args([str(checkpoint), "--backbone", "mobilenet_v2", "--out", ported, "--input-size", "64"]))'''.replace("{REPO}", REPO)),
+    new_markdown_cell("""The float32 `.tflite` against torch: the fake logit (logit 1 minus logit 0 of the 2-logit head) that
+the runtime computes from the same uint8 images, next to the one torch computed."""),
+    new_code_cell('''from tfdefakeq.runtime.loader import load_model
+
+run_convert("torch float32", ported)
+fixture = np.load(outputs)
+tfl, tfl_manifest = load_model(models["torch float32"])
+ours = tfl.predict_logits(fixture["images"], tfl_manifest.preprocess).ravel()
+theirs = fixture["logits"][:, 1] - fixture["logits"][:, 0]
+print("torch  :", np.round(theirs, 5))
+print("tflite :", np.round(ours, 5))
+print(f"max |diff| {np.abs(ours - theirs).max():.2g}, relative to the largest |logit| "
+      f"{np.abs(ours - theirs).max() / np.abs(theirs).max():.2g}")'''),
+    new_code_cell('''run_convert("torch int8", ported, "--format", "int8")
+run_adaptive("torch adaptive", ported)'''),
+    new_markdown_cell("""## 4. Evaluate and benchmark with the runtime alone
+Every `.tflite` above on the test split (AP, AUC) and timed (1 thread, XNNPACK, median); `parity` is the
+largest logit difference from its Keras model that convert measured before writing the file."""),
+    new_code_cell('''import pandas as pd
+from tfdefakeq.runtime.latency import bench_model
+from tfdefakeq.runtime.scoring import evaluate_model
+
+rows = {}
+for name, path in models.items():
+    summary = evaluate_model(path, data, split="test")[0][-1]
+    parity = Manifest.load(manifest_path(path)).metrics["parity"]
+    bench = bench_model(path, threads=1, warmup=3, runs=10 if SMOKE else 100)
+    rows[name] = {"bytes": os.path.getsize(path), "AP": round(summary["ap"], 4), "AUC": round(summary["auc"], 4),
+                  "parity": f"{parity['max_abs_logit_diff']:.2g}" + (f" ({parity['max_diff_lsb']:.1f} LSB)" if "max_diff_lsb" in parity else ""),
+                  "p50 ms": round(bench["latency_ms_p50"], 3)}
+pd.DataFrame(rows).T'''),
+    new_markdown_cell("""## Where to go next
+- `benchmarks/results/byo.md`: every ported architecture (ResNet-18/34/50, MobileNetV2, Xception,
+  EfficientNet-B0/B4) through float32 (against torch's outputs), int8 and adaptive, with size and latency.
+- `train --init det.keras` (or the ported `det.weights.h5`) fine-tunes on your data before quantizing.
+- The `.tflite` files run on a Pi with the runtime alone (notebook 03)."""),
+]
+
+
 def cell_ids(name: str, count: int) -> list[str]:
     """Ids for a notebook's cells: those of the file already written, so that regenerating leaves it as
     it is (nbformat draws new ids at random); new cells get ids from the name and position."""
@@ -415,7 +595,8 @@ def cell_ids(name: str, count: int) -> list[str]:
 
 
 def main() -> None:
-    notebooks = {"01_quickstart.ipynb": QUICKSTART, "02_adaptive_quantization.ipynb": ADAPTIVE, "03_deployment.ipynb": DEPLOY}
+    notebooks = {"01_quickstart.ipynb": QUICKSTART, "02_adaptive_quantization.ipynb": ADAPTIVE, "03_deployment.ipynb": DEPLOY,
+                 "04_bring_your_own.ipynb": BYO}
     for name, cells in notebooks.items():
         for cell, cell_id in zip(cells, cell_ids(name, len(cells))):
             cell["id"] = cell_id

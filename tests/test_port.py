@@ -76,7 +76,7 @@ def _evil_zip(path, marker):
     path.write_bytes(buf.getvalue())
 
 
-@pytest.mark.parametrize("case", ["code", "truncated", "architecture"])
+@pytest.mark.parametrize("case", ["code", "truncated", "architecture", "three_class"])
 def test_bad_checkpoints_exit_2_and_write_nothing(case, tmp_path, capsys):
     ckpt = tmp_path / "in.pth"
     marker = tmp_path / "pwned"
@@ -86,6 +86,14 @@ def test_bad_checkpoints_exit_2_and_write_nothing(case, tmp_path, capsys):
     elif case == "truncated":
         whole = (FIXTURES / "mobilenet_v2_w025.pth").read_bytes()
         ckpt.write_bytes(whole[: len(whole) * 2 // 3])
+    elif case == "three_class":  # a 3-logit head (real / face swap / reenactment), no --fake-class
+        from tfdefakeq.torchport.checkpoint import state_dict_bytes
+
+        state = dict(load_fixture("mobilenet_v2_w025")["state"])
+        rng = np.random.default_rng(0)
+        state["classifier.1.weight"] = rng.normal(size=(3, state["classifier.1.weight"].shape[1])).astype(np.float32)
+        state["classifier.1.bias"] = np.zeros(3, np.float32)
+        ckpt.write_bytes(state_dict_bytes(state))
     else:  # a MobileNetV2 checkpoint offered as a ResNet-18
         ckpt.write_bytes((FIXTURES / "mobilenet_v2_w025.pth").read_bytes())
         backbone = "resnet18"
@@ -98,3 +106,5 @@ def test_bad_checkpoints_exit_2_and_write_nothing(case, tmp_path, capsys):
     if case == "architecture":
         assert "does not fit resnet18" in errors[0] and "missing (conv1.weight [64, 3, 7, 7]" in errors[0]
         assert "unexpected (features.0.0.weight [8, 3, 3, 3]" in errors[0]
+    if case == "three_class":
+        assert "a 3-logit head has no single-logit equivalent" in errors[0]

@@ -98,7 +98,11 @@ def test_float32_tflite_matches_the_original_model(mobilenet_files, tmp_path, wh
     assert np.abs(logits - reference).max() <= 1e-4 * np.abs(reference).max()
 
 
-@pytest.mark.parametrize("scheme,options", [("tfmot_int8", {}), ("adaptive", {"budget": 7.5})])
+# lsq_w4a8 / lsq_w3a8 and explicit adaptive budgets on an imported model: tests/test_convert_byo.py (a smaller model)
+@pytest.mark.parametrize("scheme,options", [
+    ("tfmot_int8", {}), ("w4a8", {}), ("lsq_w2a8", {}),
+    ("adaptive", {}),  # the uniform 4-bit file's bytes: 9.2 bits per weight here (scales and biases count), once refused
+])
 def test_quantized_schemes_pass_parity(mobilenet_files, tmp_path, scheme, options):
     import dataclasses
 
@@ -119,6 +123,9 @@ def test_quantized_schemes_pass_parity(mobilenet_files, tmp_path, scheme, option
     assert written.format == fmt and fmt in ("int8", "int4") and written.backbone == "custom"
     if scheme == "adaptive":
         assert set(written.weight_bits.values()) <= {2, 3, 4, 8} and written.weight_bits
+    elif scheme != "tfmot_int8":  # the body at the scheme's bits, first conv and classifier at 8
+        low = int(scheme.split("_")[-1][1])
+        assert set(written.weight_bits.values()) == {low, 8}
     assert (tmp_path / "det.tflite").stat().st_size == written.size_bytes
 
 
