@@ -17,6 +17,7 @@ file system) for a restarted cluster to continue.
 
 from __future__ import annotations
 
+import json
 import os
 
 from tfdefakeq.core.errors import UserError
@@ -49,6 +50,8 @@ def make_strategy(name: str, logical_cpus: int | None = None):
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             print("tfdefakeq train: TF_CONFIG is not set; multiworker runs as a single worker", flush=True)
+        else:
+            check_tf_config(os.environ["TF_CONFIG"])
         return tf.distribute.MultiWorkerMirroredStrategy()
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -58,6 +61,20 @@ def make_strategy(name: str, logical_cpus: int | None = None):
         raise UserError(f"--strategy tpu: no TPU found ({str(e).splitlines()[0][:160]})") from e
     return tf.distribute.TPUStrategy(resolver)
 
+
+def check_tf_config(text: str) -> dict:
+    """TF_CONFIG parsed; UserError naming what is wrong (TensorFlow's own message is a KeyError deep inside)."""
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise UserError(f"TF_CONFIG: not JSON ({e})") from e
+    cluster, task = (config.get(k) if isinstance(config, dict) else None for k in ("cluster", "task"))
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise UserError('TF_CONFIG: needs {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}')
+    hosts = cluster.get(task.get("type"))
+    if not isinstance(hosts, list) or not isinstance(task.get("index"), int) or not 0 <= task["index"] < len(hosts):
+        raise UserError(f"TF_CONFIG: task {task} is not in the cluster {cluster}")
+    return config
 
 def is_chief(strategy) -> bool:
     """Whether this process writes the run's outputs: always, but for a non-chief worker of a
