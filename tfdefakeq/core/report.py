@@ -129,8 +129,7 @@ def write_models_index(folder) -> Path:
     text = (
         "# Shipped detectors\n\n"
         "Made by `python -m tfdefakeq.demo --out runs/demo --ship tflite_models --avg-bits 3 2.5` (int8, int4 and the\n"
-        "adaptive models; `python benchmarks/quant_methods.py --ship tflite_models` makes the adaptive ones by the same\n"
-        "recipe) on the embedded synthetic data (64 px crops, test split of held-out source photos; AP/AUC/acc are\n"
+        "adaptive models) on the embedded synthetic data (64 px crops, test split of held-out source photos; AP/AUC/acc are\n"
         "means over the test generators). Each `NAME.tflite` has\n"
         "its `NAME.manifest.json`: preprocessing, bits per layer, decision threshold, per-generator metrics, Keras\n"
         "parity, versions and the command that made it (the `command` field says which recipe made each file).\n"
