@@ -4,7 +4,7 @@
 
 INPUTS.npz holds uint8 images (N, H, W, 3) under the key of each model's input size ("64" for
 64x64). For each model it writes the raw output tensor of every image, loaded through
-tfdefakeq.runtime (int4 models twice: unpacked to int8 at load, and packed), with XNNPACK on and
+tfdefakeq.runtime (models with INT4/INT2 tensors twice: unpacked to int8 at load, and packed), with XNNPACK on and
 off. Only numpy + the TFLite runtime are needed: it runs under qemu-aarch64 in an arm64 sysroot.
 """
 
