@@ -33,9 +33,14 @@ def required(key: str) -> bool:
 
 
 def compare(x86: dict, arm: dict) -> dict:
-    """key -> {"same": bool, "differ": images that differ, "images": n, "max_lsb": int}."""
+    """key -> {"same": bool, "differ": images that differ, "images": n, "max_lsb": int}; a configuration
+    that does not load (an `error|KEY` entry) on x86 gets {"refused": x86 reason, "same": refused on arm too}."""
     out = {}
     for key, a in x86.items():
+        if key.startswith("error|"):
+            key = key.split("|", 1)[1]
+            out[key] = {"refused": str(a), "same": f"error|{key}" in arm, "differ": None, "images": 0, "max_lsb": None}
+            continue
         b = arm.get(key)
         if b is None or a.shape != b.shape:
             out[key] = {"same": False, "differ": None, "images": int(a.shape[0]), "max_lsb": None}
@@ -49,6 +54,8 @@ def compare(x86: dict, arm: dict) -> dict:
 def cell(c: dict | None) -> str:
     if c is None:
         return "did not run"
+    if "refused" in c:
+        return "does not load, as on x86" if c["same"] else "does not load on x86, but loads here"
     if c["differ"] is None:
         return "missing output"
     return "**equal** (max 0 LSB)" if c["same"] else f"{c['differ']}/{c['images']} differ, max {c['max_lsb']} LSB"
@@ -74,7 +81,7 @@ def csv_rows(results: dict[str, dict | None]) -> list[dict]:
             model, int4, kernels = key.split("|")
             rows.append({"model": model, "subbyte": int4, "kernels": kernels, "cpu": cpu, "board": BOARDS.get(cpu, ""),
                          "required": required(key), "images": c["images"], "images_differ": c["differ"],
-                         "max_abs_diff_lsb": c["max_lsb"], "equal": c["same"]})
+                         "max_abs_diff_lsb": c["max_lsb"], "equal": c["same"], "refused": c.get("refused", "")})
     return rows
 
 
@@ -90,15 +97,23 @@ def conclusions(results: dict[str, dict | None], contents: dict[str, dict[str, i
         return lines
     keys = sorted(next(iter(ran.values())))
     req = [k for k in keys if required(k)]
-    req_ok = all(ran[cpu][k]["same"] for cpu in ran for k in req)
+    req_ok = all(ran[cpu][k]["same"] and "refused" not in ran[cpu][k] for cpu in ran for k in req)
     cpus = ", ".join(f"{cpu} ({BOARDS.get(cpu, 'emulated')})" for cpu in ran)
     if req_ok:
         lines.append(f"- The runtime's default configuration (XNNPACK on, INT4/INT2 unpacked to INT8) gave bit-identical "
                      f"outputs to x86 for all {len(req)} models under {cpus}.")
     else:
-        bad = sorted({f"{k} under {cpu}" for cpu in ran for k in req if not ran[cpu][k]["same"]})
+        bad = sorted({f"{k} under {cpu}" for cpu in ran for k in req
+                      if not ran[cpu][k]["same"] or "refused" in ran[cpu][k]})
         lines.append(f"- The runtime's default configuration DIFFERS from x86: {'; '.join(bad)}.")
-    other = [k for k in keys if not required(k)]
+    refused = [k for k in keys if "refused" in next(iter(ran.values()))[k]]
+    if refused:
+        alike = all(ran[cpu][k]["same"] for cpu in ran for k in refused)
+        reason = next(iter(ran.values()))[refused[0]]["refused"]
+        lines.append(f"- {len(refused)} configurations do not load in the TFLite runtime on x86 "
+                     + ("nor under any emulated CPU" if alike else "but load under some emulated CPU")
+                     + f" ({', '.join(refused)}; first reason: {reason}).")
+    other = [k for k in keys if not required(k) and k not in refused]
     if other:
         differing = [(cpu, k) for cpu in ran for k in other if not ran[cpu][k]["same"]]
         if not differing:
@@ -116,7 +131,7 @@ def conclusions(results: dict[str, dict | None], contents: dict[str, dict[str, i
         if not having:
             lines.append(f"- None of the {len(models)} models holds {what}: this run does not cover them.")
             continue
-        rows = [(cpu, k) for cpu in ran for k in keys if k.split("|")[0] in having]
+        rows = [(cpu, k) for cpu in ran for k in keys if k.split("|")[0] in having and k not in refused]
         same = sum(ran[cpu][k]["same"] for cpu, k in rows)
         lines.append(f"- {len(having)} of the {len(models)} models hold {what} ({', '.join(having)}): "
                      f"{same} of their {len(rows)} configuration x CPU results are bit-identical to x86"
@@ -204,7 +219,8 @@ def main(argv=None) -> int:
         csv_path = args.csv or args.md.with_suffix(".csv")
         write_text_atomic(csv_path, csv_text(csv_rows(results), args), overwrite=True)
         print(f"wrote {args.md} and {csv_path}")
-    ok = all(r is not None and all(c["same"] for k, c in r.items() if required(k)) for r in results.values())
+    ok = all(r is not None and all(c["same"] and "refused" not in c for k, c in r.items() if required(k))
+             for r in results.values())
     return 0 if ok else 1
 
 
