@@ -140,7 +140,17 @@ def conclusions(results: dict[str, dict | None], contents: dict[str, dict[str, i
     return lines
 
 
-def markdown(results, n_images: int, sizes: list[str], args, command: str, contents=None) -> str:
+def saturation(x86: dict) -> str:
+    """How many x86 outputs sit at the int8 ends, where a difference in one direction cannot show."""
+    outs = [a for k, a in x86.items() if not k.startswith("error|")]
+    total = sum(a.size for a in outs)
+    ends = sum(int(((a == -128) | (a == 127)).sum()) for a in outs)
+    distinct = len(set(np.concatenate([a.ravel() for a in outs]).tolist())) if outs else 0
+    return (f"- {ends} of the {total} x86 outputs compared ({100 * ends / max(total, 1):.0f}%) sit at an int8 end "
+            f"(-128 or 127), where a difference in one direction cannot show; the outputs take {distinct} distinct values.")
+
+
+def markdown(results, n_images: int, sizes: list[str], args, command: str, contents=None, x86=None) -> str:
     from tfdefakeq.core.manifest import versions
 
     v = versions()
@@ -170,7 +180,7 @@ def markdown(results, n_images: int, sizes: list[str], args, command: str, conte
         model, int4, kernels = key.split("|")
         lines.append(f"| {model} | {INT4_TEXT.get(int4, int4)} | {KERNEL_TEXT.get(kernels, kernels)} | "
                      + " | ".join(cell(results[c][key] if results[c] else None) for c in cpus) + " |")
-    lines += ["", "What this says:"] + conclusions(results, contents) + [""]
+    lines += ["", "What this says:"] + conclusions(results, contents) + ([saturation(x86)] if x86 else []) + [""]
     return "\n".join(lines)
 
 
@@ -215,7 +225,7 @@ def main(argv=None) -> int:
         contents = model_contents(args.models) if args.models else None
         n_images = max(len(inputs[k]) for k in inputs.files)
         write_text_atomic(args.md, markdown(results, n_images, sorted(inputs.files, key=int), args, args.command,
-                                            contents), overwrite=True)
+                                            contents, x86), overwrite=True)
         csv_path = args.csv or args.md.with_suffix(".csv")
         write_text_atomic(csv_path, csv_text(csv_rows(results), args), overwrite=True)
         print(f"wrote {args.md} and {csv_path}")
