@@ -91,6 +91,7 @@ fi
 # 4. models and fixed inputs (made on x86, read by both sides)
 if (($#)); then MODELS=("$@"); else MODELS=(tflite_models/*.tflite); fi
 OUT=${RPI_OUT:-$(mktemp -d)}
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 mkdir -p "$OUT"
 python - "$OUT/inputs.npz" "${MODELS[@]}" <<'EOF'
 import sys
@@ -136,7 +137,7 @@ done
 # Compare with x86 and write the report from the comparisons (exit 1 if the default configuration differs).
 COMMIT=${RPI_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 python ci/rpi_report.py "$OUT" $CPUS --md "${RPI_REPORT:-benchmarks/results/rpi_emulated.md}" \
-  --qemu "$(qemu-aarch64-static --version | head -1)" --arm-python "$version" --commit "$COMMIT" \
+  --qemu "$(qemu-aarch64-static --version | head -1)" --arm-python "$version" --commit "$COMMIT" --load-before "$LOAD_BEFORE" \
   --wheels $(cd "$WHEELS" && ls *.whl) --models "${MODELS[@]}" --command "bash ci/rpi_emulated.sh $*" || status=1
 log "outputs and logs in $OUT"
 exit $status

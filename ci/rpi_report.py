@@ -13,6 +13,7 @@ to x86 on every CPU; exit code 1 otherwise. Other rows are reported, not require
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -150,11 +151,24 @@ def saturation(x86: dict) -> str:
             f"(-128 or 127), where a difference in one direction cannot show; the outputs take {distinct} distinct values.")
 
 
-def markdown(results, n_images: int, sizes: list[str], args, command: str, contents=None, x86=None) -> str:
+def cpus_agree(arm: dict[str, dict]) -> list[str]:
+    """cpu -> raw outputs of the CPUs that ran: a sentence per pair on how often they agree with each other."""
+    lines, cpus = [], sorted(arm)
+    for i, a in enumerate(cpus):
+        for b in cpus[i + 1:]:
+            keys = sorted(k for k in arm[a] if not k.startswith("error|") and k in arm[b])
+            same = sum(np.array_equal(arm[a][k], arm[b][k]) for k in keys)
+            lines.append(f"- {a} and {b} gave the same raw outputs as each other in {same} of the {len(keys)} "
+                         f"configurations that loaded on both.")
+    return lines
+
+
+def markdown(results, n_images: int, sizes: list[str], args, command: str, contents=None, x86=None,
+             agree=()) -> str:
     from tfdefakeq.core.manifest import versions
 
     v = versions()
-    host = f"{platform.machine()}, {platform.processor() or 'cpu'}, python {v.get('python')}, " \
+    host = f"{platform.machine()}, {os.cpu_count()} CPUs, python {v.get('python')}, " \
            f"ai-edge-litert {v.get('ai-edge-litert', '?')}, numpy {v.get('numpy')}"
     cpus = list(results)
     lines = ["# Emulated Raspberry Pi: raw int8 outputs on aarch64 (qemu) vs x86", "",
@@ -169,6 +183,8 @@ def markdown(results, n_images: int, sizes: list[str], args, command: str, conte
              "and read by both sides",
              *( ["- models: " + "; ".join(f"{m} (INT4 tensors {c['INT4']}, INT2 tensors {c['INT2']}, GATHER ops "
                                           f"{c['GATHER']})" for m, c in sorted(contents.items()))] if contents else []),
+             f"- load: 1-minute load average {args.load_before or '?'} before the runs / {os.getloadavg()[0]:.2f} "
+             f"after, on {os.cpu_count()} CPUs (shared machine)",
              f"- date: {time.strftime('%Y-%m-%d')}", "",
              "Emulated timings are not Raspberry Pi latency: none are reported.", "",
              "## Result", "",
@@ -180,7 +196,8 @@ def markdown(results, n_images: int, sizes: list[str], args, command: str, conte
         model, int4, kernels = key.split("|")
         lines.append(f"| {model} | {INT4_TEXT.get(int4, int4)} | {KERNEL_TEXT.get(kernels, kernels)} | "
                      + " | ".join(cell(results[c][key] if results[c] else None) for c in cpus) + " |")
-    lines += ["", "What this says:"] + conclusions(results, contents) + ([saturation(x86)] if x86 else []) + [""]
+    lines += (["", "What this says:"] + conclusions(results, contents) + list(agree)
+              + ([saturation(x86)] if x86 else []) + [""])
     return "\n".join(lines)
 
 
@@ -204,6 +221,7 @@ def main(argv=None) -> int:
     p.add_argument("--md", type=Path, default=None, help="write the report here")
     p.add_argument("--csv", type=Path, default=None, help="write one row per configuration and CPU here "
                    "(default: the --md file with .csv)")
+    p.add_argument("--load-before", default="", help="1-minute load average when the runs started")
     p.add_argument("--commit", default="", help="the commit the run was made at (recorded in the header)")
     p.add_argument("--models", nargs="*", default=[], help="the .tflite files run (to say which hold INT2/GATHER)")
     p.add_argument("--qemu", default="", help="qemu version line")
@@ -213,10 +231,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     x86 = dict(np.load(args.out_dir / "x86.npz"))
     inputs = np.load(args.out_dir / "inputs.npz")
-    results = {}
+    results, arm = {}, {}
     for cpu in args.cpus:
         path = args.out_dir / f"{cpu}.npz"
-        results[cpu] = compare(x86, dict(np.load(path))) if path.is_file() else None
+        if path.is_file():
+            arm[cpu] = dict(np.load(path))
+        results[cpu] = compare(x86, arm[cpu]) if cpu in arm else None
         for key, c in (results[cpu] or {}).items():
             print(f"{cpu:11s} {key:45s} {cell(c).replace('**', '')}" + ("" if required(key) else "  [informative]"))
     if args.md is not None:
@@ -225,7 +245,7 @@ def main(argv=None) -> int:
         contents = model_contents(args.models) if args.models else None
         n_images = max(len(inputs[k]) for k in inputs.files)
         write_text_atomic(args.md, markdown(results, n_images, sorted(inputs.files, key=int), args, args.command,
-                                            contents, x86), overwrite=True)
+                                            contents, x86, cpus_agree(arm)), overwrite=True)
         csv_path = args.csv or args.md.with_suffix(".csv")
         write_text_atomic(csv_path, csv_text(csv_rows(results), args), overwrite=True)
         print(f"wrote {args.md} and {csv_path}")

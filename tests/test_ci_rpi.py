@@ -68,6 +68,7 @@ def test_report_all_equal_says_so(tmp_path):
     assert "The other 1 configurations (builtin kernels, packed INT4/INT2) were bit-identical too" in md
     assert "1 configurations do not load in the TFLite runtime on x86 nor under any emulated CPU" in md
     assert "1 of the 9 x86 outputs compared (11%) sit at an int8 end" in md
+    assert "cortex-a72 and cortex-a76 gave the same raw outputs as each other in 3 of the 3 configurations" in md
     assert "None of the 2 models holds INT2 tensors: this run does not cover them." in md  # --models named neither
     assert len(rows) == 8 and {r["max_abs_diff_lsb"] for r in rows if r["refused"] == ""} == {"0"}
 
@@ -80,6 +81,7 @@ def test_report_difference_follows_numbers(tmp_path):
     assert "DIFFERS from x86: m_int8|no-int4|xnnpack under cortex-a76." in md
     assert "1 of the other 1 configurations (builtin kernels or packed INT4/INT2) differ from x86, by at most 3 LSB" in md
     assert "| m_int8 | (none) | XNNPACK (default) | **equal** (max 0 LSB) | 1/3 differ, max 1 LSB |" in md
+    assert "cortex-a72 and cortex-a76 gave the same raw outputs as each other in 1 of the 3 configurations" in md
     row = next(r for r in rows if r["cpu"] == "cortex-a72" and r["model"] == "m_adapt" and r["kernels"] == "builtin")
     assert (row["images_differ"], row["max_abs_diff_lsb"], row["equal"]) == ("1", "3", "False")
 
