@@ -11,6 +11,9 @@
 #   RPI_CPUS             qemu CPU models to try (default "cortex-a72 cortex-a76": Pi 4 and Pi 5)
 #   RPI_OUT              folder for inputs/outputs (default: a temp folder)
 #   RPI_REPORT           report to write (default benchmarks/results/rpi_emulated.md, by ci/rpi_report.py)
+#                        (+ the same name with .csv: one row per model, INT4/INT2 handling, kernels and CPU)
+#   RPI_COMMIT           commit recorded in the report (default: git rev-parse HEAD; set it when running
+#                        from a `git archive` snapshot, which has no .git)
 #
 # How: no binfmt_misc, no chroot, no root-only mounts. `debootstrap --foreign` only downloads and
 # unpacks an arm64 bookworm base + python3.11 (its second stage, which would need to execute arm64
@@ -88,6 +91,7 @@ fi
 # 4. models and fixed inputs (made on x86, read by both sides)
 if (($#)); then MODELS=("$@"); else MODELS=(tflite_models/*.tflite); fi
 OUT=${RPI_OUT:-$(mktemp -d)}
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 mkdir -p "$OUT"
 python - "$OUT/inputs.npz" "${MODELS[@]}" <<'EOF'
 import sys
@@ -131,8 +135,9 @@ for cpu in $CPUS; do
   log "$cpu: emulated run took $(( $(date +%s) - start )) s (emulation time, not Pi latency)"
 done
 # Compare with x86 and write the report from the comparisons (exit 1 if the default configuration differs).
+COMMIT=${RPI_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 python ci/rpi_report.py "$OUT" $CPUS --md "${RPI_REPORT:-benchmarks/results/rpi_emulated.md}" \
-  --qemu "$(qemu-aarch64-static --version | head -1)" --arm-python "$version" \
-  --wheels $(cd "$WHEELS" && ls *.whl) --command "bash ci/rpi_emulated.sh $*" || status=1
+  --qemu "$(qemu-aarch64-static --version | head -1)" --arm-python "$version" --commit "$COMMIT" --load-before "$LOAD_BEFORE" \
+  --wheels $(cd "$WHEELS" && ls *.whl) --models "${MODELS[@]}" --command "bash ci/rpi_emulated.sh $*" || status=1
 log "outputs and logs in $OUT"
 exit $status
