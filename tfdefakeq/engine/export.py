@@ -7,7 +7,9 @@ a tfmot_int8/w8a8 QAT model gives full-integer int8, a w4a8/LSQ/adaptive QAT mod
 layers are repacked as INT2. The .tflite is run by the runtime on calibration images and compared
 with Keras: the logits within MAX_LOGIT_LSB output steps, or else (a QAT model) op by op, every
 int8 tensor within 1 LSB of Keras on TFLite's own inputs and off only at rounding ties
-(`tfdefakeq.engine.parity`); a model that disagrees is not written.
+(`tfdefakeq.engine.parity`); a model that disagrees is not written. Nor is a quantized model whose
+output is one constant on the images where the float model's logits spread over at least one
+output LSB (`check_not_collapsed`): Keras and TFLite agreeing on a constant proves nothing.
 """
 
 from __future__ import annotations
