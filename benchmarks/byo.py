@@ -14,7 +14,7 @@ logits). For each:
    |logit|);
 3. `convert --format int8` (post-training int8 on the embedded data): its parity check decides;
 4. adaptive at --avg-bits: `python -m tfdefakeq.train --init det.weights.h5 --scheme adaptive
-   --avg-bits B --epochs E --calib-images C` then `convert` on the result (the two steps
+   --avg-bits B --epochs E --calib-images C` then `convert --float-model det.weights.h5` on the result (the two steps
    `convert --scheme adaptive` runs, with fewer calibration images for the sensitivity); the parity
    check (or the budget) decides, and a refusal is recorded with its one-line reason. A budget
    below the model's cheapest plan is refused naming the smallest --avg-bits that fits: that one
@@ -142,7 +142,9 @@ def run_one(name: str, data: Path, work: Path, args) -> dict:
             train.main(train.parse_args(["--data", str(data), "--out", str(qat), "--init", str(det), "--scheme", "adaptive",
                                          "--avg-bits", str(bits), "--epochs", str(args.epochs), "--batch-size", "8", "--lr", "1e-4",
                                          "--calib-images", str(args.calib), "--quiet"]))
-            verdict, reason = _convert([str(qat / "model.weights.h5"), "--out", str(adaptive)] + common)
+            # --float-model: the threshold's operating point, and the reference a collapsed (constant) output is refused against
+            verdict, reason = _convert([str(qat / "model.weights.h5"), "--out", str(adaptive), "--float-model", str(det)]
+                                       + common)
         except UserError as e:
             verdict, reason = "refused", f"train: {e}"
             smallest = re.search(r"the smallest budget the plan can meet: --avg-bits ([\d.]+)", reason)

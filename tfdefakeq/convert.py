@@ -14,6 +14,8 @@ interpreter rejects INT2 convolutions: `--no-int2` keeps them in INT4 containers
 run by the runtime on calibration images and compared with Keras: the logits within MAX_LOGIT_LSB
 output steps, or else (a QAT model) op by op, every int8 tensor within 1 LSB of Keras on TFLite's
 own inputs and off only at rounding ties (tfdefakeq.engine.parity); a model that disagrees is not written.
+Nor is a quantized model that gives one constant output on the threshold images where the float
+model (the one --scheme starts from, or --float-model) does not: a collapsed model passes parity.
 
 Your own Keras model (`det.keras`, a full-model `det.h5`) converts the same way: it is imported
 (tfdefakeq.engine.importer: flattened, its input preprocessing folded into the manifest, its head

@@ -7,7 +7,9 @@ a tfmot_int8/w8a8 QAT model gives full-integer int8, a w4a8/LSQ/adaptive QAT mod
 layers are repacked as INT2. The .tflite is run by the runtime on calibration images and compared
 with Keras: the logits within MAX_LOGIT_LSB output steps, or else (a QAT model) op by op, every
 int8 tensor within 1 LSB of Keras on TFLite's own inputs and off only at rounding ties
-(`tfdefakeq.engine.parity`); a model that disagrees is not written.
+(`tfdefakeq.engine.parity`); a model that disagrees is not written. Nor is a quantized model whose
+output is one constant on the images where the float model's logits spread over at least one
+output LSB (`check_not_collapsed`): Keras and TFLite agreeing on a constant proves nothing.
 """
 
 from __future__ import annotations
@@ -68,12 +70,43 @@ def keras_probs(model, preprocess, images_uint8: np.ndarray, batch_size: int = 6
     return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
 
+def check_not_collapsed(quantized_logits: np.ndarray, float_logits: np.ndarray, output_lsb: float, label,
+                        images: str) -> dict:
+    """A parity check cannot prove anything about a model that gives one output whatever the image:
+    Keras and TFLite then agree on a constant. Raises ParityError (naming `label`, the measured spreads)
+    when the quantized logits over `images` (e.g. "64 calibration images") spread less than one output
+    LSB, i.e. sit on one int8 value, while the float model's logits on the same images spread over at
+    least one LSB (the output grid could show them): the quantization collapsed the model. A float
+    model that is itself constant at this resolution is not refused.
+
+    Returns {"quantized_logit_spread", "float_logit_spread" (max - min, logits), "output_lsb"}.
+    """
+    q = np.asarray(quantized_logits, dtype=np.float64).reshape(-1)
+    f = np.asarray(float_logits, dtype=np.float64).reshape(-1)
+    q_spread, f_spread = float(np.ptp(q)), float(np.ptp(f))
+    result = {"quantized_logit_spread": q_spread, "float_logit_spread": f_spread, "output_lsb": float(output_lsb)}
+    # an int8 output differs by whole LSBs: below half of one it is a single value
+    if len(q) > 1 and output_lsb > 0 and q_spread < 0.5 * output_lsb and f_spread >= output_lsb:
+        raise ParityError(
+            f"{label}: the quantized model gives one constant output (logit {q[0]:.4g}; spread {q_spread:.3g} < 1 "
+            f"output LSB {output_lsb:.3g}) on {images} where the float model's logits spread {f_spread:.3g} "
+            f"({f_spread / output_lsb:.0f} LSB): the quantization collapsed it, and parity with Keras proves nothing",
+            result)
+    return result
+
+
+def _logits(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-15, 1 - 1e-15)
+    return np.log(p) - np.log1p(-p)
+
+
 def calibrate_threshold(tflite_path, fmt: str, preprocess, reference: ThresholdReference | None,
-                        sha256: str | None = None) -> dict:
+                        sha256: str | None = None, probs: np.ndarray | None = None) -> dict:
     """The manifest's `threshold` record for the .tflite at `tflite_path` (runtime.threshold explains the
     choice): a float32 model keeps the float model's 0.5; a quantized one gets the threshold matching the
     float model's real-image false-positive rate on `reference`. Without a float reference, or without
-    real images in it, the record says 0.5 and why (warned on stderr when `reference` was given)."""
+    real images in it, the record says 0.5 and why (warned on stderr when `reference` was given).
+    `probs`: the .tflite's P(fake) on `reference.images_uint8`, when the caller has them already."""
     import sys
 
     from tfdefakeq.runtime.loader import open_model
@@ -84,7 +117,8 @@ def calibrate_threshold(tflite_path, fmt: str, preprocess, reference: ThresholdR
                 "reason": "a float model keeps its own operating point"}
     reason = "no calibration images were given" if reference is None else reference.reference
     if reference is not None and reference.reference_probs is not None:
-        probs = open_model(tflite_path, expected_sha256=sha256).predict_proba(reference.images_uint8, preprocess)
+        if probs is None:
+            probs = open_model(tflite_path, expected_sha256=sha256).predict_proba(reference.images_uint8, preprocess)
         try:
             record = match_real_fpr(reference.labels, probs, reference.reference_probs)
             return {**record, "split": reference.split, "reference": reference.reference}
@@ -164,6 +198,9 @@ def check_parity(keras_model, tflite_path, images_uint8: np.ndarray, preprocess,
         ok = diff.max() <= MAX_FLOAT_DIFF * logit_range
         limit = f"{MAX_FLOAT_DIFF} relative"
     result["agrees"] = bool(ok)
+    if ptq and out_scale and ok:  # the Keras model is the float one: its logits are the reference
+        result["collapse"] = check_not_collapsed(tfl_logits, keras_logits, out_scale, label or tflite_path,
+                                                 f"{len(x)} parity images")
     if not ok:
         raise ParityError(
             f"{label or tflite_path}: TFLite output disagrees with Keras: max |logit diff| {diff.max():.4g}"
@@ -193,6 +230,20 @@ def _per_layer_parity(model, tflite_path, calib_uint8, preprocess, parity: dict)
         parity["error"] += (f"; op by op: {verdict['first_failing'] or 'too few tensors matched'} departs from Keras "
                             f"(python -m tfdefakeq.diagnose shows where)")
     return parity
+
+
+def _check_against_float(tflite_path, sha256, preprocess, reference: ThresholdReference, parity: dict, label) -> np.ndarray:
+    """A quantized .tflite against the float model on the threshold images (`check_not_collapsed`);
+    records the spreads in `parity["collapse"]`. Returns the .tflite's P(fake) on them."""
+    from tfdefakeq.runtime.interpreter import sigmoid
+    from tfdefakeq.runtime.loader import open_model
+
+    tfl = open_model(tflite_path, expected_sha256=sha256)
+    logits = tfl.predict_logits(reference.images_uint8, preprocess).reshape(-1)
+    out_scale = tfl.output_quant[0] if tfl.output_quant and tfl.output_quant[0] else 0.0
+    where = f"{len(logits)} {reference.split or 'reference'} images"
+    parity["collapse"] = check_not_collapsed(logits, _logits(reference.reference_probs), out_scale, label, where)
+    return sigmoid(logits)  # what predict_proba gives
 
 
 def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, overwrite: bool = False, int2: bool = True,
@@ -263,7 +314,10 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
             from tfdefakeq.quant.horizontal import check_file_budget
 
             check_file_budget(staged, plan, label=out_path)
-        threshold = calibrate_threshold(staged, fmt, manifest.preprocess, threshold_reference, digest)
+        quant_probs = None
+        if fmt != "float32" and threshold_reference is not None and threshold_reference.reference_probs is not None:
+            quant_probs = _check_against_float(staged, digest, manifest.preprocess, threshold_reference, parity, out_path)
+        threshold = calibrate_threshold(staged, fmt, manifest.preprocess, threshold_reference, digest, quant_probs)
     from tfdefakeq.quant.schemes import plan_weight_bits
 
     bits = manifest.weight_bits
