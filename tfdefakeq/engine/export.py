@@ -100,16 +100,14 @@ def _logits(probs: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def calibrate_threshold(tflite_path, fmt: str, preprocess, reference: ThresholdReference | None,
-                        sha256: str | None = None, probs: np.ndarray | None = None) -> dict:
-    """The manifest's `threshold` record for the .tflite at `tflite_path` (runtime.threshold explains the
-    choice): a float32 model keeps the float model's 0.5; a quantized one gets the threshold matching the
-    float model's real-image false-positive rate on `reference`. Without a float reference, or without
-    real images in it, the record says 0.5 and why (warned on stderr when `reference` was given).
-    `probs`: the .tflite's P(fake) on `reference.images_uint8`, when the caller has them already."""
+def calibrate_threshold(fmt: str, reference: ThresholdReference | None, probs: np.ndarray | None = None) -> dict:
+    """The manifest's `threshold` record (runtime.threshold explains the choice): a float32 model keeps
+    the float model's 0.5; a quantized one gets the threshold matching the float model's real-image
+    false-positive rate on `reference`, `probs` being the .tflite's P(fake) on `reference.images_uint8`
+    (`_check_against_float` computes them). Without a float reference, or without real images in it,
+    the record says 0.5 and why (warned on stderr when `reference` was given)."""
     import sys
 
-    from tfdefakeq.runtime.loader import open_model
     from tfdefakeq.runtime.threshold import DEFAULT_THRESHOLD, FLOAT_THRESHOLD, match_real_fpr
 
     if fmt == "float32":
@@ -117,8 +115,6 @@ def calibrate_threshold(tflite_path, fmt: str, preprocess, reference: ThresholdR
                 "reason": "a float model keeps its own operating point"}
     reason = "no calibration images were given" if reference is None else reference.reference
     if reference is not None and reference.reference_probs is not None:
-        if probs is None:
-            probs = open_model(tflite_path, expected_sha256=sha256).predict_proba(reference.images_uint8, preprocess)
         try:
             record = match_real_fpr(reference.labels, probs, reference.reference_probs)
             return {**record, "split": reference.split, "reference": reference.reference}
@@ -317,7 +313,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         quant_probs = None
         if fmt != "float32" and threshold_reference is not None and threshold_reference.reference_probs is not None:
             quant_probs = _check_against_float(staged, digest, manifest.preprocess, threshold_reference, parity, out_path)
-        threshold = calibrate_threshold(staged, fmt, manifest.preprocess, threshold_reference, digest, quant_probs)
+        threshold = calibrate_threshold(fmt, threshold_reference, quant_probs)
     from tfdefakeq.quant.schemes import plan_weight_bits
 
     bits = manifest.weight_bits
