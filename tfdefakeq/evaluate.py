@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from tfdefakeq.core.cli import require, run_cli
+from tfdefakeq.core.cli import add_threshold_arg, require, run_cli
 from tfdefakeq.core.errors import UserError
 from tfdefakeq.data.folders import SPLIT_HELP
 
@@ -35,9 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default=None, help=SPLIT_HELP.format(default="test"))
     parser.add_argument("--out", type=Path, default=None, help="folder for the CSV/Markdown/scores files (default: print only)")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="probability above which an image is called fake (default: the manifest's calibrated "
-                             "threshold, else 0.5)")
+    add_threshold_arg(parser)
     parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false", help="run without the XNNPACK delegate")
     parser.add_argument("--packed", choices=("unpacked", "packed"), default="unpacked",
                         help="run packed INT4/INT2 weights unpacked to INT8 at load (default: int8 speed, same arithmetic) or as stored")

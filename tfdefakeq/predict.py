@@ -24,7 +24,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from tfdefakeq.core.cli import given_options, options_given, refuse_ignored, run_cli
+from tfdefakeq.core.cli import add_threshold_arg, given_options, options_given, refuse_ignored, run_cli
 from tfdefakeq.core.errors import UserError
 
 VERB = "predict"
@@ -50,9 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="image score from the tile scores: topk (default: mean of the --top-k highest), mean, max")
     g.add_argument("--top-k", type=int, default=None, help="tiles averaged by --aggregate topk (default 3)")
     g.add_argument("--heatmap", type=Path, default=None, help="folder for NAME.heatmap.png: the tile scores over each image")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="probability above which an item is called fake (default: the manifest's calibrated threshold, "
-                        "else 0.5)")
+    add_threshold_arg(p, "item")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     p.add_argument("--packed", choices=("unpacked", "packed"), default="unpacked",
                    help="run packed INT4/INT2 weights unpacked to INT8 (default: faster, same arithmetic) or as stored")

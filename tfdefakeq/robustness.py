@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfdefakeq.core.cli import require, run_cli
+from tfdefakeq.core.cli import add_threshold_arg, require, run_cli
 from tfdefakeq.data.folders import SPLIT_HELP
 
 VERB = "robustness"
@@ -29,9 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep", choices=sorted(SWEEPS), required=True, help=f"the degradation ({sweeps})")
     p.add_argument("--levels", type=float, nargs="+", default=None, help="levels to test (default: the sweep's own)")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="probability above which an image is called fake (default: the manifest's calibrated threshold, "
-                        "else 0.5)")
+    add_threshold_arg(p)
     p.add_argument("--out", type=Path, required=True, help="folder for NAME.SWEEP.csv / .md / .png")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress output on stderr (results and errors are still printed)")

@@ -90,6 +90,14 @@ def require(modules, purpose: str, extra: str) -> None:
                         f"pip install 'tfdefakeq[{extra}]' (or pip install {' '.join(missing)})")
 
 
+def add_threshold_arg(p, noun: str = "image") -> None:
+    """--threshold of the verbs that call images fake (evaluate, predict, robustness): None unless given,
+    so that runtime.threshold.resolve_threshold can fall back on the manifest's calibrated value."""
+    p.add_argument("--threshold", type=float, default=None,
+                   help=f"probability above which an {noun} is called fake (default: the manifest's calibrated "
+                        "threshold, else 0.5)")
+
+
 def add_import_args(p: argparse.ArgumentParser) -> None:
     """Options for a user's Keras model file (.keras / .h5) given as the model (tfdefakeq.engine.importer)."""
     g = p.add_argument_group("a Keras model of your own (.keras / full-model .h5)")
