@@ -124,14 +124,31 @@ def assert_same_weights(a: Path, b: Path) -> float:
     return worst
 
 
+@pytest.fixture(scope="module")
+def data_slice(tmp_path_factory, synthetic_root):
+    """A slice of the tiny synthetic tree (hard links): 16 train and 4 val images per generator and
+    class, so 8 global batches of 8 an epoch. Every process of these tests starts TensorFlow and
+    traces its model; the slice keeps the training itself from adding minutes."""
+    root = tmp_path_factory.mktemp("slice")
+    for split, per_class in (("train", 16), ("val", 4)):
+        for folder in sorted((synthetic_root / split).glob("*/*_*")):
+            target = root / split / folder.parent.name / folder.name
+            target.mkdir(parents=True)
+            files = sorted(folder.iterdir())[:per_class]
+            assert len(files) == per_class, folder
+            for f in files:
+                os.link(f, target / f.name)
+    return root
+
+
 def non_chief_folder(output: str) -> Path:
     line = next(l for l in output.splitlines() if l.startswith("not the chief: this worker writes into"))
     return Path(line.split(" into ", 1)[1].split(" (", 1)[0])
 
 
 @pytest.mark.slow
-def test_two_workers_train_float_then_qat_like_one_process(tmp_path, synthetic_root):
-    base = ["--data", str(synthetic_root)] + TINY_TRAIN + ["--epochs", "1", "--seed", "3"]
+def test_two_workers_train_float_then_qat_like_one_process(tmp_path, data_slice):
+    base = ["--data", str(data_slice)] + TINY_TRAIN + ["--epochs", "1", "--seed", "3"]
     mw, ref = tmp_path / "mw", tmp_path / "ref"
     outputs = run_cluster(base + ["--out", str(mw)])
     run_reference(base + ["--out", str(ref)])
@@ -144,7 +161,7 @@ def test_two_workers_train_float_then_qat_like_one_process(tmp_path, synthetic_r
     assert not non_chief_folder(outputs[1]).exists()
 
     # QAT from the same float model, one epoch, on both
-    qat = ["--data", str(synthetic_root), "--init", str(mw / "model.weights.h5"), "--scheme", "tfmot_int8",
+    qat = ["--data", str(data_slice), "--init", str(mw / "model.weights.h5"), "--scheme", "tfmot_int8",
            "--epochs", "1", "--lr", "1e-4", "--seed", "3", "--input-size", "32", "--batch-size", "8", "--aug-prob", "0.1"]
     run_cluster(qat + ["--out", str(tmp_path / "mw_qat")])
     run_reference(qat + ["--out", str(tmp_path / "ref_qat")])
@@ -153,8 +170,8 @@ def test_two_workers_train_float_then_qat_like_one_process(tmp_path, synthetic_r
 
 
 @pytest.mark.slow
-def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, synthetic_root):
-    base = ["--data", str(synthetic_root)] + TINY_TRAIN + ["--epochs", "2", "--seed", "5"]
+def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, data_slice):
+    base = ["--data", str(data_slice)] + TINY_TRAIN + ["--epochs", "2", "--seed", "5"]
     out = tmp_path / "mw"
     procs = start_cluster(base + ["--out", str(out)], kill_at="1:2")  # worker 1 dies at epoch 1, batch 2
     worker1_out, _ = procs[1].communicate(timeout=TIMEOUT)

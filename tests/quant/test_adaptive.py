@@ -3,6 +3,7 @@ bits are the plan's, through `python -m tfdefakeq.convert --scheme adaptive`."""
 
 import pytest
 
+from tests.conftest import build_once
 from tests.test_cli_errors import run
 
 
@@ -11,12 +12,14 @@ def adaptive_avg3(tmp_path_factory, tiny_float_model, easy_synthetic_root):
     """(tflite path, float32 size) of the tiny float detector quantized at 3 average bits."""
     from tfdefakeq import convert
 
-    out = tmp_path_factory.mktemp("adaptive")
-    assert convert.main(convert.parse_args([str(tiny_float_model), "--data", str(easy_synthetic_root), "--out",
-                                            str(out / "avg3.tflite"), "--scheme", "adaptive", "--avg-bits", "3",
-                                            "--epochs", "1", "--batch-size", "8", "--calib-images", "32"])) == 0
-    assert convert.main(convert.parse_args([str(tiny_float_model), "--data", str(easy_synthetic_root), "--out",
-                                            str(out / "fp32.tflite"), "--calib-images", "8"])) == 0
+    def build(out):
+        assert convert.main(convert.parse_args([str(tiny_float_model), "--data", str(easy_synthetic_root), "--out",
+                                                str(out / "avg3.tflite"), "--scheme", "adaptive", "--avg-bits", "3",
+                                                "--epochs", "1", "--batch-size", "8", "--calib-images", "32"])) == 0
+        assert convert.main(convert.parse_args([str(tiny_float_model), "--data", str(easy_synthetic_root), "--out",
+                                                str(out / "fp32.tflite"), "--calib-images", "8"])) == 0
+
+    out = build_once(tmp_path_factory, "adaptive_avg3", build)
     return out / "avg3.tflite", (out / "fp32.tflite").stat().st_size
 
 

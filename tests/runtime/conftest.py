@@ -53,12 +53,20 @@ def tiny_models(tmp_path_factory) -> dict:
 
     A small conv net (input 16x16x3, one logit, no sigmoid) fitted a few epochs on synthetic
     real/fake images, converted to float32 and to full int8 (int8 input and output), each with a
-    sidecar manifest.
+    sidecar manifest. Built once per session (tests.conftest.build_once).
     """
+    from tests.conftest import build_once
+
+    out = build_once(tmp_path_factory, "runtime_tiny_models", _build_tiny_models)
+    arrays = np.load(out / "arrays.npz")
+    return {"float32": out / "tiny_float32.tflite", "int8": out / "tiny_int8.tflite",
+            "images": arrays["images"], "keras_logits": arrays["keras_logits"]}
+
+
+def _build_tiny_models(out: Path) -> None:
     from tfdefakeq.core.manifest import Manifest, Preprocess, manifest_path
     from tfdefakeq.core.tfcompat import keras, tf
 
-    out = tmp_path_factory.mktemp("tiny_models")
     preprocess = Preprocess()
     keras.utils.set_random_seed(0)
     real = synthetic_images(32, False, IMAGE_SIZE, seed=1)
@@ -91,7 +99,6 @@ def tiny_models(tmp_path_factory) -> dict:
             warnings.simplefilter("ignore", UserWarning)  # "Statistics for quantized inputs ..."
             return converter.convert()
 
-    result = {}
     for fmt in ("float32", "int8"):
         path = out / f"tiny_{fmt}.tflite"
         path.write_bytes(convert(fmt == "int8"))
@@ -103,8 +110,6 @@ def tiny_models(tmp_path_factory) -> dict:
             preprocess=preprocess,
             size_bytes=path.stat().st_size,
         ).save(manifest_path(path))
-        result[fmt] = path
     test_images = np.concatenate([synthetic_images(4, False, IMAGE_SIZE, 7), synthetic_images(4, True, IMAGE_SIZE, 8)])
-    result["images"] = test_images
-    result["keras_logits"] = model.predict(preprocess.apply(test_images), verbose=0).reshape(-1)
-    return result
+    np.savez(out / "arrays.npz", images=test_images,
+             keras_logits=model.predict(preprocess.apply(test_images), verbose=0).reshape(-1))
