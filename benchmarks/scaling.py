@@ -190,6 +190,8 @@ def child_planner(args) -> dict:
     keras.utils.set_random_seed(0)  # the same untrained weights in every run and every commit
     model = build(name, input_shape=(size, size, 3))
     calib = np.clip(np.random.default_rng(0).normal(0, 0.5, (args.calib_images, size, size, 3)), -1, 1).astype("float32")
+    # how much the float logits vary over the images: near 0, every sensitivity is rounding noise
+    logit_std = float(np.std(model.predict(calib, batch_size=64, verbose=0)))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
@@ -203,7 +205,7 @@ def child_planner(args) -> dict:
     return {"backbone": name, "size": size, "seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime - cpu_before,
             "peak_mb": _vm_hwm_mb(),
             "weights": sum(v["weights"] for v in plan.layers.values()), "free_layers": len(plan.sensitivity),
-            "options_measured": options, **spent,
+            "options_measured": options, **spent, "logit_std": logit_std,
             "layers_at_bits": json.dumps(dict(sorted(bits.items()))),
             "split_layers": len(plan.salient_channels), "predicted_loss": plan.budget.get("sensitivity_sum"),
             "package": str(Path(tfdefakeq.__file__).parent), "weight_bits": plan.weight_bits,
@@ -424,8 +426,8 @@ def report(args, commit, load, started, measured) -> None:
             "",
             f"`plan_adaptive` at full width, untrained backbones (Keras initialisation, seed 0), {args.calib_images} "
             "calibration images of seeded noise, default budget (the uniform W4 file), exact allocator. cpu_s: the "
-            "planner's CPU seconds (user + system, all its threads), which other work on the machine inflates less "
-            "than the wall time. options_measured: "
+            "planner's CPU seconds (user + system, all its threads). logit_std: the spread (std) of the float model's "
+            "logits over the calibration images. options_measured: "
             "layer x option variants whose logits were measured (each runs the layers from the quantized one on); "
             "saliency_s, sensitivity_s: the two measurements; kernel_grid_s: the MSE step search for the quantized "
             "kernels, inside sensitivity_s; the rest of `seconds` is folding, imports and the allocation.",
@@ -440,15 +442,21 @@ def report(args, commit, load, started, measured) -> None:
         for _, r in done_df.iterrows():
             other = r["seconds"] - r["sensitivity_s"] - r["saliency_s"]
             lines.append(
-                f"- {r['backbone']} {r['size']} px: {r['seconds']:.0f} s ({r['cpu_s']:.0f} CPU s) = sensitivity {r['sensitivity_s']:.0f} s "
+                f"- {r['backbone']} {r['size']} px: {r['seconds']:.0f} s ({r['cpu_s']:.0f} CPU s: "
+                f"{r['cpu_s'] / r['seconds']:.2f} of the {os.cpu_count()} CPUs on average) = sensitivity {r['sensitivity_s']:.0f} s "
                 f"({r['kernel_grid_s']:.0f} s of it the MSE step search, {r['sensitivity_s'] - r['kernel_grid_s']:.0f} s "
-                f"running the model) + saliency {r['saliency_s']:.0f} s + {other:.0f} s the rest; peak {r['peak_mb']:.0f} MB.")
+                f"running the model) + saliency {r['saliency_s']:.0f} s + {other:.0f} s the rest; peak {r['peak_mb']:.0f} MB."
+                + (f" Its float logits are flat (std {r['logit_std']:.2g} over the images; predicted loss "
+                   f"{r['predicted_loss']:.2g}): the sensitivities measure rounding noise, so this plan is no finding, "
+                   "only its cost is." if r.get("logit_std", 1.0) < 1e-6 else ""))
         r50 = plan_df[(plan_df.backbone == "resnet50") & (plan_df["size"] == 224)] if len(plan_df) else plan_df
         if len(r50):
             sec = r50.iloc[0]["seconds"]
             lines += ["", "ResNet-50 at 224 px: " + (
                 f"{sec / 60:.1f} min with {args.calib_images} calibration images, target (<= 10 min) "
-                f"{'met' if sec <= 600 else 'missed'}." if sec is not None and sec == sec else
+                f"{'met' if sec <= 600 else 'missed'} at this load; its {r50.iloc[0]['cpu_s']:.0f} CPU seconds over the "
+                f"{os.cpu_count()} cores would take at least {r50.iloc[0]['cpu_s'] / os.cpu_count() / 60:.1f} min alone."
+                if sec is not None and sec == sec else
                 f"not finished within the {args.planner_timeout:g} s timeout.")]
     write_atomic(out.with_suffix(".md"), ("\n".join(lines) + "\n").encode(), overwrite=True)
     print(f"wrote {out.with_suffix('.csv')}, .md" + (" and .png" if out.with_suffix(".png").exists() else ""), flush=True)
