@@ -78,6 +78,54 @@ def test_sensitivity_finds_the_layer_that_carries_the_signal():
     assert len(np.unique(quantize_kernel(kernel, 2)[..., 0])) <= 4
 
 
+def test_sensitivity_equals_the_whole_model_measurement():
+    """layer_sensitivity runs only the layers after the quantized one, from the float tensors that
+    cross the cut (here a residual skip and a long skip into a Concatenate): its scores equal the
+    plain measurement, the whole model run with that one kernel quantized, to float rounding."""
+    from tfdefakeq.core.tfcompat import keras
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inputs = keras.Input((12, 12, 3))
+    stem = L.ReLU()(L.Conv2D(8, 3, padding="same", name="stem")(inputs))
+    x = L.ReLU()(L.Conv2D(8, 3, padding="same", name="a1")(stem))
+    x = L.Add()([stem, L.Conv2D(8, 1, name="a2")(x)])  # residual skip around a1, a2
+    x = L.ReLU()(L.DepthwiseConv2D(3, padding="same", name="dw")(x))
+    x = L.Conv2D(8, 1, name="b")(x)
+    x = L.Concatenate()([x, stem])  # long skip around everything after the stem
+    out = L.Dense(1, name="head")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, out)
+    images = np.random.default_rng(1).normal(size=(10, 12, 12, 3)).astype(np.float32)
+    names = ["head", "a2", "stem", "dw", "a1", "b"]  # not in graph order on purpose
+    salient = {"a2": [1, 5], "b": [0]}
+    scores = layer_sensitivity(model, names, images, salient=salient, batch_size=4)  # 3 batches, the last short
+
+    reference = model(images, training=False).numpy()
+    assert list(scores) == names
+    for name in names:
+        layer = model.get_layer(name)
+        weights = layer.get_weights()
+        per_axis = name != "head"
+        for bits in (8, 4, 3, 2):
+            kernels = {str(bits): quantize_kernel(weights[0], bits, per_axis, depthwise=name == "dw")}
+            if name in salient and bits < 8:
+                idx = salient[name]
+                rest = [c for c in range(weights[0].shape[2]) if c not in idx]
+                split = np.empty_like(weights[0])
+                split[:, :, idx, :] = quantize_kernel(weights[0][:, :, idx, :], 8)
+                split[:, :, rest, :] = quantize_kernel(weights[0][:, :, rest, :], bits)
+                kernels[f"{bits}s"] = split
+            for key, kernel in kernels.items():
+                layer.set_weights([kernel] + weights[1:])
+                expected = float(np.mean((model(images, training=False).numpy() - reference) ** 2))
+                layer.set_weights(weights)
+                assert scores[name][key] == pytest.approx(expected, rel=1e-5, abs=1e-12), (name, key)
+        assert scores[name]["2"] > 0
+        assert sorted(scores[name]) == sorted(["8", "4", "3", "2"] + (["4s", "3s", "2s"] if name in salient else []))
+    # the model is left as it was
+    np.testing.assert_array_equal(model(images, training=False).numpy(), reference)
+
+
 def test_plan_file_round_trip_and_bad_bits(tmp_path):
     plan = QuantPlan(weight_bits={"a": 4, "b": 2}, salient_channels={"a": [0, 3]}, budget={"avg_bits": 3.0})
     path = plan.save(tmp_path / "plan.json")

@@ -140,11 +140,13 @@ def fold_batchnorm(model):
     return rebuild(model, fold)
 
 
-def run_layers(model, x, before=None):
-    """Runs the flat Functional `model` eagerly, layer by layer, on `x`; `before(layer, inputs)`
-    may return replacement inputs for a layer (e.g. a watched gate product). Returns the output."""
-    tensors = {model.inputs[0].node.layer.name: x}
-    for layer in model.layers:
+def run_layers(model, x, before=None, start: int = 0):
+    """Runs the flat Functional `model` layer by layer (eagerly, or traced inside a tf.function) on
+    `x`; `before(layer, inputs)` may return replacement inputs for a layer (e.g. a watched gate
+    product). start > 0: runs model.layers[start:] only, `x` being the dict of the tensors that
+    cross the cut before layer `start` (layer name -> its output, see `crossing`). Returns the output."""
+    tensors = dict(x) if start else {model.inputs[0].node.layer.name: x}
+    for layer in model.layers[start:]:
         if isinstance(layer, layers.InputLayer):
             continue
         args = [tensors[src.name] for src in inbound_layers(layer)]
@@ -153,3 +155,15 @@ def run_layers(model, x, before=None):
             args = before(layer, args)
         tensors[layer.name] = layer(args, training=False)
     return tensors[model.outputs[0].node.layer.name]
+
+
+def crossing(model) -> list[set[str]]:
+    """For each position p in model.layers, the names of the layers before p whose outputs layers at
+    p or later read: what `run_layers(model, tensors, start=p)` needs (the skip connections included)."""
+    made = {layer.name: position for position, layer in enumerate(model.layers)}
+    last_read: dict[str, int] = {}
+    for position, layer in enumerate(model.layers):
+        if not isinstance(layer, layers.InputLayer):
+            for src in inbound_layers(layer):
+                last_read[src.name] = position
+    return [{name for name, last in last_read.items() if made[name] < p <= last} for p in range(len(model.layers))]

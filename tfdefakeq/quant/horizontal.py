@@ -96,23 +96,43 @@ def layer_sensitivity(folded, layer_names, images: np.ndarray, choices=CHOICES, 
                       batch_size: int = 64) -> dict:
     """layer -> {option: mean squared logit change} with that layer alone quantized (float
     elsewhere). Options are the bits in `choices`, plus for the layers in `salient` (layer -> input
-    channels) each low-bit choice with those channels at 8 bits ("4s", "2s", ...)."""
+    channels) each low-bit choice with those channels at 8 bits ("4s", "2s", ...).
+
+    Only the layers from l on see l's change, so each option runs that part alone (`fold.run_layers`
+    from l's position, traced once per layer) on the float tensors crossing the cut before l (l's
+    input and the skip connections around it), computed once in one walk through the model: ResNet-50
+    runs about half its layers per option instead of all of them. The logits are those of the whole
+    model run with the quantized kernel (tests/quant/test_horizontal.py checks it against that)."""
     from tfdefakeq.core.tfcompat import keras, tf
+    from tfdefakeq.quant.fold import crossing, inbound_layers, run_layers
 
-    forward = tf.function(lambda x: folded(x, training=False))  # traced once; weights are read at call time
-
-    def logits():
-        return np.concatenate([forward(images[i:i + batch_size]).numpy().reshape(-1) for i in range(0, len(images), batch_size)])
-
-    reference = logits()
+    order = {layer.name: position for position, layer in enumerate(folded.layers)}
+    crossings = crossing(folded)
+    forward = tf.function(lambda x: folded(x, training=False))
+    batches = [tf.constant(images[i:i + batch_size], tf.float32) for i in range(0, len(images), batch_size)]
+    reference = np.concatenate([forward(x).numpy().reshape(-1) for x in batches])
+    # float tensors crossing the cut before position `done`, per batch (the input first)
+    cut = [{folded.inputs[0].node.layer.name: x} for x in batches]
+    done = 0
     salient = salient or {}
-    scores = {}
-    for name in layer_names:
+    scores = {name: {} for name in layer_names}
+    for name in sorted(layer_names, key=order.__getitem__):
+        start = order[name]
+        for tensors in cut:  # walk the float model up to `name`, keeping what crosses its cut
+            for layer in folded.layers[done:start]:
+                if isinstance(layer, keras.layers.InputLayer):
+                    continue
+                args = [tensors[src.name] for src in inbound_layers(layer)]
+                tensors[layer.name] = layer(args[0] if len(args) == 1 else args, training=False)
+            for stale in set(tensors) - crossings[start]:
+                del tensors[stale]
+        done = start
+        # traced once per layer (weights are read at call time); a plain Python loop: no autograph
+        suffix = tf.function(lambda t, start=start: run_layers(folded, t, start=start), autograph=False)
         layer = folded.get_layer(name)
         weights = layer.get_weights()
         per_axis = not isinstance(layer, keras.layers.Dense)
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-        scores[name] = {}
         for bits in choices:
             variants = [(False, quantize_kernel(weights[0], bits, per_axis, depthwise))]
             if name in salient and bits < 8:
@@ -125,7 +145,8 @@ def layer_sensitivity(folded, layer_names, images: np.ndarray, choices=CHOICES, 
                 variants.append((True, kernel))
             for split, kernel in variants:
                 layer.set_weights([kernel] + weights[1:])
-                scores[name][option_key(bits, split)] = float(np.mean((logits() - reference) ** 2))
+                logits = np.concatenate([suffix(tensors).numpy().reshape(-1) for tensors in cut])
+                scores[name][option_key(bits, split)] = float(np.mean((logits - reference) ** 2))
         layer.set_weights(weights)
     return scores
 
