@@ -212,3 +212,20 @@ def test_held_back_by_ranks_op_types_by_their_excess_over_the_target():
     assert [r["op"] for r in ranked] == ["ADD", "MUL", "CONV_2D"]
     assert ranked[0] == {"op": "ADD", "count": 2, "ms": 0.5, "base_ms": 0.0, "excess_ms": 0.5, "not_delegated": 1}
     assert ranked[2]["excess_ms"] == pytest.approx(0.8 - 0.5 * 2.0)
+
+
+def test_paired_latency_times_every_model_in_alternation(tiny_models):
+    from tfdefakeq.runtime.latency import paired_latency
+    from tfdefakeq.runtime.loader import open_model
+
+    models = {fmt: open_model(tiny_models[fmt]) for fmt in ("float32", "int8")}
+    calls = []
+    for fmt, m in models.items():
+        real = m.interpreter.invoke
+        m.interpreter = type("Counting", (), {"invoke": lambda self, real=real, fmt=fmt: (calls.append(fmt), real())[1],
+                                              "set_tensor": m.interpreter.set_tensor})()
+    times = paired_latency(models, runs=7, warmup=1, block=3)
+    assert {fmt: len(ms) for fmt, ms in times.items()} == {"float32": 7, "int8": 7}
+    assert all((ms > 0).all() for ms in times.values())
+    timed = calls[2:]  # after one warm-up invoke each: blocks of 3, the order rotating every block
+    assert timed[:6] == ["float32"] * 3 + ["int8"] * 3 and timed[6:9] == ["int8"] * 3
