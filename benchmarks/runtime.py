@@ -136,37 +136,11 @@ def build_models(size: int, work: Path, rebuild: bool) -> dict:
     return {"paths": paths, "notes": notes}
 
 
-def paired_latency(models: dict, runs: int, warmup: int, block: int = 10, seed: int = 0) -> dict:
-    """Per-invoke latencies (ms) of several loaded models measured in alternation: `block` invokes of
-    each in turn (the order rotating every block) until each has `runs`, so that every format sees
-    the same machine load. -> {name: np.ndarray of runs}."""
-    import numpy as np
-
-    from tfdefakeq.runtime.latency import random_input
-
-    names = list(models)
-    for name in names:
-        m = models[name]
-        m.interpreter.set_tensor(m.input_details["index"], random_input(m, seed))
-        for _ in range(warmup):
-            m.interpreter.invoke()
-    times = {name: [] for name in names}
-    for b in range(-(-runs // block)):
-        order = names[b % len(names):] + names[: b % len(names)]
-        for name in order:
-            invoke = models[name].interpreter.invoke
-            for _ in range(block):
-                start = time.perf_counter_ns()
-                invoke()
-                times[name].append((time.perf_counter_ns() - start) / 1e6)
-    return {name: np.array(t[:runs]) for name, t in times.items()}
-
-
 def measure(args) -> None:
     """Child process: time every model, compare int4 with int4 unpacked; JSON to stdout. No TensorFlow."""
     import numpy as np
 
-    from tfdefakeq.runtime.latency import bench_model
+    from tfdefakeq.runtime.latency import bench_model, paired_latency
     from tfdefakeq.runtime.interpreter import TFLiteModel
 
     plan = json.loads(Path(args.plan).read_text())

@@ -62,3 +62,20 @@ def test_backbones_speed_columns_are_computed_from_the_row():
     assert backbones.speed_columns(row) == {"int8_over_fp32": 0.625, "gmacs_per_s_fp32": 75.0, "gmacs_per_s_int8": 120.0}
     assert backbones.speed_columns({"macs": 300_000_000, "latency_fp32_ms": 4.0}) == {"gmacs_per_s_fp32": 75.0}
     assert {"int8_over_fp32", "gmacs_per_s_fp32", "gmacs_per_s_int8"} <= set(backbones.COLUMNS)
+
+
+def test_backbones_closing_note_names_what_holds_each_miss_back():
+    backbones = _script("benchmarks/backbones.py")
+    rows = [{"backbone": "resnet18", "int8_over_fp32": 0.33},
+            {"backbone": "mobilenet_v3_small", "int8_over_fp32": 0.61, "int8_not_delegated": "",
+             "int8_held_back_by": "MUL x56 int8 0.406 ms vs fp32 0.038 ms"},
+            {"backbone": "mesoinception4", "int8_over_fp32": 1.9, "int8_not_delegated": "SPACE_TO_BATCH_ND x4",
+             "int8_held_back_by": "SPACE_TO_BATCH_ND x4 int8 1.000 ms vs fp32 0.000 ms (4 not delegated)"},
+            {"backbone": "broken", "int8_over_fp32": "", "error": "int8: failed"}]
+    note = backbones.closing_note(rows).splitlines()
+    assert note[0] == ("int8 p50 <= 0.5 x float32 p50 (side by side, 1 thread, XNNPACK): 1 of 3 backbones"
+                       " (resnet18 0.33).")
+    assert note[1].startswith("- mesoinception4: 1.90, held back by SPACE_TO_BATCH_ND x4") and "not delegated: SPACE" in note[1]
+    assert note[2] == "- mobilenet_v3_small: 0.61, held back by MUL x56 int8 0.406 ms vs fp32 0.038 ms."
+    assert backbones.commits([{"commit": "abc"}, {"commit": ""}, {"commit": "abc"}], "def") == "abc"
+    assert backbones.commits([{}], "def") == "def"

@@ -107,6 +107,7 @@ def _trained_float(name, images, labels):
     and one ResNet-18 initialisation, logits equal to 1e-6), which makes every LSB bound vacuous."""
     from tfdefakeq.core.manifest import Preprocess
     from tfdefakeq.core.tfcompat import keras
+    from tfdefakeq.engine.training import set_batchnorm_statistics
 
     size, kwargs = TINY[name]
     keras.utils.set_random_seed(0)
@@ -115,13 +116,7 @@ def _trained_float(name, images, labels):
         model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
         x = Preprocess().apply(images)
         model.fit(x, labels, batch_size=4, epochs=-(-FLOAT_STEPS * 4 // len(x)), verbose=0)
-        batchnorms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-        momenta = [bn.momentum for bn in batchnorms]
-        for bn in batchnorms:
-            bn.momentum = 0.0  # one pass over all the images: moving statistics = their statistics
-        model(x, training=True)
-        for bn, momentum in zip(batchnorms, momenta):
-            bn.momentum = momentum
+        set_batchnorm_statistics(model, x)  # one pass over all the images: moving statistics = their statistics
         _FLOAT_WEIGHTS[name] = model.get_weights()
     else:
         model.set_weights(_FLOAT_WEIGHTS[name])

@@ -190,3 +190,42 @@ def test_an_op_that_cannot_be_timed_says_why(monkeypatch):
     assert [r["op_index"] for r in failed] == [1] and failed[0]["not_timed"] == "ValueError: cannot isolate this op"
     assert all(r["not_timed"] == "" for r in rows if r["latency_ms_p50"] is not None)
     assert "op 1 " in format_profile(rows) and "not timed: ValueError: cannot isolate this op" in format_profile(rows)
+
+
+def test_profile_says_which_ops_the_delegate_took(tiny_models):
+    with_xnnpack = profile_model(tiny_models["int8"], warmup=0, runs=1)
+    builtin = profile_model(tiny_models["int8"], use_xnnpack=False, warmup=0, runs=1)
+    assert [r["delegated"] for r in with_xnnpack] == [True] * len(with_xnnpack)  # conv, conv, mean, dense: all XNNPACK's
+    assert [r["delegated"] for r in builtin] == [False] * len(builtin)
+    assert "left to the builtin kernels" in format_profile(builtin) and "left to" not in format_profile(with_xnnpack)
+
+
+def test_held_back_by_ranks_op_types_by_their_excess_over_the_target():
+    from tfdefakeq.runtime.profile import held_back_by
+
+    def rows(*ops):
+        return [{"op": op, "latency_ms_p50": ms, "delegated": d} for op, ms, d in ops]
+
+    fp32 = rows(("CONV_2D", 1.0, True), ("CONV_2D", 1.0, True), ("HARD_SWISH", 0.1, True))
+    int8 = rows(("CONV_2D", 0.4, True), ("CONV_2D", 0.4, True), ("ADD", 0.3, False), ("ADD", 0.2, True), ("MUL", 0.1, True))
+    ranked = held_back_by(fp32, int8, target=0.5)
+    assert [r["op"] for r in ranked] == ["ADD", "MUL", "CONV_2D"]
+    assert ranked[0] == {"op": "ADD", "count": 2, "ms": 0.5, "base_ms": 0.0, "excess_ms": 0.5, "not_delegated": 1}
+    assert ranked[2]["excess_ms"] == pytest.approx(0.8 - 0.5 * 2.0)
+
+
+def test_paired_latency_times_every_model_in_alternation(tiny_models):
+    from tfdefakeq.runtime.latency import paired_latency
+    from tfdefakeq.runtime.loader import open_model
+
+    models = {fmt: open_model(tiny_models[fmt]) for fmt in ("float32", "int8")}
+    calls = []
+    for fmt, m in models.items():
+        real = m.interpreter.invoke
+        m.interpreter = type("Counting", (), {"invoke": lambda self, real=real, fmt=fmt: (calls.append(fmt), real())[1],
+                                              "set_tensor": m.interpreter.set_tensor})()
+    times = paired_latency(models, runs=7, warmup=1, block=3)
+    assert {fmt: len(ms) for fmt, ms in times.items()} == {"float32": 7, "int8": 7}
+    assert all((ms > 0).all() for ms in times.values())
+    timed = calls[2:]  # after one warm-up invoke each: blocks of 3, the order rotating every block
+    assert timed[:6] == ["float32"] * 3 + ["int8"] * 3 and timed[6:9] == ["int8"] * 3

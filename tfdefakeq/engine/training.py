@@ -115,6 +115,30 @@ def shorten_batchnorm_memory(model, total_steps: int) -> int:
     return changed
 
 
+def set_batchnorm_statistics(model, x) -> int:
+    """Sets every BatchNormalization's moving mean and variance to the statistics of the images `x`
+    (one training-mode pass with momentum 0; the momenta are restored). Returns how many layers.
+
+    An untrained net keeps its initial moving statistics (mean 0, variance 1), and in inference mode
+    its activations then shrink or grow layer after layer: measured, untrained MobileNetV3-Small at
+    224 px reaches activation scales of 4e-6, so the quantized model's scales are unlike any trained
+    model's (XNNPACK refused 26 int8 ADDs whose input/output scale ratio fell below 2^-10, and int8
+    ran 3.5x slower than float32). With statistics from data the activations stay near unit
+    variance, as a trained model's do. Changes no trainable weight."""
+    from tfdefakeq.core.tfcompat import keras
+
+    batchnorms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [bn.momentum for bn in batchnorms]
+    for bn in batchnorms:
+        bn.momentum = 0.0
+    try:
+        model(x, training=True)
+    finally:
+        for bn, momentum in zip(batchnorms, momenta):
+            bn.momentum = momentum
+    return len(batchnorms)
+
+
 class EpochCheckpoint:
     """Saves model + optimizer + finished epoch as one tf.train checkpoint after every epoch.
 

@@ -201,6 +201,28 @@ def bench_model(
     return result
 
 
+def paired_latency(models: dict, runs: int, warmup: int, block: int = 10, seed: int = 0) -> dict:
+    """Per-invoke latencies (ms) of several loaded models measured in alternation: `block` invokes of
+    each in turn (the order rotating every block) until each has `runs`, so that every format sees
+    the same machine load. -> {name: np.ndarray of runs}."""
+    names = list(models)
+    for name in names:
+        m = models[name]
+        m.interpreter.set_tensor(m.input_details["index"], random_input(m, seed))
+        for _ in range(warmup):
+            m.interpreter.invoke()
+    times = {name: [] for name in names}
+    for b in range(-(-runs // block)):
+        order = names[b % len(names):] + names[: b % len(names)]
+        for name in order:
+            invoke = models[name].interpreter.invoke
+            for _ in range(block):
+                start = time.perf_counter_ns()
+                invoke()
+                times[name].append((time.perf_counter_ns() - start) / 1e6)
+    return {name: np.array(t[:runs]) for name, t in times.items()}
+
+
 def profile_model(path, threads: int = 1, use_xnnpack: bool = True, unpack_packed: bool = True,
                   warmup: int = 3, runs: int = 20, seed: int = 0) -> list[dict]:
     """Per-op isolated timings of `path` under the same settings as `bench_model` (see runtime.profile)."""

@@ -20,7 +20,7 @@ from tfdefakeq.core.errors import UserError
 from tfdefakeq.core.stderr import dropping
 from tfdefakeq.runtime.modelinfo import OpInfo, model_info_from_bytes
 
-PROFILE_COLUMNS = ["op_index", "op", "version", "output_shape", "macs", "latency_ms_p50", "share", "gmacs_per_s"]
+PROFILE_COLUMNS = ["op_index", "op", "version", "output_shape", "macs", "latency_ms_p50", "share", "gmacs_per_s", "delegated"]
 PROFILER_NOTE = (
     "ai-edge-litert exposes no op profiler to Python: each op was timed alone as a one-op model "
     "(isolated timings; their sum is not the model's latency)"
@@ -74,6 +74,44 @@ def _has_data(buffer) -> bool:
     return buffer.data is not None and len(buffer.data) > 0
 
 
+def _delegated(interpreter) -> bool | None:
+    """Whether a delegate took the one op of this interpreter: its execution plan then holds a
+    DELEGATE node (the Python API's only view of it; `_get_ops_details` is private, hence None when
+    it is missing). XNNPACK refuses an op it has no kernel for (int8 HARD_SWISH in litert 2.3.0) or
+    whose scales it does not take (an int8 ADD whose input/output scale ratio is outside
+    [2^-10, 2^8)); the builtin kernel then runs it and the delegated graph is split around it."""
+    try:
+        return any(d.get("op_name") == "DELEGATE" for d in interpreter._get_ops_details())
+    except Exception:  # noqa: BLE001 - a runtime without the private call
+        return None
+
+
+def op_type_totals(rows: list[dict]) -> dict[str, dict]:
+    """`profile_ops` rows summed per op type -> {op: {"count", "ms" (sum of isolated p50s),
+    "not_delegated" (ops the delegate refused)}}."""
+    totals: dict[str, dict] = {}
+    for r in rows:
+        t = totals.setdefault(r["op"], {"count": 0, "ms": 0.0, "not_delegated": 0})
+        t["count"] += 1
+        t["ms"] += r["latency_ms_p50"] or 0.0
+        t["not_delegated"] += r.get("delegated") is False
+    return totals
+
+
+def held_back_by(base_rows: list[dict], rows: list[dict], target: float) -> list[dict]:
+    """The op types that keep the model of `rows` (int8) from running in `target` x the time of the
+    model of `base_rows` (its float32 version), worst first: per op type, its isolated time in
+    `rows` minus `target` x its time in `base_rows` (ms; positive = above its share of the target).
+    Each -> {"op", "count", "ms", "base_ms", "excess_ms", "not_delegated"}."""
+    base = op_type_totals(base_rows)
+    out = []
+    for op, t in op_type_totals(rows).items():
+        base_ms = base.get(op, {}).get("ms", 0.0)
+        out.append({"op": op, "count": t["count"], "ms": t["ms"], "base_ms": base_ms,
+                    "excess_ms": t["ms"] - target * base_ms, "not_delegated": t["not_delegated"]})
+    return sorted(out, key=lambda r: -r["excess_ms"])
+
+
 def _random_fill(interpreter, seed: int) -> None:
     rng = np.random.default_rng(seed)
     for detail in interpreter.get_input_details():
@@ -116,12 +154,14 @@ def profile_ops(flatbuffer: bytes, interpreter_kwargs: dict, runtime, warmup: in
             "macs": op.macs,
             "latency_ms_p50": None,
             "not_timed": "",  # why the op could not be timed alone, when it could not
+            "delegated": None,  # whether a delegate (XNNPACK) took the op; None when unknown
         }
         try:
             content = single_op_model(model_t, op.index, schema)
             with dropping(DELEGATE_INFO):
                 interpreter = runtime.interpreter_class(model_content=content, **interpreter_kwargs)
                 interpreter.allocate_tensors()
+            row["delegated"] = _delegated(interpreter)
             _random_fill(interpreter, seed)
             for _ in range(warmup):
                 interpreter.invoke()
@@ -147,13 +187,14 @@ def format_profile(rows: list[dict], whole_ms: float | None = None, top: int | N
     shown = sorted(rows, key=lambda r: -(r["latency_ms_p50"] or 0.0))
     if top:
         shown = shown[:top]
-    lines = [PROFILER_NOTE, f"{'#':>4} {'op':<20} {'v':>2} {'output':<16} {'MMAC':>9} {'ms':>9} {'share':>6} {'GMAC/s':>7}"]
+    lines = [PROFILER_NOTE, f"{'#':>4} {'op':<20} {'v':>2} {'output':<16} {'MMAC':>9} {'ms':>9} {'share':>6} {'GMAC/s':>7} delegated"]
     for r in shown:
         ms = r["latency_ms_p50"]
         lines.append(
             f"{r['op_index']:>4} {r['op'][:20]:<20} {r['version']:>2} {r['output_shape'][:16]:<16} {r['macs'] / 1e6:>9.2f} "
             + (f"{ms:>9.4f} {r['share']:>6.1%} " if ms is not None else f"{'n/a':>9} {'':>6} ")
             + (f"{r['gmacs_per_s']:>7.1f}" if r["gmacs_per_s"] else f"{'':>7}")
+            + {True: " yes", False: " NO", None: ""}[r.get("delegated")]
         )
     total = sum(r["latency_ms_p50"] or 0.0 for r in rows)
     missing = sum(r["latency_ms_p50"] is None for r in rows)
@@ -162,6 +203,9 @@ def format_profile(rows: list[dict], whole_ms: float | None = None, top: int | N
         tail += f" ({missing} could not be isolated)"
     if whole_ms:
         tail += f"; whole-model p50 {whole_ms:.4f} ms"
+    refused = sum(r.get("delegated") is False for r in rows)
+    if refused:
+        tail += f"; {refused} op(s) left to the builtin kernels by the delegate"
     reasons = [f"  op {r['op_index']} {r['op']} not timed: {r.get('not_timed') or 'no reason recorded'}"
                for r in rows if r["latency_ms_p50"] is None]
     return "\n".join(lines + [tail] + reasons)
