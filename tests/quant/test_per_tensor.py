@@ -3,7 +3,6 @@ plan spent more bytes on per-channel scales and zero points than on weights). Th
 it only where the bytes it frees buy more than it costs; the .tflite then really stores one scale
 for the kernel and its bias; parity and the file-size check hold."""
 
-import numpy as np
 import pytest
 
 from tests.support import random_images
