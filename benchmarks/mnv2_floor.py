@@ -1,7 +1,7 @@
 """The cheapest adaptive plan of MobileNetV2 (issue 14): where its file's bytes go, with per-channel
 scales everywhere and with the per-tensor option the allocator now has.
 
-    python benchmarks/mnv2_floor.py [--configs 0.35:32 0.5:64 1.0:224] [--commit SHA]
+    python benchmarks/mnv2_floor.py --commit SHA [--configs 0.35:32 0.5:64 1.0:224]
 
 Writes benchmarks/results/mnv2_floor.{csv,md}. For each alpha:size, an untrained MobileNetV2 (Keras
 initialisation, seed 0) gets the cheapest plan the adaptive scheme can make (`adaptive.cheapest_plan`:
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -133,7 +132,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=["0.35:32", "0.5:64", "1.0:224"], help="alpha:input_px")
     p.add_argument("--images", type=int, default=8, help="calibration / parity images (seeded uniform noise)")
-    p.add_argument("--commit", default=None, help="commit of the code measured (default: git rev-parse HEAD)")
+    p.add_argument("--commit", required=True, help="the commit the snapshot was taken from (git rev-parse HEAD)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mnv2_floor"))
     args = p.parse_args(argv)
 
@@ -145,9 +144,6 @@ def main(argv=None) -> int:
     from tfdefakeq.runtime.interpreter import cpu_name
 
     commit = args.commit
-    if commit is None:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        commit = done.stdout.strip() if done.returncode == 0 else "unknown"
     load = LoadSampler().start()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -142,7 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--alpha", type=float, default=0.5, help="MobileNetV2 alpha (benchmarks/quant_methods.py's)")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--steps", type=int, default=3, help="steps of each variant per round")
-    p.add_argument("--commit", default=None, help="commit of the code measured (default: git rev-parse HEAD)")
+    p.add_argument("--commit", required=True, help="the commit the snapshot was taken from (git rev-parse HEAD)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "qat_step_time"))
     args = p.parse_args(argv)
 
@@ -155,9 +154,6 @@ def main(argv=None) -> int:
     from tfdefakeq.runtime.interpreter import cpu_name
 
     commit = args.commit
-    if commit is None:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        commit = done.stdout.strip() if done.returncode == 0 else "unknown"
     load = LoadSampler().start()
     started = time.perf_counter()
     rows = []
