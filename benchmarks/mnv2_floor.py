@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -138,12 +137,10 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
+    from tfdefakeq.core.fileio import write_text_atomic
     from tfdefakeq.core.machineload import LoadSampler
-    from tfdefakeq.core.manifest import versions
-    from tfdefakeq.core.report import write_table
-    from tfdefakeq.runtime.interpreter import cpu_name
+    from tfdefakeq.core.report import benchmark_header, write_table
 
-    commit = args.commit
     load = LoadSampler().start()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,24 +152,15 @@ def main(argv=None) -> int:
                                                 "parity_agrees")}, flush=True)
     load.stop()
     df = pd.DataFrame(rows)
-    v = versions()
-    header = {
-        "commit": commit,
-        "machine": f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores",
-        "load": load.sentence(),
-        "versions": ", ".join(f"{k} {v[k]}" for k in ("python", "tensorflow", "tf-keras", "tensorflow-model-optimization",
-                                                        "ai-edge-litert") if k in v),
-        "command": "python benchmarks/mnv2_floor.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "models": "untrained MobileNetV2 (seed 0); cheapest plan: free layers at 2 bits (INT2), stem and classifier at 8; "
-                  "bits per weight = file bytes x 8 / kernel weights",
-    }
+    header = benchmark_header(
+        args.commit, "benchmarks/mnv2_floor.py", sys.argv[1:] if argv is None else argv, load,
+        models="untrained MobileNetV2 (seed 0); cheapest plan: free layers at 2 bits (INT2), stem and classifier at 8; "
+               "bits per weight = file bytes x 8 / kernel weights")
     formats = {c: "{:,.0f}" for c in ["weights", "file_bytes", "depthwise_weights", "depthwise_channels", *PARTS]}
     formats.update(file_bits_per_weight="{:.3f}", estimated_bits_per_weight="{:.3f}", convert_s="{:.0f}", alpha="{:g}",
                    input_px="{:.0f}", layers="{:.0f}", per_tensor_layers="{:.0f}", parity_max_lsb="{:.1f}")
     paths = write_table(df, args.out, header, "MobileNetV2: the cheapest adaptive plan, per-channel vs per-tensor scales", formats)
     md = paths[1].read_text() + "\n" + "\n".join(prose(df)) + "\n"
-    from tfdefakeq.core.fileio import write_text_atomic
-
     write_text_atomic(paths[1], md, overwrite=True)
     print("\n".join(str(p) for p in paths))
     return 0

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -149,11 +148,8 @@ def main(argv=None) -> int:
 
     from tfdefakeq.core.fileio import write_text_atomic
     from tfdefakeq.core.machineload import LoadSampler
-    from tfdefakeq.core.manifest import versions
-    from tfdefakeq.core.report import write_table
-    from tfdefakeq.runtime.interpreter import cpu_name
+    from tfdefakeq.core.report import benchmark_header, write_table
 
-    commit = args.commit
     load = LoadSampler().start()
     started = time.perf_counter()
     rows = []
@@ -166,19 +162,13 @@ def main(argv=None) -> int:
             del steps
     load.stop()
     df = pd.DataFrame(rows)
-    v = versions()
-    header = {
-        "commit": commit,
-        "machine": f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores",
-        "load": load.sentence(),
-        "versions": ", ".join(f"{k} {v[k]}" for k in ("python", "tensorflow", "tf-keras", "tensorflow-model-optimization")
-                              if k in v),
-        "command": "python benchmarks/qat_step_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "settings": f"batch {args.batch}; resnet width {args.width:g}, mobilenet alpha {args.alpha:g}; {args.rounds} rounds of "
-                    f"{args.steps} steps per variant, order rotated each round; untrained models, random inputs; "
-                    f"ONEDNN_PRIMITIVE_CACHE_CAPACITY={os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY')}; "
-                    f"{time.perf_counter() - started:.0f} s in all",
-    }
+    header = benchmark_header(
+        args.commit, "benchmarks/qat_step_time.py", sys.argv[1:] if argv is None else argv, load,
+        packages=("python", "tensorflow", "tf-keras", "tensorflow-model-optimization"),
+        settings=f"batch {args.batch}; resnet width {args.width:g}, mobilenet alpha {args.alpha:g}; {args.rounds} rounds of "
+                 f"{args.steps} steps per variant, order rotated each round; untrained models, random inputs; "
+                 f"ONEDNN_PRIMITIVE_CACHE_CAPACITY={os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY')}; "
+                 f"{time.perf_counter() - started:.0f} s in all")
     formats = {"step_s": "{:.3f}", "ratio_to_float": "{:.2f}", "ratio_min": "{:.2f}", "ratio_max": "{:.2f}",
                "input_px": "{:.0f}", "rounds": "{:.0f}"}
     paths = write_table(df, args.out, header, "Training step time: adaptive QAT against float, one process, interleaved", formats)
