@@ -42,11 +42,6 @@ import traceback
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The step timing runs five models in one process; oneDNN's primitive cache (1024 by default) then
-# thrashes and whichever model is timed after others pays for it (measured: the same ResNet-18 QAT
-# step read 1.26x or 1.58x float depending on build order; 1.27x / 1.28x with this capacity). One
-# training run (a model and its teacher) fits the default cache, so this is its real step time.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16384")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

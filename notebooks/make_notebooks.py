@@ -150,22 +150,23 @@ plan = qat.quant_plan
 plan.budget'''),
     new_markdown_cell("""### Sensitivity
 Each layer alone is put on the b-bit grid (everything else float) and scored by the mean squared change
-of the detector's logit on the calibration images. Options: the bits, and with `s` the same bits with
-the layer's salient input channels kept at 8 bits. The high-pass front end, the first convolution and
+of the detector's logit on the calibration images. Options: the bits, with `s` the same bits with
+the layer's salient input channels kept at 8 bits, and with `t` one scale for the whole kernel instead
+of one per output channel (offered where the scales are a large share of the layer's bytes). The high-pass front end, the first convolution and
 the classifier stay at 8 bits and are not measured. The allocator picks one option per layer (white
 dots) that minimises the summed score within the budget; a split costs file bytes too (a second
 convolution, gather indices), so it must earn its place."""),
     new_code_cell('''from tfdefakeq.quant.horizontal import option_key
 
-options = ["8", "4", "4s", "3", "3s", "2", "2s"]
+options = ["8", "8t", "4", "4s", "4t", "3", "3s", "3t", "2", "2s", "2t"]
 sens = pd.DataFrame(plan.sensitivity).T.reindex(columns=options)
-chosen = {n: option_key(plan.weight_bits[n], n in plan.salient_channels) for n in sens.index}
+chosen = {n: option_key(plan.weight_bits[n], n in plan.salient_channels, n in plan.per_tensor) for n in sens.index}
 fig, ax = plt.subplots(figsize=(7, 0.3 * len(sens) + 1.5))
 im = ax.imshow(np.log10(sens.to_numpy(dtype=float)), aspect="auto", cmap="viridis")
 ax.scatter([options.index(chosen[n]) for n in sens.index], range(len(sens)), color="white", s=25)
 ax.set_xticks(range(len(options)), options)
 ax.set_yticks(range(len(sens)), sens.index, fontsize=8)
-ax.set_xlabel("option (bits; s: salient input channels at 8 bits)")
+ax.set_xlabel("option (bits; s: salient input channels at 8 bits; t: one scale per tensor)")
 ax.set_title(f"sensitivity per layer; white: chosen at {BUDGETS[0]:g} bits")
 fig.colorbar(im, label="log10 mean squared logit change")
 plt.show()'''),
@@ -300,7 +301,7 @@ Each adaptive run writes its plan to `X.qat/bit_plan.json`; `--bit-plan FILE` fi
 it is, without measuring: to train longer, on other data, or with a plan edited by hand. Here the layer
 that suffers most at 2 bits goes back to 4 bits."""),
     new_code_cell('''edited = QuantPlan.load(os.path.join(out_dir, f"adaptive_{BUDGETS[0]:g}_bits.qat", "bit_plan.json"))
-at_two = {n: s[option_key(2, n in edited.salient_channels)]  # its score as planned (with or without the split)
+at_two = {n: s[option_key(2, n in edited.salient_channels, n in edited.per_tensor)]  # its score as planned
           for n, s in edited.sensitivity.items() if edited.weight_bits[n] == 2}
 if at_two:
     worst = max(at_two, key=at_two.get)

@@ -79,3 +79,34 @@ def test_backbones_closing_note_names_what_holds_each_miss_back():
     assert note[2] == "- mobilenet_v3_small: 0.61, held back by MUL x56 int8 0.406 ms vs fp32 0.038 ms."
     assert backbones.commits([{"commit": "abc"}, {"commit": ""}, {"commit": "abc"}], "def") == "abc"
     assert backbones.commits([{}], "def") == "def"
+
+
+def test_mnv2_floor_prose_reports_the_measured_bytes_and_parity():
+    import pandas as pd
+
+    base = {"alpha": 0.35, "input_px": 32, "weights": 1000, "layers": 5, "weight_values": 300, "weight_scales": 40,
+            "weight_zero_points": 80, "bias_scales": 40, "bias_zero_points": 80, "estimated_bits_per_weight": 7.0}
+    rows = [dict(base, scales="per_channel", per_tensor_layers=0, file_bytes=800, file_bits_per_weight=6.4, parity_agrees=True),
+            dict(base, scales="per_tensor", per_tensor_layers=3, file_bytes=400, file_bits_per_weight=3.2, parity_agrees=False,
+                 weight_scales=4, weight_zero_points=8, bias_scales=4, bias_zero_points=8, estimated_bits_per_weight=3.5)]
+    (line,) = _script("benchmarks/mnv2_floor.py").prose(pd.DataFrame(rows))
+    assert "800 bytes (6.400 bits per weight)" in line and "take 240 (30.0%) against 300 of weight values" in line
+    assert "the 3 of 5 layers offered it, 400 bytes (3.200 bits per weight; scales and zero points 24), 2.00x smaller" in line
+    assert "parity: per-channel passed, per-tensor FAILED" in line and "7.000 / 3.500" in line
+
+
+def test_qat_step_time_prose_says_whether_the_target_was_met():
+    import pandas as pd
+
+    def rows(adaptive, lo, hi):
+        out = [("float", 1.0, 1.0, 1.0), ("lsq_w4a8", 1.1, 1.0, 1.2), ("adaptive_no_kd", 1.2, 1.1, 1.3),
+               ("adaptive", adaptive, lo, hi), ("teacher_forward", 0.2, 0.1, 0.3)]
+        return pd.DataFrame([{"backbone": "r", "input_px": 64, "variant": v, "ratio_to_float": r, "ratio_min": a,
+                              "ratio_max": b} for v, r, a, b in out])
+
+    module = _script("benchmarks/qat_step_time.py")
+    (line,) = module.prose(rows(1.4, 1.3, 1.45))
+    assert "took 1.40x the float step (rounds 1.30-1.45x), which meets the 1.5x target" in line
+    assert "LSQ QAT itself 0.10, the salient split and the adaptive plan 0.10, distillation 0.20" in line
+    assert "does not meet" in module.prose(rows(1.8, 1.6, 2.0))[0]
+    assert "straddles" in module.prose(rows(1.5, 1.2, 1.9))[0]

@@ -52,6 +52,7 @@ class Manifest:
     preprocess: Preprocess = field(default_factory=Preprocess)
     weight_bits: dict[str, int] = field(default_factory=dict)  # layer name -> bits of its weights
     salient_channels: dict[str, list[int]] = field(default_factory=dict)  # conv -> input channels kept at 8 bits
+    per_tensor: list[str] = field(default_factory=list)  # layers whose kernel has one scale (adaptive plans)
     activation_bits: int | None = None
     dataset: str = ""
     train_generators: list[str] = field(default_factory=list)  # generators seen in training (empty: all)

@@ -11,6 +11,28 @@ def header_lines(header: dict, prefix: str = "# ") -> str:
     return "".join(f"{prefix}{k}: {' '.join(str(v).split())}\n" for k, v in header.items())
 
 
+def benchmark_header(commit: str, script: str, argv: list[str], load, packages=("python", "tensorflow", "tf-keras",
+                     "tensorflow-model-optimization", "ai-edge-litert"), **settings) -> dict:
+    """The header a benchmark's tables start with: the commit measured, the machine, the load measured
+    while it ran (`machineload.LoadSampler`, stopped), the versions of `packages`, the command line
+    (`python SCRIPT ARGV`), then `settings` (name -> sentence) in the order given."""
+    import os
+    import platform
+
+    from tfdefakeq.core.manifest import versions
+    from tfdefakeq.runtime.interpreter import cpu_name
+
+    v = versions()
+    return {
+        "commit": commit,
+        "machine": f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores",
+        "load": load.sentence(),
+        "versions": ", ".join(f"{k} {v[k]}" for k in packages if k in v),
+        "command": f"python {script} " + " ".join(argv),
+        **settings,
+    }
+
+
 def format_cells(df, formats: dict[str, str] | None = None, default: str = "{:.4f}"):
     """A copy of `df` with numbers as display strings: `formats` maps column -> format string
     (e.g. "{:,.0f}" for bytes); NaN/None become empty cells."""

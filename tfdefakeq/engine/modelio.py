@@ -95,7 +95,7 @@ def build_detector(manifest: Manifest, calib_images=None, architecture_file=None
     input_range = manifest.preprocess.input_range()
     if get_scheme(manifest.scheme).adaptive:  # the plan is in the manifest: nothing to measure
         return quantize(model, manifest.scheme, calib_images, bit_plan=manifest.weight_bits,
-                        salient_channels=manifest.salient_channels, input_range=input_range)
+                        salient_channels=manifest.salient_channels, per_tensor=manifest.per_tensor, input_range=input_range)
     return quantize(model, manifest.scheme, calib_images, bit_plan=manifest.weight_bits or None, input_range=input_range)
 
 

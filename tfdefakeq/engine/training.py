@@ -89,7 +89,7 @@ def adaptive_options(args, out: Path) -> dict:
         plan = QuantPlan.load(plan_file)
         pick = not plan.salient_channels and args.salient_ratio is not None
         return dict(options, bit_plan=plan.weight_bits, salient_channels=None if pick else plan.salient_channels,
-                    channel_choice=args.channel_choice)
+                    per_tensor=plan.per_tensor, channel_choice=args.channel_choice)
     budget = {"bytes": args.budget_bytes} if args.budget_bytes is not None else args.avg_bits
     return dict(options, budget=budget, channel_choice=args.channel_choice, frontier_path=args.frontier,
                 int2=getattr(args, "int2", True))
@@ -330,6 +330,7 @@ def train_detector(args) -> int:
         preprocess=preprocess,
         weight_bits=quant.weight_bits(student) if args.scheme else {},
         salient_channels=student.quant_plan.salient_channels if getattr(student, "quant_plan", None) else {},
+        per_tensor=student.quant_plan.per_tensor if getattr(student, "quant_plan", None) else [],
         activation_bits=8 if args.scheme else None,
         dataset=str(Path(args.data)),
         train_generators=sorted(args.train_generators or info.get("train_generators", [])),

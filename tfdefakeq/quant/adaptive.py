@@ -18,12 +18,14 @@ from tfdefakeq.quant.horizontal import (
     QuantPlan,
     average_bits,
     frontier,
+    is_per_tensor,
     MODEL_OVERHEAD_BYTES,
     layer_overhead_bits,
     layer_sensitivity,
     parse_option,
     solve_allocation,
 )
+from tfdefakeq.quant.grids import storage_bits_per_weight
 from tfdefakeq.quant.vertical import channel_saliency, pick_salient, random_salient
 from tfdefakeq.core.tfcompat import keras
 
@@ -33,6 +35,10 @@ from tfdefakeq.core.tfcompat import keras
 # this much below the limit so the file stays under it.
 BYTES_RESERVE = 0.02
 DEFAULT_SALIENT_RATIO = 1 / 32  # DeFakeQ restores "a small number" of channels; 1/32 costs ~0.13 bits/weight at 4 bits
+# A conv is offered a per-tensor scale (options "8t", "4t", ...) when that saves at least this share
+# of its bytes at 2 bits per channel: MobileNetV2's depthwise layers (9 weights a channel) save
+# ~80%, its narrow 1x1 convs 40-75%, a ResNet 3x3 conv with 256 inputs 4% (not worth measuring).
+PER_TENSOR_MIN_SAVING = 0.1
 
 
 def budget_bits(budget, sizes: dict[str, int], reserve: float = BYTES_RESERVE) -> float | None:
@@ -70,21 +76,41 @@ def _channels(layer) -> tuple[int, int]:
 
 
 def _overhead(folded):
-    """overhead_bits(layer, bits, split) for the allocator: see horizontal.layer_overhead_bits."""
+    """overhead_bits(layer, bits, split, per_tensor) for the allocator: see
+    horizontal.layer_overhead_bits (a Dense kernel is always per-tensor)."""
 
-    def overhead(name, bits, split):
+    def overhead(name, bits, split, per_tensor=False):
         if name is None:
             return 8.0 * MODEL_OVERHEAD_BYTES
-        cin, cout = _channels(folded.get_layer(name))
-        return layer_overhead_bits(cout, cin, split)
+        layer = folded.get_layer(name)
+        cin, cout = _channels(layer)
+        return layer_overhead_bits(cout, cin, split, per_tensor or type(layer) is keras.layers.Dense)
 
     return overhead
+
+
+def per_tensor_candidates(folded, names, sizes: dict[str, int], int2: bool = True,
+                          min_saving: float = PER_TENSOR_MIN_SAVING) -> list[str]:
+    """The convs and depthwise convs among `names` for which one kernel scale instead of one per
+    output channel saves at least `min_saving` of the layer's file bytes at 2 bits (the option is
+    then measured and priced; whether it is taken is the allocator's call)."""
+    overhead = _overhead(folded)
+    out = []
+    for n in names:
+        if type(folded.get_layer(n)) not in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D):
+            continue
+        weights = sizes[n] * storage_bits_per_weight(2, int2)
+        per_channel = weights + overhead(n, 2, False)
+        if per_channel - (weights + overhead(n, 2, False, per_tensor=True)) >= min_saving * per_channel:
+            out.append(n)
+    return out
 
 
 def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan: dict[str, int] | None = None,
                   salient_channels: dict[str, list[int]] | None = None, salient_ratio: float = DEFAULT_SALIENT_RATIO,
                   channel_choice: str = "saliency", low_bits: int = 4, seed: int = 0, int2: bool = True,
-                  frontier_path=None, allocator: str = "exact") -> QuantPlan:
+                  frontier_path=None, allocator: str = "exact", per_tensor: list[str] | None = None,
+                  offer_per_tensor: bool = True) -> QuantPlan:
     """A QuantPlan for float `model`.
 
     bit_plan / salient_channels: use these instead of measuring (e.g. from `--bit-plan FILE`).
@@ -94,6 +120,9 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
     any allocation is `bit_plan=` (the no-horizontal ablation).
     salient_ratio: share of input channels kept at 8 bits in each low-bit conv (0: vertical off).
     channel_choice: "saliency" (ours) or "random" (DeFakeQ's, as an ablation).
+    per_tensor: with bit_plan, its layers that keep one kernel scale. offer_per_tensor: measure and
+    price a per-tensor option for the convs where it saves bytes (`per_tensor_candidates`); the
+    allocator picks it like any other option (False: per-channel scales everywhere).
     int2: 2-bit layers will be written as INT2 (False: in INT4 containers, `convert --no-int2`); the
     plan is priced for the containers written, and plan.budget["int2"] says which.
     frontier_path: also write the bytes -> least predicted loss frontier there (.csv + .png,
@@ -107,6 +136,9 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
     folded, default, sizes, depthwise = _weighted_layers(fold_batchnorm(model), low_bits)
     convs = {n for n in default if type(folded.get_layer(n)) is keras.layers.Conv2D}
     explicit = budget
+    if per_tensor and bit_plan is None:
+        raise UserError("per-tensor layers are part of a given bit plan: pass bit_plan too")
+    per_tensor = sorted(per_tensor or [])
     if budget is None and bit_plan is None:
         budget = average_bits(default, sizes, None, _overhead(folded), int2=int2)
     need_data = (bit_plan is None and budget is not None) or (salient_channels is None and salient_ratio > 0)
@@ -135,7 +167,7 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
         # salient channels split off, all measured, all priced, one allocation.
         # an explicit budget is a hard limit; the uniform 4-bit file's size (no budget given) is not
         avg = budget_bits(budget, sizes, reserve=BYTES_RESERVE if explicit is not None else 0.0)
-        floor = _smallest_budget(folded, default, sizes, depthwise, int2)
+        floor = _smallest_budget(folded, default, sizes, depthwise, int2, offer_per_tensor)
         if avg < floor - 1e-9:  # said before anything is measured
             raise UserError(_infeasible(explicit, avg, floor, sum(sizes.values()), int2))
         # depthwise kernels join in: LSQ gives them a step per channel (plan_weight_bits keeps them
@@ -144,8 +176,10 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
         free = [n for n in default if n not in fixed]
         offered = salient_channels if salient_channels is not None else candidates(free)
         fraction = {n: len(c) / folded.get_layer(n).input_shape[-1] for n, c in offered.items()}
-        print(f"measuring the sensitivity of {len(free)} layers at bits 8/4/3/2 on {len(calib_images)} images", flush=True)
-        sensitivity = layer_sensitivity(folded, free, calib_images, salient=offered)
+        scalar = per_tensor_candidates(folded, free, sizes, int2) if offer_per_tensor else []
+        print(f"measuring the sensitivity of {len(free)} layers at bits 8/4/3/2 ({len(scalar)} also per tensor) "
+              f"on {len(calib_images)} images", flush=True)
+        sensitivity = layer_sensitivity(folded, free, calib_images, salient=offered, per_tensor=scalar)
         args = dict(fixed=fixed, salient_fraction=fraction, overhead_bits=_overhead(folded), int2=int2)
         chosen = solve_allocation(sensitivity, sizes, avg, allocator=allocator, **args)
         # the former heuristic's answer on the same table, for comparison (milliseconds)
@@ -154,6 +188,7 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
         options = chosen.options
         plan = {n: parse_option(k)[0] for n, k in options.items()}
         salient_channels = {n: offered[n] for n, k in options.items() if parse_option(k)[1]}
+        per_tensor = sorted(n for n, k in options.items() if is_per_tensor(k))
         record.update(avg_bits=avg / (1 - BYTES_RESERVE) if explicit is not None else avg, allocated_avg_bits=avg,
                       allocator=allocator, total_weights=chosen.total_weights,
                       planned_bytes=-(-chosen.spent_bits // 8), sensitivity_sum=chosen.loss,
@@ -174,26 +209,28 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
                                    bytes_reserve=BYTES_RESERVE, title=f"{len(free)} layers, budget {avg:.3f} bits per weight")
             print(f"wrote the frontier ({len(front.loss)} optimal plans) to {paths[0]} and {paths[1]}", flush=True)
     if salient_channels is None:
-        salient_channels = candidates([n for n, b in plan.items() if b < 8])
+        salient_channels = candidates([n for n, b in plan.items() if b < 8 and n not in per_tensor])
     fraction = {n: len(c) / folded.get_layer(n).input_shape[-1] for n, c in salient_channels.items()}
     kept = {n: plan[n] for n in sizes if n in plan}
     record["weight_bits_avg"] = round(average_bits(kept, sizes, fraction, int2=int2), 4)
-    file_bits = average_bits(kept, sizes, fraction, _overhead(folded), int2=int2)
+    file_bits = average_bits(kept, sizes, fraction, _overhead(folded), int2=int2, per_tensor=per_tensor)
     record["file_bits_avg"] = round(file_bits, 4)
     record.setdefault("planned_bytes", math.ceil(file_bits * sum(sizes[n] for n in kept) / 8 - 1e-6))
     channels = {n: _channels(folded.get_layer(n)) for n in sizes}
     layers = {n: {"weights": sizes[n], "cin": channels[n][0], "cout": channels[n][1]} for n in sizes}
     return QuantPlan(weight_bits=plan, salient_channels=salient_channels, budget=record,
-                     sensitivity={n: {str(b): s for b, s in v.items()} for n, v in sensitivity.items()}, layers=layers)
+                     sensitivity={n: {str(b): s for b, s in v.items()} for n, v in sensitivity.items()}, layers=layers,
+                     per_tensor=per_tensor)
 
 
-def smallest_budget(model, low_bits: int = 4, int2: bool = True) -> float:
+def smallest_budget(model, low_bits: int = 4, int2: bool = True, per_tensor: bool = True) -> float:
     """The smallest --avg-bits the adaptive scheme can meet for float `model` (every free layer at
-    2 bits, no split; file bytes counted; int2=False: 2-bit layers in INT4 containers), known
-    without measuring anything."""
+    2 bits, no split, one kernel scale where `per_tensor_candidates` offers it (per_tensor=False:
+    per-channel everywhere); file bytes counted; int2=False: 2-bit layers in INT4 containers),
+    known without measuring anything."""
     from tfdefakeq.quant.fold import fold_batchnorm
 
-    return _smallest_budget(*_weighted_layers(fold_batchnorm(model), low_bits), int2=int2)
+    return _smallest_budget(*_weighted_layers(fold_batchnorm(model), low_bits), int2=int2, per_tensor=per_tensor)
 
 
 def _weighted_layers(folded, low_bits: int):
@@ -226,6 +263,14 @@ def _infeasible(explicit, avg: float, floor: float, total_weights: int, int2: bo
             + f"); the smallest budget the plan can meet: --avg-bits {min_bits:.3f} or --budget-bytes {min_bytes:,}")
 
 
-def _smallest_budget(folded, default, sizes, depthwise, int2: bool = True) -> float:
-    cheapest = {n: 8 if (b == 8 and n not in depthwise) else 2 for n, b in default.items()}
-    return average_bits(cheapest, sizes, None, _overhead(folded), int2=int2)
+def cheapest_plan(folded, default, sizes, depthwise, int2: bool = True, per_tensor: bool = True):
+    """(layer -> bits, per-tensor layers) of the cheapest plan: every free layer at 2 bits, one
+    kernel scale where offered; the stem and the classifier at 8 bits per channel."""
+    bits = {n: 8 if (b == 8 and n not in depthwise) else 2 for n, b in default.items()}
+    free = [n for n, b in bits.items() if b == 2]
+    return bits, (per_tensor_candidates(folded, free, sizes, int2) if per_tensor else [])
+
+
+def _smallest_budget(folded, default, sizes, depthwise, int2: bool = True, per_tensor: bool = True) -> float:
+    bits, scalar = cheapest_plan(folded, default, sizes, depthwise, int2, per_tensor)
+    return average_bits(bits, sizes, None, _overhead(folded), int2=int2, per_tensor=scalar)

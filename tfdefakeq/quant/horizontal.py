@@ -8,6 +8,12 @@ storage budget: a multiple-choice knapsack (one option per layer), solved exactl
 Storage counts what the .tflite holds: 3-bit weights cost 4 bits (INT4 containers), 2-bit ones 2
 bits (INT2; 4 when INT2 is off, `int2=False`), salient channels kept at 8 bits by the vertical split
 cost 8, plus each layer's scales, biases and graph bytes (`layer_overhead_bits`).
+A layer can also store one scale for its whole kernel instead of one per output channel (option
+"2t", "4t", ...): its file then holds one scale and zero point for the kernel and for the bias
+instead of C of each (24 of the 28 bytes a channel costs besides its weights), which on a
+MobileNetV2 depthwise layer (9 weights a channel) is most of the layer's bytes. It is measured and
+priced like the other options, so the allocator takes it where the bytes it frees buy more than
+the accuracy it costs.
 
 The allocator is numpy only: importing this module imports no TensorFlow (only
 `layer_sensitivity`, which runs a Keras model, does, when called).
@@ -34,8 +40,10 @@ class QuantPlan:
 
     weight_bits: layer name -> bits (8/4/3/2) of the BN-folded model's weighted layers.
     salient_channels: conv name -> input channels kept on the 8-bit path (vertical split).
+    per_tensor: layers whose kernel has one scale (not one per output channel), sorted.
     budget: how the plan was made (avg_bits / bytes, cost model); sensitivity: layer -> {option: score}
-    (options "8", "4", "4s" = 4 bits with the salient channels split off, ...).
+    (options "8", "4", "4s" = 4 bits with the salient channels split off, "4t" = 4 bits with one
+    scale per tensor, ...).
     """
 
     weight_bits: dict[str, int]
@@ -43,6 +51,7 @@ class QuantPlan:
     budget: dict = field(default_factory=dict)
     sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)
     layers: dict[str, dict[str, int]] = field(default_factory=dict)  # layer -> weights, cin, cout (for reports)
+    per_tensor: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -51,7 +60,8 @@ class QuantPlan:
     def from_json(cls, obj: dict) -> "QuantPlan":
         return cls(weight_bits={k: int(v) for k, v in obj["weight_bits"].items()},
                    salient_channels={k: [int(i) for i in v] for k, v in obj.get("salient_channels", {}).items()},
-                   budget=obj.get("budget", {}), sensitivity=obj.get("sensitivity", {}), layers=obj.get("layers", {}))
+                   budget=obj.get("budget", {}), sensitivity=obj.get("sensitivity", {}), layers=obj.get("layers", {}),
+                   per_tensor=sorted(str(n) for n in obj.get("per_tensor", [])))
 
     def save(self, path, overwrite: bool = False) -> Path:
         from tfdefakeq.core.fileio import write_json_atomic
@@ -68,6 +78,9 @@ class QuantPlan:
         bad = {k: v for k, v in obj["weight_bits"].items() if v not in CHOICES}
         if bad:
             raise UserError(f"{path}: unsupported bits {bad} (choose from {list(CHOICES)})")
+        per_tensor = obj.get("per_tensor", [])
+        if not isinstance(per_tensor, list) or set(map(str, per_tensor)) - set(obj["weight_bits"]):
+            raise UserError(f"{path}: 'per_tensor' must list layers of 'weight_bits', got {per_tensor!r}")
         return cls.from_json(obj)
 
 
@@ -82,21 +95,31 @@ def quantize_kernel(kernel: np.ndarray, bits: int, per_axis: bool = True, depthw
     return (np.clip(np.floor(kernel / step + 0.5), qmin, qmax) * step).astype(np.float32)
 
 
-def option_key(bits: int, split: bool = False) -> str:
-    """A layer's option: its bits, 's' when salient input channels stay on an 8-bit path."""
-    return f"{bits}s" if split else str(bits)
+def option_key(bits: int, split: bool = False, per_tensor: bool = False) -> str:
+    """A layer's option: its bits, 's' when salient input channels stay on an 8-bit path, 't' when
+    the kernel has one scale per tensor (never both)."""
+    if split and per_tensor:
+        raise ValueError("an option is split or per-tensor, not both")
+    return f"{bits}{'s' if split else ''}{'t' if per_tensor else ''}"
 
 
 def parse_option(key) -> tuple[int, bool]:
+    """(bits, split) of an option key ("4", "4s", "4t")."""
     key = str(key)
-    return int(key.rstrip("s")), key.endswith("s")
+    return int(key.rstrip("st")), key.endswith("s")
+
+
+def is_per_tensor(key) -> bool:
+    """Whether option `key` stores one scale for the whole kernel."""
+    return str(key).endswith("t")
 
 
 def layer_sensitivity(folded, layer_names, images: np.ndarray, choices=CHOICES, salient: dict | None = None,
-                      batch_size: int = 64) -> dict:
+                      batch_size: int = 64, per_tensor=()) -> dict:
     """layer -> {option: mean squared logit change} with that layer alone quantized (float
     elsewhere). Options are the bits in `choices`, plus for the layers in `salient` (layer -> input
-    channels) each low-bit choice with those channels at 8 bits ("4s", "2s", ...).
+    channels) each low-bit choice with those channels at 8 bits ("4s", "2s", ...), and for the
+    layers in `per_tensor` each choice with one step for the whole kernel ("8t", "4t", ...).
 
     Only the layers from l on see l's change, so each option runs that part alone (`fold.run_layers`
     from l's position, traced once per layer) on the float tensors crossing the cut before l (l's
@@ -134,7 +157,9 @@ def layer_sensitivity(folded, layer_names, images: np.ndarray, choices=CHOICES, 
         per_axis = not isinstance(layer, keras.layers.Dense)
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
         for bits in choices:
-            variants = [(False, quantize_kernel(weights[0], bits, per_axis, depthwise))]
+            variants = [(option_key(bits), quantize_kernel(weights[0], bits, per_axis, depthwise))]
+            if name in per_tensor and per_axis:
+                variants.append((option_key(bits, per_tensor=True), quantize_kernel(weights[0], bits, False)))
             if name in salient and bits < 8:
                 # as the split conv is built: each part gets its own steps
                 idx = salient[name]
@@ -142,11 +167,11 @@ def layer_sensitivity(folded, layer_names, images: np.ndarray, choices=CHOICES, 
                 kernel = np.empty_like(weights[0])
                 kernel[:, :, idx, :] = quantize_kernel(weights[0][:, :, idx, :], 8, per_axis)
                 kernel[:, :, rest, :] = quantize_kernel(weights[0][:, :, rest, :], bits, per_axis)
-                variants.append((True, kernel))
-            for split, kernel in variants:
+                variants.append((option_key(bits, True), kernel))
+            for key, kernel in variants:
                 layer.set_weights([kernel] + weights[1:])
                 logits = np.concatenate([suffix(tensors).numpy().reshape(-1) for tensors in cut])
-                scores[name][option_key(bits, split)] = float(np.mean((logits - reference) ** 2))
+                scores[name][key] = float(np.mean((logits - reference) ** 2))
         layer.set_weights(weights)
     return scores
 
@@ -166,9 +191,10 @@ def _whole_bits(x: float) -> int:
 
 
 def option_cost_bits(size: int, key, salient_fraction: float = 0.0, overhead: float = 0.0, int2: bool = True) -> int:
-    """Bits the .tflite spends on a layer of `size` weights at option `key` ("4", "2s", ...):
+    """Bits the .tflite spends on a layer of `size` weights at option `key` ("4", "2s", "4t", ...):
     its weights in their containers, the split-off salient share (size x fraction weights, a whole
-    number: kh*kw*k*cout of kh*kw*cin*cout) at 8 bits, and `overhead` (scales, biases, graph)."""
+    number: kh*kw*k*cout of kh*kw*cin*cout) at 8 bits, and `overhead` (scales, biases, graph: the
+    caller prices a per-tensor option's own, smaller, overhead)."""
     bits, split = parse_option(key)
     if bits == 8:
         return 8 * int(size) + _whole_bits(overhead)
@@ -223,12 +249,19 @@ def _problem(sensitivity, sizes, fixed=None, salient_fraction=None, overhead_bit
             bits, split = parse_option(k)
             if split and bits < 8 and n not in salient_fraction:
                 raise ValueError(f"layer {n}: option {k} splits salient channels off, but no salient_fraction prices them")
-            co.append(option_cost_bits(sizes[n], k, salient_fraction.get(n, 0.0), extra(n, bits, split), int2))
+            co.append(option_cost_bits(sizes[n], k, salient_fraction.get(n, 0.0), _extra(extra, n, k), int2))
         keys.append(ks)
         costs.append(np.array(co, np.int64))
         scores.append(sc)
     return _Problem(free, keys, costs, scores, {n: option_key(b) for n, b in fixed.items()}, int(fixed_cost),
                     int(sum(int(v) for v in sizes.values())))
+
+
+def _extra(overhead_bits, name, key) -> float:
+    """overhead_bits(name, bits, split) of option `key`; per-tensor options pass per_tensor=True
+    (a callback without per-tensor options need not take it)."""
+    bits, split = parse_option(key)
+    return overhead_bits(name, bits, split, per_tensor=True) if is_per_tensor(key) else overhead_bits(name, bits, split)
 
 
 def _pareto(cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -339,7 +372,7 @@ def solve_allocation(sensitivity: dict, sizes: dict[str, int], budget_bits: floa
     fixed); fixed: layer -> bits not to change (stem, classifier); salient_fraction: layer -> share
     of its weights on the 8-bit path when split. overhead_bits(layer, bits, split) -> bits the file
     spends on the layer besides its weights (scales, biases, graph; layer None: the file's own),
-    when the budget is the whole file's. int2: 2-bit weights are stored as INT2 (else in INT4
+    when the budget is the whole file's; called with per_tensor=True for per-tensor options ("4t"). int2: 2-bit weights are stored as INT2 (else in INT4
     containers, `convert --no-int2`). The budget is floor(budget_bits x all weights) bits.
 
     allocator "exact" (default): the optimum of the multiple-choice knapsack (`_pareto_dp`; among
@@ -409,14 +442,15 @@ def frontier(sensitivity: dict, sizes: dict[str, int], fixed: dict[str, int] | N
 
 
 def average_bits(plan: dict[str, int], sizes: dict[str, int], salient_fraction: dict[str, float] | None = None,
-                 overhead_bits=None, int2: bool = True) -> float:
+                 overhead_bits=None, int2: bool = True, per_tensor=()) -> float:
     """Storage bits per weight of `plan` over all its layers (with `overhead_bits`, file bits;
-    `int2=False`: 2-bit layers in INT4 containers)."""
+    `int2=False`: 2-bit layers in INT4 containers; `per_tensor`: layers with one kernel scale)."""
     salient_fraction = salient_fraction or {}
-    extra = overhead_bits or (lambda name, bits, split: 0.0)
+    extra = overhead_bits or (lambda name, bits, split, per_tensor=False: 0.0)
     total = sum(sizes[n] for n in plan)
     file_bytes = extra(None, 8, False) if overhead_bits else 0.0
-    return (file_bytes + sum(sizes[n] * storage_bits(b, salient_fraction.get(n, 0.0), int2) + extra(n, b, n in salient_fraction and b < 8)
+    return (file_bytes + sum(sizes[n] * storage_bits(b, salient_fraction.get(n, 0.0), int2)
+                             + _extra(extra, n, option_key(b, n in salient_fraction and b < 8, n in per_tensor))
                              for n, b in plan.items())) / total
 
 
@@ -451,8 +485,14 @@ QUANT_PARAM_BYTES = 12
 MODEL_OVERHEAD_BYTES = 9000  # per file: I/O tensors, operator codes, signature, metadata (measured ~8.5-9 KB)
 
 
-def layer_overhead_bits(cout: int, cin: int, split: bool) -> float:
-    """Bits a quantized conv/dense costs in the .tflite besides its weight values."""
+def layer_overhead_bits(cout: int, cin: int, split: bool, per_tensor: bool = False) -> float:
+    """Bits a quantized conv/dense costs in the .tflite besides its weight values. `per_tensor`:
+    one scale and zero point for the kernel and one for the bias, the bias still one int32 a channel
+    (a Dense kernel is always stored so)."""
+    if per_tensor:
+        if split:
+            raise ValueError("a split conv keeps its scales per channel")
+        return 8.0 * (2 * QUANT_PARAM_BYTES + 4 * cout + 600)
     per_conv = cout * (2 * QUANT_PARAM_BYTES + 4)
     bytes_ = per_conv + 600
     if split:

@@ -23,7 +23,8 @@ def get_scheme(name: str) -> Scheme:
 
 
 def quantize(model, scheme: str, calib_images: np.ndarray | None = None, bit_plan: dict[str, int] | None = None,
-             input_range=(-1.0, 127.0 / 128.0), budget=None, salient_channels: dict | None = None, **adaptive_options):
+             input_range=(-1.0, 127.0 / 128.0), budget=None, salient_channels: dict | None = None, per_tensor=None,
+             **adaptive_options):
     """Returns the QAT model for float `model` under `scheme`, ready to fine-tune or convert.
 
     calib_images: (N, H, W, 3) float32, already normalised. With them, activation ranges start at
@@ -31,7 +32,8 @@ def quantize(model, scheme: str, calib_images: np.ndarray | None = None, bit_pla
     the scheme's default plan (folded schemes only). input_range: the normalised pixel range, fixed
     exactly so the int8 input keeps every pixel value (see manifest.Preprocess).
     Adaptive scheme: `budget` (average storage bits per weight, or {"bytes": n}), `salient_channels`
-    (conv -> channels kept at 8 bits) and `adaptive_options` (salient_ratio, channel_choice) go to
+    (conv -> channels kept at 8 bits), `per_tensor` (layers of `bit_plan` with one kernel scale) and
+    `adaptive_options` (salient_ratio, channel_choice, offer_per_tensor) go to
     `adaptive.plan_adaptive`; the plan is attached to the returned model as `quant_plan`.
     """
     spec = get_scheme(scheme)
@@ -39,11 +41,13 @@ def quantize(model, scheme: str, calib_images: np.ndarray | None = None, bit_pla
     if spec.adaptive:
         from tfdefakeq.quant.adaptive import plan_adaptive
 
-        plan = plan_adaptive(model, calib_images, budget, bit_plan, salient_channels, low_bits=spec.weight_bits, **adaptive_options)
-        qat = apply_folded_scheme(model, plan.weight_bits, lsq=True, salient_channels=plan.salient_channels)
+        plan = plan_adaptive(model, calib_images, budget, bit_plan, salient_channels, low_bits=spec.weight_bits,
+                             per_tensor=per_tensor, **adaptive_options)
+        qat = apply_folded_scheme(model, plan.weight_bits, lsq=True, salient_channels=plan.salient_channels,
+                                  per_tensor=plan.per_tensor)
         calibrate.init_weight_ranges(qat)
-    elif budget is not None or salient_channels:
-        raise UserError(f"a bit budget and salient channels need --scheme adaptive (not {scheme})")
+    elif budget is not None or salient_channels or per_tensor:
+        raise UserError(f"a bit budget, salient channels and per-tensor layers need --scheme adaptive (not {scheme})")
     elif spec.name == "tfmot_nbit_w4a8":
         from tfdefakeq.quant.baselines import apply_tfmot_nbit
 

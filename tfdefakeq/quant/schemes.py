@@ -117,8 +117,9 @@ def plan_weight_bits(model, body_bits: int) -> dict[str, int]:
 _OUTPUT_QUANTIZED = (layers.ReLU, layers.Add, layers.GlobalAveragePooling2D, layers.Concatenate)
 
 
-def _layer_configs(model, bit_plan: dict[str, int], lsq: bool = False) -> dict:
-    """QuantizeConfig per layer of a folded model; layers not listed use tfmot's registry."""
+def _layer_configs(model, bit_plan: dict[str, int], lsq: bool = False, per_tensor=()) -> dict:
+    """QuantizeConfig per layer of a folded model; layers not listed use tfmot's registry. Layers in
+    `per_tensor` get one weight scale for the whole kernel (Dense kernels always do)."""
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_configs
 
     from tfdefakeq.quant.configs import OutputQuantizeConfig
@@ -133,7 +134,8 @@ def _layer_configs(model, bit_plan: dict[str, int], lsq: bool = False) -> dict:
         elif layer.name in bit_plan:
             cls = type(layer)
             configs[layer.name] = WeightBitsQuantizeConfig(
-                _WEIGHT_ATTR[cls], bit_plan[layer.name], per_axis=cls is not layers.Dense, quantize_output=not next_is_relu, lsq=lsq
+                _WEIGHT_ATTR[cls], bit_plan[layer.name], per_axis=cls is not layers.Dense and layer.name not in per_tensor,
+                quantize_output=not next_is_relu, lsq=lsq
             )
         elif isinstance(layer, layers.Add) and next_is_relu:
             # no FakeQuant between Add and ReLU, so the converter fuses them (as tfmot does)
@@ -178,10 +180,12 @@ def apply_tfmot_int8(model):
     return annotate_and_apply(model, tfmot_configs(model))
 
 
-def apply_folded_scheme(model, bit_plan: dict[str, int], lsq: bool = False, salient_channels: dict | None = None):
+def apply_folded_scheme(model, bit_plan: dict[str, int], lsq: bool = False, salient_channels: dict | None = None,
+                        per_tensor=()):
     """BN-fold `model` (and split the convs in `salient_channels`, see quant.vertical), annotate
     each weighted layer with its bits, and build the QAT model. `lsq`: LSQ weight steps and learned
-    activation ranges."""
+    activation ranges. `per_tensor`: layers whose kernel gets one scale instead of one per output
+    channel (the .tflite then stores one scale and zero point for the kernel and for its bias)."""
     from tfdefakeq.core.errors import UserError
     from tfdefakeq.quant.vertical import SALIENT_SUFFIX, split_salient
 
@@ -193,7 +197,14 @@ def apply_folded_scheme(model, bit_plan: dict[str, int], lsq: bool = False, sali
     unknown = sorted(set(bit_plan) - weighted)
     if unknown:
         raise UserError(f"bit plan names layers the model does not have: {', '.join(unknown[:5])}")
-    return annotate_and_apply(folded, _layer_configs(folded, bit_plan, lsq), FoldedScheme())
+    per_tensor = set(per_tensor or ())
+    misplaced = sorted(per_tensor - set(bit_plan))
+    if misplaced:
+        raise UserError(f"per-tensor layers not in the bit plan: {', '.join(misplaced[:5])}")
+    split = sorted(per_tensor & set(salient_channels or {}))
+    if split:
+        raise UserError(f"layers both split (salient channels) and per-tensor: {', '.join(split[:5])}")
+    return annotate_and_apply(folded, _layer_configs(folded, bit_plan, lsq, per_tensor), FoldedScheme())
 
 
 def custom_objects() -> dict:
