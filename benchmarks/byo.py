@@ -46,6 +46,15 @@ import numpy as np  # noqa: E402
 NAMES = ["mobilenet_v2_w025", "resnet18", "efficientnet_b0", "resnet34", "resnet50", "xception", "efficientnet_b4_dfb"]
 
 
+def _fixture_size(name: str) -> int:
+    """The input side of the torch fixture `name` (its metadata; the weights are not drawn)."""
+    import json
+
+    from tests.torchport.fixtures import FIXTURES
+
+    return int(json.loads(str(np.load(FIXTURES / f"{name}.npz")["meta"]))["size"])
+
+
 def _convert(argv: list[str]) -> tuple[str, str]:
     """Runs `python -m tfdefakeq.convert` in process: ("pass", "") or ("refused", its one-line error)."""
     from tfdefakeq import convert
@@ -245,11 +254,16 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="byo_bench_") as tmp:
         work = Path(tmp)
-        # one generator, few crops: the QAT epoch is short (the weights are noise; accuracy is not measured)
-        data = generate(work / "data", SyntheticConfig(generators=("upsampler",), max_crops_per_photo=2), progress=False)
+        datasets = {}
         for i, name in enumerate(args.names):
             print(f"== {name}", flush=True)
-            rows.append(run_one(name, data, work, args))
+            # one generator, few crops: the QAT epoch is short (the weights are noise; accuracy is not measured);
+            # crops at the fixture's own size (efficientnet_b4_dfb's is 72 px), one set per size
+            size = _fixture_size(name)
+            if size not in datasets:
+                datasets[size] = generate(work / f"data{size}", SyntheticConfig(generators=("upsampler",), max_crops_per_photo=2,
+                                                                                size=size), progress=False)
+            rows.append(run_one(name, datasets[size], work, args))
             print(rows[-1], flush=True)
             paths = write_report(rows, args, commit, load, started, args.names[i + 1:])
     load.stop()

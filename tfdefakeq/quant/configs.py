@@ -9,6 +9,7 @@ from tfdefakeq.quant.quantizers import (
     FixedRangeActivationQuantizer,
     LearnedActivationQuantizer,
     LearnedRangeWeightQuantizer,
+    LogitQuantizer,
     LSQWeightQuantizer,
 )
 from tfdefakeq.core.tfcompat import keras
@@ -17,9 +18,12 @@ QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 MovingAverageQuantizer = tfmot.quantization.keras.quantizers.MovingAverageQuantizer
 
 
-def activation_quantizer(learned: bool = False):
+def activation_quantizer(learned: bool = False, logit: bool = False):
     """8-bit asymmetric per-tensor activation quantizer (TFLite's int8 activation format): tfmot's
-    moving-average one, or with `learned` a range trained by gradient (the LSQ schemes)."""
+    moving-average one, or with `learned` a range trained by gradient (the LSQ schemes); with both
+    `learned` and `logit` (the model's output) quantizers.LogitQuantizer."""
+    if learned and logit:
+        return LogitQuantizer(num_bits=8)
     if learned:
         return LearnedActivationQuantizer(num_bits=8)
     return MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
@@ -35,12 +39,13 @@ class WeightBitsQuantizeConfig(QuantizeConfig):
     """
 
     def __init__(self, weight_attr: str = "kernel", num_bits: int = 4, per_axis: bool = True, quantize_output: bool = True,
-                 lsq: bool = False):
+                 lsq: bool = False, logit: bool = False):
         self.weight_attr = weight_attr
         self.num_bits = int(num_bits)
         self.per_axis = bool(per_axis)
         self.quantize_output = bool(quantize_output)
         self.lsq = bool(lsq)  # LSQ step sizes (8/4/3/2 bits) and learned activation ranges
+        self.logit = bool(logit)  # the layer computes the model's output: quantizers.LogitQuantizer (with lsq)
 
     def get_weights_and_quantizers(self, layer):
         activation = getattr(layer, "activation", None)
@@ -62,7 +67,7 @@ class WeightBitsQuantizeConfig(QuantizeConfig):
         pass
 
     def get_output_quantizers(self, layer):
-        return [activation_quantizer(self.lsq)] if self.quantize_output else []
+        return [activation_quantizer(self.lsq, self.logit)] if self.quantize_output else []
 
     def get_config(self):
         return {
@@ -71,6 +76,7 @@ class WeightBitsQuantizeConfig(QuantizeConfig):
             "per_axis": self.per_axis,
             "quantize_output": self.quantize_output,
             "lsq": self.lsq,
+            "logit": self.logit,
         }
 
 

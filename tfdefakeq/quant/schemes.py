@@ -125,6 +125,7 @@ def _layer_configs(model, bit_plan: dict[str, int], lsq: bool = False, per_tenso
     from tfdefakeq.quant.configs import OutputQuantizeConfig
 
     readers = consumers(model)
+    outputs = set(model.output_names)
     configs = {}
     for layer in model.layers:
         next_is_relu = [_is_relu(model.get_layer(n)) for n in readers[layer.name]] == [True]
@@ -135,8 +136,7 @@ def _layer_configs(model, bit_plan: dict[str, int], lsq: bool = False, per_tenso
             cls = type(layer)
             configs[layer.name] = WeightBitsQuantizeConfig(
                 _WEIGHT_ATTR[cls], bit_plan[layer.name], per_axis=cls is not layers.Dense and layer.name not in per_tensor,
-                quantize_output=not next_is_relu, lsq=lsq
-            )
+                quantize_output=not next_is_relu, lsq=lsq, logit=layer.name in outputs)
         elif isinstance(layer, layers.Add) and next_is_relu:
             # no FakeQuant between Add and ReLU, so the converter fuses them (as tfmot does)
             configs[layer.name] = default_8bit_quantize_configs.NoOpQuantizeConfig()
@@ -215,7 +215,7 @@ def custom_objects() -> dict:
 
     objects = {"WeightBitsQuantizeConfig": WeightBitsQuantizeConfig}
     for cls in (quantizers.LearnedRangeWeightQuantizer, quantizers.LSQWeightQuantizer, quantizers.LearnedActivationQuantizer,
-                configs.OutputQuantizeConfig, ChannelGather):
+                quantizers.LogitQuantizer, configs.OutputQuantizeConfig, ChannelGather):
         objects[cls.__name__] = cls
     for cls in list(extra_quantize_configs().values()) + [common.HardSigmoid, common.AlphaMix, configs.PassThroughQuantizeConfig]:
         objects[cls.__name__] = cls
