@@ -14,7 +14,7 @@ IMPORT_TO_DIST = {  # import name -> distribution name
     "tensorflow": "tensorflow", "tf_keras": "tf-keras", "tensorflow_model_optimization": "tensorflow-model-optimization",
     "ai_edge_quantizer": "ai-edge-quantizer", "sklearn": "scikit-learn", "skimage": "scikit-image", "pywt": "pywavelets",
     "nbformat": "nbformat", "nbclient": "nbclient", "pytest": "pytest", "tabulate": "tabulate",
-    "safetensors": "safetensors",
+    "safetensors": "safetensors", "filelock": "filelock",
 }
 OPTIONAL_IN_RUNTIME = {"tqdm"}  # imported under try/except ImportError: a progress counter stands in
 
