@@ -75,8 +75,10 @@ KNOWN_ABOVE_BOUND = {
 KNOWN_FAULTS: dict = {}
 # Cases the op-by-op check cannot take yet (the export itself converts, with logit parity): layer_parity's tap
 # model fails on MesoInception-4's QAT graph ("Graph disconnected" at its input QuantizeLayer, which tfmot
-# calls from several branches). Not strict: seen on tfmot_int8 in both runs of 2026-12-04.
-KNOWN_PARITY_GAPS = {("mesoinception4", "tfmot_int8"): "layer_parity cannot tap MesoInception-4's QAT graph (Graph disconnected)"}
+# calls from several branches). Not strict: seen on tfmot_int8 in both runs of 2026-12-04, and on w4a8 in the
+# sweep of 2026-12-05 (commit 44120f8; its logits within 1 LSB of Keras, the export passed convert's check).
+KNOWN_PARITY_GAPS = {(name, scheme): "layer_parity cannot tap MesoInception-4's QAT graph (Graph disconnected)"
+                     for name, scheme in (("mesoinception4", "tfmot_int8"), ("mesoinception4", "w4a8"))}
 LOCAL_MAX_LSB = 1.0
 _FLOAT_WEIGHTS: dict[str, list] = {}
 
