@@ -81,3 +81,51 @@ def test_check_not_collapsed_spares_a_float_model_constant_at_the_output_resolut
     check_not_collapsed([1.0, 1.05, 1.0], [0.0, 2.0, 4.0], lsb, "m.tflite", "3 images")
     with pytest.raises(ParityError, match=r"^m\.tflite: the quantized model gives one constant output .* spread 4 \(80 LSB\)"):
         check_not_collapsed([1.0, 1.0, 1.0], [0.0, 2.0, 4.0], lsb, "m.tflite", "3 images")
+
+
+def _without_conversion_metadata(flatbuffer: bytes):
+    """The model as a flatbuffer object tree, with the CONVERSION_METADATA buffer (which records how the
+    converter was called) emptied."""
+    from tfdefakeq.runtime.modelinfo import schema_module
+
+    schema = schema_module()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    for entry in model.metadata or []:
+        if entry.name == b"CONVERSION_METADATA":
+            model.buffers[entry.buffer].data = None
+    return model
+
+
+def _same_tree(a, b, path="model") -> list[str]:
+    if isinstance(a, (list, tuple)) or (isinstance(a, np.ndarray) and a.dtype == object):
+        if b is None or len(a) != len(b):
+            return [f"{path}: length {len(a)} != {None if b is None else len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _same_tree(x, y, f"{path}[{i}]")]
+    if isinstance(a, np.ndarray):
+        return [] if isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(a, b) else [f"{path}: arrays differ"]
+    if hasattr(a, "__dict__"):
+        return [d for key in vars(a) for d in _same_tree(getattr(a, key), getattr(b, key), f"{path}.{key}")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+@pytest.mark.parametrize("scheme,fmt", [("float", "float32"), ("float", "int8"), ("tfmot_int8", "int8"), ("w4a8", "int4")])
+def test_conversion_equals_the_converters_keras_path(float_and_qat, scheme, fmt):
+    """to_tflite saves one traced inference function instead of letting from_keras_model serialise every
+    layer: the file must be the one from_keras_model makes, but for the conversion-metadata entry."""
+    from tfdefakeq.core.tfcompat import tf
+    from tfdefakeq.engine.export import to_tflite
+    from tfdefakeq.quant import quantize
+
+    model, x, _, _ = float_and_qat
+    converted = model if scheme == "float" else quantize(model, scheme, x)
+    ours = to_tflite(converted, fmt, x if fmt != "float32" else None)
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(converted)
+    if fmt != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+        converter.representative_dataset = lambda: ([img[None].astype(np.float32)] for img in x)
+    keras_path = converter.convert()
+    assert len(ours) == len(keras_path)
+    assert _same_tree(_without_conversion_metadata(ours), _without_conversion_metadata(keras_path)) == []
