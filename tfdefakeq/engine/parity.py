@@ -212,15 +212,6 @@ class _TfliteTensors:
         return (raw.astype(np.float64) - meta["zero_point"]) * meta["scale"]
 
 
-def run_tflite_tensors(tflite_path, x: np.ndarray, use_xnnpack: bool = False) -> tuple[dict[int, dict], dict[int, np.ndarray]]:
-    """Runs the .tflite on float inputs `x` (N, H, W, 3). Returns (info, values): info as
-    `_TfliteTensors.info`, values[index] = the dequantized float64 tensor stacked over the N images
-    (all in memory: `layer_parity` reads them chunk by chunk instead)."""
-    tensors = _TfliteTensors(tflite_path, use_xnnpack)
-    raw = tensors.raw(x)
-    return tensors.info, {i: tensors.real(v, i) for i, v in raw.items()}
-
-
 class _Differences:
     """Running |Keras - TFLite| statistics of one tensor pair in the TFLite tensor's LSB, over
     chunks of images: exactly the max, mean and shares the whole arrays would give."""
@@ -267,7 +258,8 @@ def layer_parity(qat_model, tflite_path, images: np.ndarray, preprocess=None, ba
     images: uint8 (N, H, W, 3) mapped by `preprocess` (the manifest's Preprocess, default
     normalisation), or float inputs already preprocessed. The TFLite model runs on the builtin
     kernels, or with `use_xnnpack` on XNNPACK (what check_parity runs), whose requantization
-    rounds differently.
+    rounds differently. `batch_size` images are read at a time (the TFLite model runs twice per
+    chunk with `local`): memory grows with it and with the model, not with the number of images.
     """
     import pandas as pd
 
