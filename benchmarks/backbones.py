@@ -224,11 +224,16 @@ def calib_phrase(rows) -> str:
     return phrase + (f"; {missing} older row(s) without a recorded count" if missing else "")
 
 
-def closing_note(rows: list[dict]) -> str:
-    """What the int8/float32 column says against TARGET, from the rows."""
+def closing_note(rows: list[dict], requested: list[str] = ()) -> str:
+    """What the int8/float32 column says against TARGET, from the rows; and which of the `requested`
+    backbones have no row yet (a run stopped, or still going, before them)."""
+    done = {r["backbone"] for r in rows}
+    missing = [name for name in requested if name not in done]
+    pending = (f"\n\nNot measured in this run ({len(missing)} of {len(requested)} requested): {', '.join(missing)}."
+               if missing else "")
     timed = [r for r in rows if str(r.get("int8_over_fp32", "")) not in ("", "nan")]
     if not timed:
-        return "No backbone has both a float32 and an int8 latency."
+        return "No backbone has both a float32 and an int8 latency." + pending
     met = sorted((r for r in timed if float(r["int8_over_fp32"]) <= TARGET), key=lambda r: float(r["int8_over_fp32"]))
     missed = sorted((r for r in timed if float(r["int8_over_fp32"]) > TARGET), key=lambda r: -float(r["int8_over_fp32"]))
     lines = [f"int8 p50 <= {TARGET} x float32 p50 (side by side, 1 thread, XNNPACK): {len(met)} of {len(timed)} backbones"
@@ -237,10 +242,11 @@ def closing_note(rows: list[dict]) -> str:
         held = r.get("int8_held_back_by") or "no op type above its share (see the profile)"
         refused = f"; not delegated: {r['int8_not_delegated']}" if r.get("int8_not_delegated") else ""
         lines.append(f"- {r['backbone']}: {float(r['int8_over_fp32']):.2f}, held back by {held}{refused}.")
-    return "\n".join(lines)
+    return "\n".join(lines) + pending
 
 
-def write_tables(rows: list[dict], csv_path: Path, command: str, commit: str = "unknown", load: str = "") -> None:
+def write_tables(rows: list[dict], csv_path: Path, command: str, commit: str = "unknown", load: str = "",
+                 requested: list[str] = ()) -> None:
     import pandas as pd
 
     from tfdefakeq.core.fileio import write_atomic
@@ -249,7 +255,7 @@ def write_tables(rows: list[dict], csv_path: Path, command: str, commit: str = "
     head = header(command, rows, commit, load)
     comment = "".join(f"# {line}\n" for line in head.splitlines() if line.strip())
     write_atomic(csv_path, (comment + df.to_csv(index=False)).encode(), overwrite=True)
-    md = head + "\n" + df.to_markdown(index=False) + "\n\n" + closing_note(rows) + "\n"
+    md = head + "\n" + df.to_markdown(index=False) + "\n\n" + closing_note(rows, requested) + "\n"
     write_atomic(csv_path.with_suffix(".md"), md.encode(), overwrite=True)
 
 
@@ -302,6 +308,7 @@ def main(args) -> int:
     commit = args.commit or git_head()
     if not names and rows:  # nothing left to measure: rewrite the header, keeping the command that measured
         write_tables(rows, csv_path, recorded_command(csv_path) or command, commits(rows, commit))
+    requested = sorted(done | set(names))
     load = LoadSampler().start()
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -314,11 +321,11 @@ def main(args) -> int:
             row["commit"] = commit
             rows.append(row)
             rows.sort(key=lambda r: r["backbone"])
-            write_tables(rows, csv_path, command, commits(rows, commit), load.sentence())
+            write_tables(rows, csv_path, command, commits(rows, commit), load.sentence(), requested)
             print({k: row.get(k) for k in COLUMNS}, flush=True)
     load.stop()
     if names:
-        write_tables(rows, csv_path, command, commits(rows, commit), load.sentence())
+        write_tables(rows, csv_path, command, commits(rows, commit), load.sentence(), requested)
     return 0
 
 

@@ -110,3 +110,13 @@ def test_qat_step_time_prose_says_whether_the_target_was_met():
     assert "LSQ QAT itself 0.10, the salient split and the adaptive plan 0.10, distillation 0.20" in line
     assert "does not meet" in module.prose(rows(1.8, 1.6, 2.0))[0]
     assert "straddles" in module.prose(rows(1.5, 1.2, 1.9))[0]
+
+
+def test_backbones_closing_note_names_the_backbones_not_measured():
+    backbones = _script("benchmarks/backbones.py")
+    rows = [{"backbone": "resnet18", "int8_over_fp32": 0.3}, {"backbone": "meso4", "int8_over_fp32": 0.6}]
+    note = backbones.closing_note(rows, ["meso4", "resnet18", "resnet50", "xception"])
+    assert note.endswith("Not measured in this run (2 of 4 requested): resnet50, xception.")
+    assert "1 of 2 backbones (resnet18 0.30)" in note
+    assert "Not measured" not in backbones.closing_note(rows, ["meso4", "resnet18"])
+    assert "Not measured in this run (1 of 1 requested): xception." in backbones.closing_note([], ["xception"])

@@ -161,47 +161,74 @@ def _interpreter(tflite_path, use_xnnpack: bool = False):
     return interpreter, content
 
 
-def run_tflite_tensors(tflite_path, x: np.ndarray, use_xnnpack: bool = False) -> tuple[dict[int, dict], dict[int, np.ndarray]]:
-    """Runs the .tflite on float inputs `x` (N, H, W, 3), one image at a time (the models have batch 1).
+class _TfliteTensors:
+    """The .tflite's quantized activations, read chunk by chunk: `info[tensor index]` = {name,
+    shape, scale, zero_point, op, op_index, inputs (the op's input tensor indices), options (a few
+    of its builtin options)} for every quantized activation (op outputs and the graph input);
+    `raw(x)` runs float inputs `x` (n, H, W, 3) one image at a time (the models have batch 1) and
+    returns tensor index -> its integer values stacked over the n images. `use_xnnpack`: see
+    `_interpreter`."""
 
-    Returns (info, values): info[tensor index] = {name, shape, scale, zero_point, op, op_index, inputs
-    (the op's input tensor indices), options (a few of its builtin options)} for
-    every quantized activation (op outputs and the graph input), values[index] = the dequantized
-    float tensor stacked over the N images. `use_xnnpack`: see `_interpreter`.
-    """
-    interpreter, _content = _interpreter(tflite_path, use_xnnpack)
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    info: dict[int, dict] = {}
+    def __init__(self, tflite_path, use_xnnpack: bool = False):
+        interpreter, content = _interpreter(tflite_path, use_xnnpack)
+        self.interpreter = interpreter
+        details = {d["index"]: d for d in interpreter.get_tensor_details()}
+        self.info: dict[int, dict] = {}
 
-    def add(index, op, op_index, inputs=(), options=None):
-        d = details[index]
-        q = d.get("quantization_parameters") or {}
-        scales = np.asarray(q.get("scales", []))
-        if d["dtype"] not in (np.int8, np.uint8, np.int16) or scales.size != 1:
-            return  # float, int32 (bias) or per-channel (a weight) tensors are not activations
-        info[index] = {"name": d["name"], "shape": tuple(int(s) for s in d["shape"]), "scale": float(scales[0]),
-                       "zero_point": int(np.asarray(q["zero_points"])[0]), "op": op, "op_index": op_index,
-                       "inputs": [int(i) for i in inputs], "options": dict(options or {})}
+        def add(index, op, op_index, inputs=(), options=None):
+            d = details[index]
+            q = d.get("quantization_parameters") or {}
+            scales = np.asarray(q.get("scales", []))
+            if d["dtype"] not in (np.int8, np.uint8, np.int16) or scales.size != 1:
+                return  # float, int32 (bias) or per-channel (a weight) tensors are not activations
+            self.info[index] = {"name": d["name"], "shape": tuple(int(s) for s in d["shape"]), "scale": float(scales[0]),
+                                "zero_point": int(np.asarray(q["zero_points"])[0]), "op": op, "op_index": op_index,
+                                "inputs": [int(i) for i in inputs], "options": dict(options or {})}
 
-    input_detail = interpreter.get_input_details()[0]
-    add(input_detail["index"], "INPUT", -1)
-    for index, op in _producers(_content).items():
-        add(index, op.name, op.index, op.inputs, op.options)
-    in_scale, in_zp = input_detail["quantization"]
-    dtype = np.dtype(input_detail["dtype"])
-    values: dict[int, list] = {i: [] for i in info}
-    for image in np.asarray(x, dtype=np.float32):
-        if dtype == np.float32:
-            q = image[None]
-        else:
-            limits = np.iinfo(dtype)
-            q = np.clip(np.round(image[None] / in_scale) + in_zp, limits.min, limits.max).astype(dtype)
-        interpreter.set_tensor(input_detail["index"], q)
-        interpreter.invoke()
-        for index, meta in info.items():
-            raw = interpreter.get_tensor(index).astype(np.float64)
-            values[index].append((raw - meta["zero_point"]) * meta["scale"])
-    return info, {i: np.concatenate(v, axis=0) for i, v in values.items()}
+        self.input = interpreter.get_input_details()[0]
+        add(self.input["index"], "INPUT", -1)
+        for index, op in _producers(content).items():
+            add(index, op.name, op.index, op.inputs, op.options)
+
+    def raw(self, x: np.ndarray) -> dict[int, np.ndarray]:
+        in_scale, in_zp = self.input["quantization"]
+        dtype = np.dtype(self.input["dtype"])
+        values: dict[int, list] = {i: [] for i in self.info}
+        for image in np.asarray(x, dtype=np.float32):
+            if dtype == np.float32:
+                q = image[None]
+            else:
+                limits = np.iinfo(dtype)
+                q = np.clip(np.round(image[None] / in_scale) + in_zp, limits.min, limits.max).astype(dtype)
+            self.interpreter.set_tensor(self.input["index"], q)
+            self.interpreter.invoke()
+            for index in self.info:
+                values[index].append(self.interpreter.get_tensor(index).copy())
+        return {i: np.concatenate(v, axis=0) for i, v in values.items()}
+
+    def real(self, raw: np.ndarray, index: int) -> np.ndarray:
+        """Tensor `index`'s integer values -> the float64 values they stand for."""
+        meta = self.info[index]
+        return (raw.astype(np.float64) - meta["zero_point"]) * meta["scale"]
+
+
+class _Differences:
+    """Running |Keras - TFLite| statistics of one tensor pair in the TFLite tensor's LSB, over
+    chunks of images: exactly the max, mean and shares the whole arrays would give."""
+
+    def __init__(self):
+        self.total, self.max, self.over, self.beyond, self.count = 0.0, 0.0, 0, 0, 0
+
+    def add(self, diff: np.ndarray, beyond: np.ndarray | None = None) -> None:
+        self.total += float(diff.sum())
+        self.max = max(self.max, float(diff.max()))
+        self.over += int(np.count_nonzero(diff > 0.5))
+        self.beyond += 0 if beyond is None else int(np.count_nonzero(beyond))
+        self.count += diff.size
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count
 
 
 def _name_fragments(tensor_name: str) -> set[str]:
@@ -231,7 +258,8 @@ def layer_parity(qat_model, tflite_path, images: np.ndarray, preprocess=None, ba
     images: uint8 (N, H, W, 3) mapped by `preprocess` (the manifest's Preprocess, default
     normalisation), or float inputs already preprocessed. The TFLite model runs on the builtin
     kernels, or with `use_xnnpack` on XNNPACK (what check_parity runs), whose requantization
-    rounds differently.
+    rounds differently. `batch_size` images are read at a time (the TFLite model runs twice per
+    chunk with `local`): memory grows with it and with the model, not with the number of images.
     """
     import pandas as pd
 
@@ -239,39 +267,44 @@ def layer_parity(qat_model, tflite_path, images: np.ndarray, preprocess=None, ba
     from tfdefakeq.core.tfcompat import keras
 
     images = np.asarray(images)
-    x = (preprocess or Preprocess()).apply(images) if images.dtype == np.uint8 else images.astype(np.float32)
     taps = quantized_taps(qat_model)
     tap_model = keras.Model(qat_model.inputs, [t.layer.output for t in taps])
-    outputs = tap_model.predict(x, batch_size=batch_size, verbose=0)
-    outputs = outputs if isinstance(outputs, list) else [outputs]
-    info, values = run_tflite_tensors(tflite_path, x, use_xnnpack)
+    tflite = _TfliteTensors(tflite_path, use_xnnpack)
+    info = tflite.info
+    pools = []  # per tap: (candidate TFLite tensors, how they were found, how many name the layer)
+    for tap, output in zip(taps, tap_model.outputs):
+        shape = tuple(output.shape[1:])
+        candidates = [i for i, m in info.items() if _same_layout(shape, m["shape"])]
+        named = [i for i in candidates if {tap.layer.name, tap.name} & _name_fragments(info[i]["name"])]
+        pools.append((named, "name", len(named)) if named else (candidates, "value", 0))
+
+    # One chunk of images at a time, so memory is bounded by the chunk, not by the image count:
+    # every candidate pair's statistics accumulate, the closest pair is chosen at the end.
+    stats = [{i: _Differences() for i in pool} for pool, _, _ in pools]
+    for x in _chunks(images, preprocess or Preprocess(), batch_size):
+        outputs = tap_model.predict(x, batch_size=batch_size, verbose=0)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        raw = tflite.raw(x)
+        for row, k in enumerate(outputs):
+            k = np.asarray(k, dtype=np.float64)
+            for i, acc in stats[row].items():
+                acc.add(np.abs(k.reshape(raw[i].shape) - tflite.real(raw[i], i)) / info[i]["scale"])
+        del outputs, raw
 
     claims: dict[int, tuple[float, int]] = {}  # tensor -> (mean LSB, row) of the Keras tensor holding it
     rows = []
-    for row, (tap, k) in enumerate(zip(taps, outputs)):
-        k = np.asarray(k, dtype=np.float64)
-        shape = k.shape[1:]
-        candidates = [i for i, m in info.items() if _same_layout(shape, m["shape"])]
-        wrapper = tap.layer.name
-        named = [i for i in candidates if {wrapper, tap.name} & _name_fragments(info[i]["name"])]
-        pool, how = (named, "name") if named else (candidates, "value")
-
-        def mean_lsb(i, k=k):
-            return float(np.mean(np.abs(k.reshape(values[i].shape) - values[i]))) / info[i]["scale"]
-
-        best = min(pool, key=mean_lsb) if pool else None
-        if best is not None and len(named) != 1:
+    for row, (tap, (pool, how, n_named)) in enumerate(zip(taps, pools)):
+        best = min(pool, key=lambda i: stats[row][i].mean) if pool else None
+        if best is not None and n_named != 1:
             how = "value"
         record = {"keras_layer": tap.name, "keras_type": tap.type, "keras_scale": _fake_quant_scale(tap.qrange),
                   "tflite_tensor": None, "op": None, "op_index": np.nan, "scale": np.nan, "max_lsb": np.nan,
                   "mean_lsb": np.nan, "share_differ": np.nan, "local_max_lsb": np.nan, "local_share_differ": np.nan,
                   "local_share_beyond_ties": np.nan, "match": "none"}
         if best is not None:
-            meta = info[best]
-            diff = np.abs(k.reshape(values[best].shape) - values[best]) / meta["scale"]
+            meta, acc = info[best], stats[row][best]
             record.update(tflite_tensor=meta["name"], op=meta["op"], op_index=meta["op_index"], scale=meta["scale"],
-                          max_lsb=float(diff.max()), mean_lsb=float(diff.mean()), share_differ=float(np.mean(diff > 0.5)),
-                          match=how)
+                          max_lsb=acc.max, mean_lsb=acc.mean, share_differ=acc.over / acc.count, match=how)
             previous = claims.get(best)
             if previous is not None and previous[0] <= record["mean_lsb"]:
                 record = _unmatched(record)  # a closer Keras tensor already holds this one (fused op)
@@ -281,21 +314,20 @@ def layer_parity(qat_model, tflite_path, images: np.ndarray, preprocess=None, ba
                 claims[best] = (record["mean_lsb"], row)
         rows.append(record)
     if local:
-        matched = {taps[r].layer.name: (i, r) for i, (_, r) in claims.items()}
-        known = {name: values[i] for name, (i, _) in matched.items()}
-        local_out, unrounded = _local_outputs(qat_model, x, known, batch_size)
-        for name, (i, r) in matched.items():
-            if r == 0 or name not in local_out:
-                continue  # the input: nothing upstream
-            tflite, scale = values[i], info[i]["scale"]
-            keras_value = local_out[name].reshape(tflite.shape)
-            diff = np.abs(keras_value - tflite) / scale
-            midpoint = (keras_value + tflite) / 2
-            tie = (diff < 1.5) & (np.abs(unrounded[name].reshape(tflite.shape) - midpoint) / scale <= TIE_LSB)
-            tie |= (diff < 1.5) & _kernel_explained(i, info, values, use_xnnpack)
-            rows[r].update(local_max_lsb=float(diff.max()), local_share_differ=float(np.mean(diff > 0.5)),
-                           local_share_beyond_ties=float(np.mean((diff > 0.5) & ~tie)))
+        matched = {taps[r].layer.name: (i, r) for i, (_, r) in claims.items() if r != 0}  # row 0: the input
+        for name, acc in _local_differences(qat_model, images, preprocess or Preprocess(), tflite, matched,
+                                            {taps[r].layer.name: i for i, (_, r) in claims.items()},
+                                            batch_size, use_xnnpack).items():
+            rows[matched[name][1]].update(local_max_lsb=acc.max, local_share_differ=acc.over / acc.count,
+                                          local_share_beyond_ties=acc.beyond / acc.count)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _chunks(images: np.ndarray, preprocess, batch_size: int):
+    """`images` (uint8, mapped by `preprocess`, or float inputs) as float32 chunks of `batch_size`."""
+    for start in range(0, len(images), batch_size):
+        part = images[start:start + batch_size]
+        yield preprocess.apply(part) if part.dtype == np.uint8 else part.astype(np.float32)
 
 
 def _int8(values: np.ndarray, meta: dict) -> np.ndarray:
@@ -332,36 +364,57 @@ def _kernel_explained(index: int, info: dict, values: dict, use_xnnpack: bool) -
     return expected.reshape(values[index].shape) == _int8(values[index], meta)
 
 
-def _local_outputs(qat_model, x: np.ndarray, known: dict[str, np.ndarray], batch_size: int):
-    """Runs `qat_model` layer by layer, every layer reading the TFLite value (`known`, by Keras layer
-    name) of each input that has one: each layer's output is then what Keras computes from TFLite's
-    inputs of its segment. Returns two dicts, layer name -> output for the layers in `known`: as
-    computed, and before the layer's output FakeQuant (the value it rounds; the same array for a
-    layer without one)."""
+def _local_differences(qat_model, images, preprocess, tflite: _TfliteTensors, matched: dict[str, tuple[int, int]],
+                       known: dict[str, int], batch_size: int, use_xnnpack: bool) -> dict[str, _Differences]:
+    """Runs `qat_model` layer by layer, chunk by chunk, every layer reading the TFLite value of each
+    input that has one (`known`: Keras layer name -> TFLite tensor): each layer's output is then
+    what Keras computes from TFLite's inputs of its segment. Returns, for each layer in `matched`
+    (name -> (TFLite tensor, row)), the statistics of |that output - TFLite's| with the outputs
+    beyond rounding ties counted: a difference is a tie when the layer's output before its last
+    rounding (`_unrounded`) lies within TIE_LSB of the midpoint of the two values, or when the
+    kernel's own integer arithmetic explains it (`_kernel_explained`)."""
     from tfdefakeq.quant.fold import inbound_layers
     from tfdefakeq.core.tfcompat import keras, tf
 
     first = qat_model.inputs[0].node.layer.name
-    out: dict[str, list] = {name: [] for name in known}
-    raw: dict[str, list] = {name: [] for name in known}
-    for start in range(0, len(x), batch_size):
-        part = slice(start, start + batch_size)
-        tensors = {first: tf.constant(x[part])}
-        for layer in qat_model.layers:
-            if isinstance(layer, keras.layers.InputLayer):
-                continue
-            args = [tf.constant(known[s.name][part].reshape((-1,) + tuple(tensors[s.name].shape[1:])), tf.float32)
-                    if s.name in known else tensors[s.name] for s in inbound_layers(layer)]
+    layers = [layer for layer in qat_model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    last_use = {}  # layer name -> index of the last layer reading it: its output is dropped after
+    for n, layer in enumerate(layers):
+        for source in inbound_layers(layer):
+            last_use[source.name] = n
+    stats = {name: _Differences() for name in matched}
+    for x in _chunks(images, preprocess, batch_size):
+        raw = tflite.raw(x)
+        real = {}  # TFLite tensor -> float64 values of this chunk, as they are needed
+
+        def value(i):
+            if i not in real:
+                real[i] = tflite.real(raw[i], i)
+            return real[i]
+
+        tensors = {first: tf.constant(x)}
+        for n, layer in enumerate(layers):
+            sources = inbound_layers(layer)
+            args = [tf.constant(value(known[s.name]).reshape((-1,) + tuple(tensors[s.name].shape[1:])), tf.float32)
+                    if s.name in known else tensors[s.name] for s in sources]
             args = args[0] if len(args) == 1 else args
-            tensors[layer.name] = layer(args, training=False)
-            if layer.name in out:
-                out[layer.name].append(tensors[layer.name].numpy())
-                raw[layer.name].append(_unrounded(layer, args))
-    return _stack(out), _stack(raw)
-
-
-def _stack(batches: dict[str, list]) -> dict[str, np.ndarray]:
-    return {name: np.concatenate(v, axis=0).astype(np.float64) for name, v in batches.items() if v}
+            output = layer(args, training=False)
+            if layer.name in matched:
+                i = matched[layer.name][0]
+                theirs, scale = value(i), tflite.info[i]["scale"]
+                ours = output.numpy().astype(np.float64).reshape(theirs.shape)
+                diff = np.abs(ours - theirs) / scale
+                midpoint = (ours + theirs) / 2
+                unrounded = _unrounded(layer, args).astype(np.float64).reshape(theirs.shape)
+                tie = (diff < 1.5) & (np.abs(unrounded - midpoint) / scale <= TIE_LSB)
+                tie |= (diff < 1.5) & _kernel_explained(i, tflite.info, {j: value(j) for j in (i, *tflite.info[i]["inputs"])
+                                                                         if j in tflite.info}, use_xnnpack)
+                stats[layer.name].add(diff, (diff > 0.5) & ~tie)
+            tensors[layer.name] = output
+            for source in sources:
+                if last_use.get(source.name) == n:
+                    tensors.pop(source.name, None)
+    return {name: acc for name, acc in stats.items() if acc.count}
 
 
 def _unrounded(layer, args) -> np.ndarray:
