@@ -202,7 +202,7 @@ def write_report(rows: list[dict], args, commit: str, load, started: float, pend
                        "val images (0: one constant output)",
         "latency": f"tfdefakeq.runtime.latency.bench_model, 1 thread, XNNPACK on, median of {args.runs} single-image "
                    "invokes after 5 warm-up runs",
-        "wall": f"{time.perf_counter() - started:.0f} s so far",
+        "wall": f"{time.perf_counter() - started:.0f} s" + (" so far" if pending else ""),
     }
     done = len(df)
     summary = []
@@ -217,6 +217,11 @@ def write_report(rows: list[dict], args, commit: str, load, started: float, pend
             flat = df[(df[f"{kind}_parity"] == "pass") & (df.get(f"{kind}_logit_range", 0.0) == 0.0)]["architecture"].tolist()
             summary.append(f"{kind}: {len(passed)} of {done} pass" + (f" (refused: {', '.join(failed)})" if failed else "")
                            + (f"; constant logit on every image, so a parity that proves nothing: {', '.join(flat)}" if flat else ""))
+            if f"{kind}_logit_range" in df and "fp32_logit_range" in df:  # a compressed output passes parity all the same
+                ratio = (df[f"{kind}_logit_range"] / df["fp32_logit_range"]).dropna()
+                if len(ratio):
+                    summary.append(f"{kind} logit range / float32's: smallest {ratio.min():.3g} "
+                                   f"({df.loc[ratio.idxmin(), 'architecture']}), median {ratio.median():.3g}")
         raised = df[df["adaptive_avg_bits"] != args.avg_bits]
         if len(raised):
             summary.append(f"--avg-bits {args.avg_bits:g} is below the cheapest plan of " + ", ".join(
