@@ -88,7 +88,7 @@ def _plan_summary(path: Path) -> dict:
         bits[str(b)] = bits.get(str(b), 0) + 1
     return {"layers_at_bits": json.dumps(dict(sorted(bits.items()))), "split_layers": len(plan.salient_channels),
             "per_tensor_layers": len(getattr(plan, "per_tensor", []) or []),
-            "predicted_loss": plan.budget.get("sensitivity_sum"), "estimated_bytes": plan.budget.get("estimated_bytes"),
+            "predicted_loss": plan.budget.get("sensitivity_sum"), "planned_bytes": plan.budget.get("planned_bytes"),
             "budget_bytes": plan.budget.get("budget_bytes"), "weight_bits": plan.weight_bits}
 
 
@@ -196,8 +196,10 @@ def main() -> int:
             qat_s = time.perf_counter() - t
             model, manifest = load_detector(model_path)
             tflite = out / f"resnet18_{size}_{name}.tflite"
-            written = convert_model(model, manifest, "int4", convert_calib, tflite, overwrite=True,
-                                    plan=QuantPlan.load(out / "bit_plan.json"))
+            used = QuantPlan.load(out / "bit_plan.json")  # the plan train wrote beside the model
+            if used.weight_bits != plan["weight_bits"]:  # a reused model from a different plan is not this plan's
+                raise RuntimeError(f"{out}: the model was trained from another plan than {plan['path']}")
+            written = convert_model(model, manifest, "int4", convert_calib, tflite, overwrite=True, plan=used)
             rows, _ = evaluate_model(tflite, data, split="test")
             runs.append({"planner": name, "seed": seed, "ap": rows[-1]["ap"], "auc": rows[-1]["auc"],
                          "acc": rows[-1]["acc"], "file_bytes": tflite.stat().st_size,
@@ -247,7 +249,9 @@ def main() -> int:
     summary = [
         f"Plans: {len(changed)} layers at different bits ({', '.join(changed) or 'none'}); predicted loss former "
         f"{plans['former']['predicted_loss']:.6g}, current {plans['current']['predicted_loss']:.6g}; "
-        f"split layers {plans['former']['split_layers']} vs {plans['current']['split_layers']}.",
+        f"split layers {plans['former']['split_layers']} vs {plans['current']['split_layers']}; per-tensor-scale layers "
+        f"{plans['former']['per_tensor_layers']} vs {plans['current']['per_tensor_layers']}; planned bytes "
+        f"{plans['former']['planned_bytes']} vs {plans['current']['planned_bytes']}.",
         f"File bytes: former {', '.join(map(str, sizes['former']))}, current {', '.join(map(str, sizes['current']))}"
         f" ({'equal' if same_bytes else 'not equal'}; budget {plans['current']['budget_bytes']} bytes).",
         f"Test AP (mean over seeds): {ap_bits}; float model {float_ap:.4f}.",
@@ -255,7 +259,7 @@ def main() -> int:
     ]
     header["result"] = " ".join(summary)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    runs_out = runs_df.drop(columns=[]).assign(part="run")
+    runs_out = runs_df.assign(part="run")
     table = pd.concat([plans_df.assign(part="plan"), runs_out], ignore_index=True)
     write_table(table, args.out, header, "Plan quality: the former planner (bc5b43a) against the current one, AP after QAT",
                 {"ap": "{:.4f}", "ap_mean": "{:.4f}", "ap_std": "{:.4f}", "predicted_loss": "{:.6g}"})
