@@ -1,20 +1,14 @@
 """benchmarks/plan_quality.py: the paired difference across seeds and the sentence made from it."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def pq():
-    spec = importlib.util.spec_from_file_location("plan_quality_under_test", ROOT / "benchmarks" / "plan_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("plan_quality")
 
 
 def test_paired_difference_is_the_t_interval_of_the_differences(pq):
