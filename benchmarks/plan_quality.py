@@ -53,6 +53,8 @@ def verdict(diff: dict, unit: str = "pp", scale: float = 100.0) -> str:
     where = f"difference {m:+.2f} {unit}, 95% CI [{lo:+.2f}, {hi:+.2f}] over {diff['n']} seeds, seed spread (std) {s:.2f} {unit}"
     if diff["n"] < 2:
         return f"one seed only: difference {m:+.2f} {unit}, no interval; not a finding"
+    if (hi < 0 or lo > 0) and abs(m) <= s:
+        return f"{'lower' if hi < 0 else 'higher'} AP but not a finding: {where}; the CI excludes 0 but the difference is within the seed spread"
     if hi < 0:
         return f"AP lost: {where}"
     if lo > 0:
@@ -201,8 +203,8 @@ def main() -> int:
                 raise RuntimeError(f"{out}: the model was trained from another plan than {plan['path']}")
             written = convert_model(model, manifest, "int4", convert_calib, tflite, overwrite=True, plan=used)
             rows, _ = evaluate_model(tflite, data, split="test")
-            runs.append({"planner": name, "seed": seed, "ap": rows[-1]["ap"], "auc": rows[-1]["auc"],
-                         "acc": rows[-1]["acc"], "file_bytes": tflite.stat().st_size,
+            mean = next(r for r in rows if r["generator"] == "mean")  # over all test generators
+            runs.append({"planner": name, "seed": seed, "ap": mean["ap"], "auc": mean["auc"], "acc": mean["acc"], "file_bytes": tflite.stat().st_size,
                          "parity_agrees": written.metrics["parity"]["agrees"],
                          "parity_max_lsb": written.metrics["parity"].get("max_diff_lsb"),
                          "seconds": time.perf_counter() - t, "qat_s": qat_s})
@@ -262,7 +264,10 @@ def main() -> int:
     runs_out = runs_df.assign(part="run")
     table = pd.concat([plans_df.assign(part="plan"), runs_out], ignore_index=True)
     write_table(table, args.out, header, "Plan quality: the former planner (bc5b43a) against the current one, AP after QAT",
-                {"ap": "{:.4f}", "ap_mean": "{:.4f}", "ap_std": "{:.4f}", "predicted_loss": "{:.6g}"})
+                {"ap": "{:.4f}", "ap_mean": "{:.4f}", "ap_std": "{:.4f}", "predicted_loss": "{:.6g}", "plan_s": "{:.1f}",
+                 "seconds": "{:.1f}", "qat_s": "{:.1f}", **{c: "{:.0f}" for c in ("seed", "split_layers", "per_tensor_layers",
+                                                                               "planned_bytes", "budget_bytes", "file_bytes",
+                                                                               "parity_max_lsb")}})
     print("\n".join(summary))
     return 0
 

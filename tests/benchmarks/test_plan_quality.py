@@ -30,6 +30,10 @@ def test_verdict_says_lost_gained_or_unresolved(pq):
     noise = pq.paired_difference([0.90, 0.80, 0.85], [0.85, 0.86, 0.84])
     text = pq.verdict(noise)
     assert text.startswith("no AP difference resolved") and "within the seed spread" in text
+    # a consistent difference (CI excludes 0) smaller than the seed spread is not a finding
+    small = pq.paired_difference([0.901, 0.951, 0.851], [0.90, 0.95, 0.85])
+    assert small["low"] > 0 and small["mean"] < small["spread"]
+    assert pq.verdict(small).startswith("higher AP but not a finding")
 
 
 def test_paired_difference_refuses_unpaired_samples(pq):
