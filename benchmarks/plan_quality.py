@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this tree's tfdefakeq, not an installed one (the child puts --package-root first)
 
 
 def paired_difference(current, former, confidence: float = 0.95) -> dict:
