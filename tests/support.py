@@ -70,3 +70,15 @@ def fail_os_replace_on_call(monkeypatch, n: int) -> list:
 
     monkeypatch.setattr(os, "replace", replace)
     return calls
+
+
+def load_benchmark(name: str):
+    """The module benchmarks/<name>.py (not a package), imported for its helpers."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
