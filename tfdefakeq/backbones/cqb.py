@@ -22,8 +22,8 @@ our own count, a regression check.
 
 from __future__ import annotations
 
-from tfdefakeq.backbones.common import (AlphaMix, channel_average, channel_repeat, classifier_head, front_end,
-                                        layers, spatial_average)
+from tfdefakeq.backbones.common import (AlphaMix, DepthwisePReLU, channel_average, channel_repeat, classifier_head,
+                                        front_end, layers, spatial_average)
 from tfdefakeq.backbones.registry import register_backbone
 from tfdefakeq.core.tfcompat import keras
 
@@ -31,7 +31,8 @@ _BN = dict(epsilon=1e-5)
 
 
 def _prelu(x, name):
-    return layers.PReLU(shared_axes=[1, 2], name=name)(x)  # one slope per channel, as torch.nn.PReLU(C)
+    # one slope per channel, as torch.nn.PReLU(C); int8 as depthwise convs + ADD, which XNNPACK runs
+    return DepthwisePReLU(shared_axes=[1, 2], name=name)(x)
 
 
 def _mixed_stage(x, quantized, shortcut, name):

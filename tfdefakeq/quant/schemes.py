@@ -217,7 +217,8 @@ def custom_objects() -> dict:
     for cls in (quantizers.LearnedRangeWeightQuantizer, quantizers.LSQWeightQuantizer, quantizers.LearnedActivationQuantizer,
                 quantizers.LogitQuantizer, configs.OutputQuantizeConfig, ChannelGather):
         objects[cls.__name__] = cls
-    for cls in list(extra_quantize_configs().values()) + [common.HardSigmoid, common.AlphaMix, configs.PassThroughQuantizeConfig]:
+    for cls in list(extra_quantize_configs().values()) + [common.HardSigmoid, common.AlphaMix, common.DepthwisePReLU,
+                                                          configs.PassThroughQuantizeConfig]:
         objects[cls.__name__] = cls
     for name in ("HighPassKernel", "ChannelAverageKernel", "SRMKernel"):
         objects[name] = getattr(common, name)
