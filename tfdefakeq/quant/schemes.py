@@ -176,7 +176,7 @@ def annotate_and_apply(model, configs: dict, scheme=None, objects: dict | None =
 
 def apply_tfmot_int8(model):
     """tfmot's default 8-bit QAT (`quantize_model`), with our QuantizeConfigs on the layer types
-    tfmot's registry lacks (squeeze-excite Multiply, HardSigmoid, PReLU, AlphaMix)."""
+    tfmot's registry lacks (squeeze-excite Multiply, HardSigmoid, PReLU, DepthwisePReLU, AlphaMix)."""
     return annotate_and_apply(model, tfmot_configs(model))
 
 
