@@ -120,3 +120,33 @@ def test_backbones_closing_note_names_the_backbones_not_measured():
     assert "1 of 2 backbones (resnet18 0.30)" in note
     assert "Not measured" not in backbones.closing_note(rows, ["meso4", "resnet18"])
     assert "Not measured in this run (1 of 1 requested): xception." in backbones.closing_note([], ["xception"])
+
+
+def test_mnv3_int8_floor_prose_bounds_the_ratio_by_the_graph_without_hard_swish_and_se():
+    import pandas as pd
+
+    def row(graph, fp32, int8, muls=0):
+        return {"backbone": "mobilenet_v3_small", "graph": graph, "latency_fp32_ms": fp32, "latency_int8_ms": int8,
+                "int8_over_fp32": int8 / fp32, "ratio_min": int8 / fp32 - 0.01, "ratio_max": int8 / fp32 + 0.01,
+                "int8_mul": muls}
+
+    module = _script("benchmarks/mnv3_int8_floor.py")
+    models = pd.DataFrame([row("full", 2.0, 1.2, 56), row("hswish_as_relu", 2.0, 1.1), row("no_se", 2.0, 1.15),
+                           row("core", 2.0, 1.16)])
+    depthwise = pd.DataFrame([
+        {"output": "112x112x64", "latency_int8_per_channel_ms": 1.2, "latency_int8_per_tensor_ms": 1.2,
+         "per_channel_over_fp32": 1.2, "per_tensor_over_fp32": 1.2},
+        {"output": "14x14x240", "latency_int8_per_channel_ms": 0.8, "latency_int8_per_tensor_ms": 0.76,
+         "per_channel_over_fp32": 0.8, "per_tensor_over_fp32": 0.76}])
+    first, second = module.prose(models, depthwise)
+    assert "int8/float32 0.600 for the model (0.590-0.610; 1.200 vs 2.000 ms, 56 int8 MULs)" in first
+    assert "without both 0.580" in first and "in every repeat (0.570-0.590 over the repeats)" in first
+    assert "no formulation of hard-swish or SE can bring the model under it" in first
+    assert "0.80-1.20x the float32 time" in second and "more than 5% slower than float32 at 112x112x64;" in second
+    assert "at most 5.0%" in second
+    core = models["graph"] == "core"
+    models.loc[core, ["ratio_min", "ratio_max"]] = 0.45, 0.49
+    assert "could at best bring the model there" in module.prose(models, depthwise.iloc[:0])[0]
+    models.loc[core, ["ratio_min", "ratio_max"]] = 0.49, 0.51
+    (line,) = module.prose(models, depthwise.iloc[:0])
+    assert "on the target 0.5 within the spread of the repeats (0.490-0.510 over the repeats)" in line

@@ -59,7 +59,8 @@ FLOAT_STEPS = 150
 KNOWN_ABOVE_BOUND = {
     ("resnet34", "tfmot_int8"): 12, ("resnet34", "w4a8"): 10,  # 1 and 0 LSB since the BN-bias snap
     ("resnet50", "tfmot_int8"): 13, ("resnet50", "w4a8"): 9,
-    ("cqb_resnet18", "tfmot_int8"): 17, ("cqb_resnet18", "w4a8"): 8,  # 0-17 LSB over 5 runs; 0-8 over 6
+    ("cqb_resnet18", "tfmot_int8"): 17, ("cqb_resnet18", "w4a8"): 16,  # 0-17 LSB over 5 runs; 0-8 over 6
+    # (with the PReLU as common.DepthwisePReLU, 2026-12-05: 9 and 16, every op within 1 LSB, ties only)
     # Measured 2026-12-04, after the float models' BatchNorm statistics were set from data (before, several
     # tiny models put out one logit for every image and these cases could not show any spread):
     # accepted op by op, logits above the bound under tfmot_int8 (BN unfolded in Keras).

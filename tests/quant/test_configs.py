@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfdefakeq.backbones.common import AlphaMix, HardSigmoid, channel_average, channel_repeat, front_end
+from tfdefakeq.backbones.common import AlphaMix, DepthwisePReLU, HardSigmoid, channel_average, channel_repeat, front_end
 from tfdefakeq.quant.fold import fold_batchnorm, split_separable
 from tfdefakeq.core.tfcompat import keras
 
@@ -20,6 +20,70 @@ def test_alpha_mix_mixes_with_one_learnable_weight():
     a, b = np.ones((1, 2, 2, 4), np.float32), np.full((1, 2, 2, 4), 5.0, np.float32)
     np.testing.assert_allclose(mix([a, b]).numpy(), 0.25 * 1 + 0.75 * 5)
     assert [w.shape for w in mix.trainable_weights] == [()]
+
+
+SLOPES = np.array([-0.5, 0.0, 0.25, 1.0, 1.7, 0.1], np.float32)  # any slope, below 0 and above 1 too
+
+
+def test_depthwise_prelu_is_keras_prelu_with_its_weights():
+    """Same function, weight and config as keras PReLU(shared_axes=[1, 2]), so trained slopes load."""
+    x = np.random.default_rng(0).normal(size=(2, 3, 3, 6)).astype(np.float32)
+    reference = layers.PReLU(shared_axes=[1, 2])
+    reference.build(x.shape)
+    reference.set_weights([SLOPES.reshape(1, 1, 6)])
+    ours = DepthwisePReLU(shared_axes=[1, 2])
+    ours.build(x.shape)
+    ours.set_weights(reference.get_weights())
+    np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-7)
+    np.testing.assert_allclose(ours(x).numpy(), np.where(x >= 0, x, SLOPES * x), atol=1e-6)
+    assert DepthwisePReLU.from_config(ours.get_config()).shared_axes == [1, 2]
+    with pytest.raises(ValueError, match="one slope per channel"):
+        DepthwisePReLU()(keras.Input((3, 3, 6)))  # a slope per pixel too: not a depthwise op
+
+
+@pytest.mark.parametrize("scheme", ["tfmot_int8", "w4a8"])
+def test_depthwise_prelu_converts_to_delegated_int8_ops_and_matches_keras(scheme, tmp_path):
+    """int8: no PRELU (XNNPACK in ai-edge-litert 2.3.0 has no int8 PRELU), only DEPTHWISE_CONV_2D and
+    ADD, every op taken by XNNPACK; the TFLite output within 1 LSB of the Keras QAT model for slopes
+    below 0, in [0, 1] and above 1."""
+    from tfdefakeq.engine.export import to_tflite
+    from tfdefakeq.quant import quantize
+    from tfdefakeq.runtime.latency import profile_model
+    from tfdefakeq.runtime.modelinfo import read_model_info
+
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(6, 3, padding="same", name="conv")(inputs)
+    model = keras.Model(inputs, DepthwisePReLU(shared_axes=[1, 2], name="prelu")(x))
+    model.get_layer("prelu").set_weights([SLOPES.reshape(1, 1, 6)])
+    images = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype(np.float32)
+    qat = quantize(model, scheme, images)
+    assert len(qat.get_layer("quant_prelu").layer.term_quantizers) == 2
+    path = tmp_path / "prelu.tflite"
+    path.write_bytes(to_tflite(qat, "int8", images))
+    info = read_model_info(path)
+    assert "PRELU" not in info.op_counts and info.op_counts["DEPTHWISE_CONV_2D"] == 2 and info.op_counts["ADD"] == 1
+    assert all(row["delegated"] is not False for row in profile_model(path, runs=2))
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    in_scale, in_zero = inp["quantization"]
+    out_scale, out_zero = out["quantization"]
+    got = []
+    for image in images:
+        interpreter.set_tensor(inp["index"], np.clip(np.round(image / in_scale + in_zero), -128, 127).astype(np.int8)[None])
+        interpreter.invoke()
+        got.append((interpreter.get_tensor(out["index"]).astype(np.float32) - out_zero) * out_scale)
+    expected = qat(images).numpy()
+    assert np.abs(np.concatenate(got) - expected).max() <= out_scale * 1.001
+    # and the QAT model is the PReLU: off the float model by rounding only (conv output, relu(-x), the
+    # slope term, the sum: half a step each, each step at most the output's; plus the conv's weight
+    # grid). Measured 1.6-1.8 LSB; a wrong slope term (0.9 - alpha for 1 - alpha) gives 10.
+    off = np.abs(expected - model(images).numpy()).max() / out_scale
+    assert off <= 3.0, f"{scheme}: QAT vs float {off:.2f} output LSB"
+    assert np.ptp(expected) / out_scale > 100  # the output spans the grid: a 1-LSB bound is tight
 
 
 def test_parameter_free_shortcuts():

@@ -37,7 +37,7 @@ def _ema_range_vars(model) -> list:
     """(min_var, max_var) pairs of the moving-average activation quantizers."""
     pairs = []
     for wrapper in _wrappers(model):
-        for quantizer, qvars in getattr(wrapper.layer, "term_quantizers", None) or []:  # AlphaMix products
+        for quantizer, qvars in getattr(wrapper.layer, "term_quantizers", None) or []:  # AlphaMix products, DepthwisePReLU terms
             if isinstance(quantizer, _q.quantizers.MovingAverageQuantizer):
                 pairs.append(qvars)
         if wrapper._output_quantizers and isinstance(wrapper._output_quantizers[0], _q.quantizers.MovingAverageQuantizer):

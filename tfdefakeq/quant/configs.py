@@ -180,15 +180,33 @@ class AlphaMixQuantizeConfig(PReLUQuantizeConfig):
     `(1 - alpha) * s` each get a learned 8-bit range (the operands of TFLite's int8 ADD), the sum another."""
 
     def set_quantize_activations(self, layer, quantize_activations):
-        # The two products are inside the layer, so their quantizers are too: vars built on it, once
-        # (tfmot calls this on every call of the wrapper).
-        if getattr(layer, "term_quantizers", None):
-            return
-        terms = []
-        for name in ("quantized_term", "shortcut_term"):
-            quantizer = activation_quantizer()
-            terms.append((quantizer, quantizer.build(None, name, layer)))
-        layer.term_quantizers = terms
+        # The two products are inside the layer, so their quantizers are too
+        set_term_quantizers(layer, ("quantized_term", "shortcut_term"))
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
+class DepthwisePReLUQuantizeConfig(_NoWeightsConfig):
+    """common.DepthwisePReLU -> DEPTHWISE_CONV_2D(+RELU), DEPTHWISE_CONV_2D, ADD (all int8, delegated
+    by XNNPACK): relu(-x) and `(1 - alpha) * relu(-x)` each get an 8-bit range, the output another.
+    The slopes are fake-quantized inside the layer (per channel, exact), not here."""
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        set_term_quantizers(layer, ("negative_part", "slope_term"))
+
+    def get_output_quantizers(self, layer):
+        return [activation_quantizer()]
+
+
+def set_term_quantizers(layer, names) -> None:
+    """Builds one 8-bit activation quantizer per name on `layer` (vars on the layer, once: tfmot calls
+    set_quantize_activations on every call of the wrapper) as `layer.term_quantizers`."""
+    if getattr(layer, "term_quantizers", None):
+        return
+    terms = []
+    for name in names:
+        quantizer = activation_quantizer()
+        terms.append((quantizer, quantizer.build(None, name, layer)))
+    layer.term_quantizers = terms
 
 
 @keras.utils.register_keras_serializable(package="tfdefakeq")
@@ -208,7 +226,7 @@ class PassThroughQuantizeConfig(_NoWeightsConfig):
 def extra_quantize_configs() -> dict:
     """QuantizeConfig class per layer type that tfmot's default 8-bit registry lacks. Used by both the
     tfmot_int8 and the folded schemes; see `custom_quantize_config` for the per-layer choice."""
-    from tfdefakeq.backbones.common import AlphaMix, HardSigmoid
+    from tfdefakeq.backbones.common import AlphaMix, DepthwisePReLU, HardSigmoid
     from tfdefakeq.quant.vertical import ChannelGather
 
     return {
@@ -218,6 +236,7 @@ def extra_quantize_configs() -> dict:
         keras.layers.AveragePooling2D: PassThroughQuantizeConfig,
         HardSigmoid: HardSigmoidQuantizeConfig,
         AlphaMix: AlphaMixQuantizeConfig,
+        DepthwisePReLU: DepthwisePReLUQuantizeConfig,
     }
 
 

@@ -71,7 +71,7 @@ import math
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from tfdefakeq.quant.configs import PReLUQuantizeConfig, _NoWeightsConfig
+from tfdefakeq.quant.configs import DepthwisePReLUQuantizeConfig, PReLUQuantizeConfig, _NoWeightsConfig
 from tfdefakeq.core.tfcompat import keras, tf
 
 Quantizer = tfmot.quantization.keras.quantizers.Quantizer
@@ -244,6 +244,12 @@ class LogPReLUQuantizeConfig(_LogOutput, PReLUQuantizeConfig):
 
 
 @keras.utils.register_keras_serializable(package="tfdefakeq")
+class LogDepthwisePReLUQuantizeConfig(_LogOutput, DepthwisePReLUQuantizeConfig):
+    """common.DepthwisePReLU (int8 depthwise convs + ADD, as DepthwisePReLUQuantizeConfig) whose output
+    is log-quantized by ShiftedLogActivationQuantizer."""
+
+
+@keras.utils.register_keras_serializable(package="tfdefakeq")
 class LogReLUQuantizeConfig(_LogOutput, _NoWeightsConfig):
     """keras ReLU (fused by the converter into the conv or add before it) with a log-quantized output."""
 
@@ -256,6 +262,10 @@ def _is_plain_relu(layer) -> bool:
 
 def log_activation_config(layer, num_bits: int = 4, ratio: float | None = None, on=("prelu", "relu")):
     """The log QuantizeConfig for `layer` (a PReLU or a plain ReLU, as selected by `on`), else None."""
+    from tfdefakeq.backbones.common import DepthwisePReLU
+
+    if type(layer) is DepthwisePReLU and "prelu" in on:
+        return LogDepthwisePReLUQuantizeConfig(num_bits, ratio)
     if type(layer) is keras.layers.PReLU and "prelu" in on:
         return LogPReLUQuantizeConfig(num_bits, ratio)
     if _is_plain_relu(layer) and "relu" in on:
@@ -267,7 +277,8 @@ def custom_objects() -> dict:
     from tfdefakeq.quant.schemes import custom_objects as scheme_objects
 
     return {**scheme_objects(), "ShiftedLogActivationQuantizer": ShiftedLogActivationQuantizer,
-            "LogPReLUQuantizeConfig": LogPReLUQuantizeConfig, "LogReLUQuantizeConfig": LogReLUQuantizeConfig}
+            "LogPReLUQuantizeConfig": LogPReLUQuantizeConfig,
+            "LogDepthwisePReLUQuantizeConfig": LogDepthwisePReLUQuantizeConfig, "LogReLUQuantizeConfig": LogReLUQuantizeConfig}
 
 
 def quantize_log(model, calib_images: np.ndarray | None = None, num_bits: int = 4, ratio: float | None = None,

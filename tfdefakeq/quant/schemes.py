@@ -176,7 +176,7 @@ def annotate_and_apply(model, configs: dict, scheme=None, objects: dict | None =
 
 def apply_tfmot_int8(model):
     """tfmot's default 8-bit QAT (`quantize_model`), with our QuantizeConfigs on the layer types
-    tfmot's registry lacks (squeeze-excite Multiply, HardSigmoid, PReLU, AlphaMix)."""
+    tfmot's registry lacks (squeeze-excite Multiply, HardSigmoid, PReLU, DepthwisePReLU, AlphaMix)."""
     return annotate_and_apply(model, tfmot_configs(model))
 
 
@@ -217,7 +217,8 @@ def custom_objects() -> dict:
     for cls in (quantizers.LearnedRangeWeightQuantizer, quantizers.LSQWeightQuantizer, quantizers.LearnedActivationQuantizer,
                 quantizers.LogitQuantizer, configs.OutputQuantizeConfig, ChannelGather):
         objects[cls.__name__] = cls
-    for cls in list(extra_quantize_configs().values()) + [common.HardSigmoid, common.AlphaMix, configs.PassThroughQuantizeConfig]:
+    for cls in list(extra_quantize_configs().values()) + [common.HardSigmoid, common.AlphaMix, common.DepthwisePReLU,
+                                                          configs.PassThroughQuantizeConfig]:
         objects[cls.__name__] = cls
     for name in ("HighPassKernel", "ChannelAverageKernel", "SRMKernel"):
         objects[name] = getattr(common, name)
