@@ -153,3 +153,33 @@ def test_the_table_does_not_depend_on_the_chunk_size(exported):
     for batch_size in (1, 3):
         pd.testing.assert_frame_equal(layer_parity(qat, path, images, batch_size=batch_size, use_xnnpack=True), whole,
                                       check_exact=False, rtol=1e-9)
+
+
+def test_an_input_read_by_several_branches_is_tapped(tmp_path):
+    """MesoInception-4's shape: the image feeds several conv branches whose outputs are
+    concatenated; tfmot may then call its input QuantizeLayer once per branch, and tapping
+    `layer.output` of such a multi-node layer failed with "Graph disconnected"."""
+    from tfdefakeq.core.manifest import Preprocess
+    from tfdefakeq.core.tfcompat import keras
+    from tfdefakeq.engine.export import to_tflite
+    from tfdefakeq.engine.parity import layer_parity
+    from tfdefakeq.quant import quantize
+
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3), name="image")
+    a = L.Conv2D(4, 1, padding="same", name="branch_a")(inputs)
+    b = L.Conv2D(4, 3, padding="same", name="branch_b")(inputs)
+    x = L.ReLU(name="joined_relu")(L.Concatenate(name="joined")([a, b]))
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, L.Dense(1, name="logit")(x))
+    images, _ = random_images(8, 32)
+    x = Preprocess().apply(images)
+    qat = quantize(model, "tfmot_int8", x)
+    path = tmp_path / "branches_int8.tflite"
+    path.write_bytes(to_tflite(qat, "int8", x))
+    table = layer_parity(qat, path, images)
+    layers = table["keras_layer"].tolist()
+    assert layers[0].startswith("quantize_layer") and layers[-1] == "logit"
+    assert (table["match"] != "none").all(), table[table["match"] == "none"]
+    assert (table["local_max_lsb"].fillna(0) <= 1.0 + 1e-3).all(), table

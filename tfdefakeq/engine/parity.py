@@ -86,17 +86,46 @@ def _layer_range(layer) -> tuple[float, float] | None | bool:
     return None
 
 
+def _graph_nodes(model, layer) -> list:
+    """The call nodes of `layer` that belong to `model`'s graph (a layer built once may also carry
+    nodes from other graphs, and tfmot calls the input QuantizeLayer once per reader in some graphs,
+    e.g. MesoInception-4)."""
+    nodes = [node for i, node in enumerate(layer._inbound_nodes)
+             if f"{layer.name}_ib-{i}" in getattr(model, "_network_nodes", ())]
+    return nodes or list(layer._inbound_nodes)
+
+
+def _sources(model, layer) -> list:
+    """The layers feeding `layer` in `model`; a layer called several times must read the same
+    layers each time (its outputs are then the same tensor), else a UserError."""
+    from tfdefakeq.core.errors import UserError
+
+    found = []
+    for node in _graph_nodes(model, layer):
+        inbound = node.inbound_layers
+        found.append([s.name for s in (inbound if isinstance(inbound, (list, tuple)) else [inbound])])
+    if any(names != found[0] for names in found):
+        raise UserError(f"layer {layer.name}: called on different inputs {found}; cannot tap it")
+    by_name = {s.name: s for s in model.layers}
+    return [by_name[n] for n in found[0]]
+
+
+def _output(model, layer):
+    """`layer`'s output tensor in `model`'s graph (its first node there: `layer.output` fails for
+    a layer with several nodes, and `Graph disconnected` follows)."""
+    return _graph_nodes(model, layer)[0].outputs
+
+
 def quantized_taps(qat_model) -> list[_Tap]:
     """Every Keras layer of `qat_model` whose output is an int8 tensor in the converted model, in
     layer (topological) order: its own FakeQuant range, or None when it inherits its input's."""
-    from tfdefakeq.quant.fold import inbound_layers
 
     taps: list[_Tap] = []
     tapped: set[str] = set()
     for layer in qat_model.layers:
         found = _layer_range(layer)
         if found is False:
-            sources = inbound_layers(layer)
+            sources = _sources(qat_model, layer)
             if len(sources) != 1 or sources[0].name not in tapped:
                 continue  # its input is not an int8 tensor we know
             found = None
@@ -268,7 +297,7 @@ def layer_parity(qat_model, tflite_path, images: np.ndarray, preprocess=None, ba
 
     images = np.asarray(images)
     taps = quantized_taps(qat_model)
-    tap_model = keras.Model(qat_model.inputs, [t.layer.output for t in taps])
+    tap_model = keras.Model(qat_model.inputs, [_output(qat_model, t.layer) for t in taps])
     tflite = _TfliteTensors(tflite_path, use_xnnpack)
     info = tflite.info
     pools = []  # per tap: (candidate TFLite tensors, how they were found, how many name the layer)
@@ -373,14 +402,13 @@ def _local_differences(qat_model, images, preprocess, tflite: _TfliteTensors, ma
     beyond rounding ties counted: a difference is a tie when the layer's output before its last
     rounding (`_unrounded`) lies within TIE_LSB of the midpoint of the two values, or when the
     kernel's own integer arithmetic explains it (`_kernel_explained`)."""
-    from tfdefakeq.quant.fold import inbound_layers
     from tfdefakeq.core.tfcompat import keras, tf
 
     first = qat_model.inputs[0].node.layer.name
     layers = [layer for layer in qat_model.layers if not isinstance(layer, keras.layers.InputLayer)]
     last_use = {}  # layer name -> index of the last layer reading it: its output is dropped after
     for n, layer in enumerate(layers):
-        for source in inbound_layers(layer):
+        for source in _sources(qat_model, layer):
             last_use[source.name] = n
     stats = {name: _Differences() for name in matched}
     for x in _chunks(images, preprocess, batch_size):
@@ -394,7 +422,7 @@ def _local_differences(qat_model, images, preprocess, tflite: _TfliteTensors, ma
 
         tensors = {first: tf.constant(x)}
         for n, layer in enumerate(layers):
-            sources = inbound_layers(layer)
+            sources = _sources(qat_model, layer)
             args = [tf.constant(value(known[s.name]).reshape((-1,) + tuple(tensors[s.name].shape[1:])), tf.float32)
                     if s.name in known else tensors[s.name] for s in sources]
             args = args[0] if len(args) == 1 else args
