@@ -90,6 +90,8 @@ REFUSED = [
     ("train", ["--data", "{data}", "--out", "{out}/run", "--scheme", "w4a8"], "--scheme needs --init"),
     ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--scheme", "w4a8", "--kd-alpha", "0.3"],
      "--kd-alpha weighs distillation, which is off"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--scheme", "adaptive", "--channel-choice",
+               "random"], "--channel-choice picks the channels of the vertical split, which is off"),
     ("train", ["--data", "{data}", "--out", "{out}/run", "--partial"], "--partial loosens --weights"),
     ("train", ["--data", "{data}", "--out", "{out}/run", "--aug-prob", "2"], "--aug-prob must be in [0, 1]"),
     ("train", ["--data", "{out}/nowhere", "--out", "{out}/run"], "nowhere/train: dataset split not found"),

@@ -20,6 +20,12 @@ def test_float_training_writes_model_manifest_and_history(tiny_float_model, easy
     history = (tiny_float_model.parent / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 20  # header + one row per epoch
     assert not (tiny_float_model.parent / "backup").exists()  # removed once training finished
+    # --keep best (the default): the manifest's metrics are those of the first epoch with the best val AUC
+    column = history[0].split(",").index("val_auc")
+    val_auc = [float(line.split(",")[column]) for line in history[1:]]
+    assert manifest.metrics["kept_by"] == "best" and manifest.metrics["epochs"] == 20
+    assert manifest.metrics["kept_epoch"] == 1 + int(np.argmax(val_auc))
+    assert manifest.metrics["val_auc"] == pytest.approx(max(val_auc))
 
 
 def test_trained_detector_beats_chance_on_validation(tiny_float_model, easy_synthetic_root):

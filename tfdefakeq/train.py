@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="initial weights for a float backbone: 'imagenet' (keras.applications, downloaded by Keras) or a .h5 file")
     p.add_argument("--partial", action="store_true",
                    help="with --weights: accept a file that covers only part of the backbone (the layers it skips are listed)")
+    p.add_argument("--keep", choices=("best", "last"), default="best",
+                   help="which epoch's weights to save: the one with the best val AUC (default) or the last")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing finished run in --out")
     p.add_argument("--quiet", action="store_true", help="no per-step or per-epoch progress (results and errors are still printed)")
@@ -80,6 +82,9 @@ def check_args(args) -> None:
         raise UserError("give one budget: --avg-bits or --budget-bytes")
     if args.salient_ratio is not None and not 0 <= args.salient_ratio < 1:
         raise UserError(f"--salient-ratio must be in [0, 1), got {args.salient_ratio}")
+    if args.scheme == "adaptive" and not (args.salient_ratio or 0) > 0:
+        refuse_ignored(given, ("channel_choice",), "picks the channels of the vertical split, which is off by default "
+                                                   "(offer it with --salient-ratio R > 0)")
     distill = args.distill == "on" or (args.distill == "auto" and args.scheme == "adaptive")
     if distill and not args.scheme:
         raise UserError("--distill needs QAT (--init FLOAT --scheme S): the float model is the teacher")

@@ -24,3 +24,35 @@ def test_set_batchnorm_statistics_takes_the_images_statistics():
     # in inference mode the normalised features now have zero mean and unit variance
     normalised = keras.Model(inputs, x)(images, training=False).numpy()
     assert normalised.mean() == pytest.approx(0.0, abs=1e-3) and normalised.var() == pytest.approx(1.0, rel=1e-2)
+
+
+def test_best_epoch_puts_back_the_best_weights_and_a_resumed_run_knows_them(tmp_path):
+    """Epochs logging val_auc 0.5, 0.9, 0.9, 0.7 keep epoch 1's weights (the earliest of equal
+    values); a new keeper reading the folder (a resumed run) knows value and epoch, and its model
+    gets those weights too."""
+    from tfdefakeq.core.tfcompat import keras
+    from tfdefakeq.engine.training import BestEpoch
+
+    def model():
+        inputs = keras.Input((3,))
+        return keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs))
+
+    student = model()
+    keeper = BestEpoch(tmp_path / "best", student)
+    assert keeper.restore(own=True) == -1  # nothing kept yet
+    weights = {}
+    for epoch, value in enumerate([0.5, 0.9, 0.9, 0.7]):
+        student.set_weights([np.full_like(w, epoch + 1.0) for w in student.get_weights()])
+        weights[epoch] = [w.copy() for w in student.get_weights()]
+        keeper.callback.on_epoch_end(epoch, {"val_auc": value, "loss": 1.0})
+    assert keeper.restore(own=True) == 1
+    for kept, expected in zip(student.get_weights(), weights[1]):
+        np.testing.assert_array_equal(kept, expected)
+    other = model()
+    resumed = BestEpoch(tmp_path / "elsewhere", other, restore_from=tmp_path / "best")
+    assert resumed.restore() == 1 and float(resumed.value.numpy()) == pytest.approx(0.9)
+    for kept, expected in zip(other.get_weights(), weights[1]):
+        np.testing.assert_array_equal(kept, expected)
+    assert not resumed.update(4, 0.85)  # below the best it read: nothing written
+    with pytest.raises(Exception, match="val_auc"):
+        keeper.callback.on_epoch_end(5, {"loss": 1.0})

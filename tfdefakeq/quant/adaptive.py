@@ -34,7 +34,12 @@ from tfdefakeq.core.tfcompat import keras
 # tensor names and tables), measured on benchmarks/quant_methods.py runs: a byte budget is planned
 # this much below the limit so the file stays under it.
 BYTES_RESERVE = 0.02
-DEFAULT_SALIENT_RATIO = 1 / 32  # DeFakeQ restores "a small number" of channels; 1/32 costs ~0.13 bits/weight at 4 bits
+# The vertical split is off by default (issue 14 s4: "if none wins, turn it off"). Offered to the
+# allocator at 1/32 of each low-bit conv's input channels (DeFakeQ restores "a small number"; ~0.13
+# bits/weight at 4 bits), it was chosen for no layer of ResNet-18 at fp32/10.7 or fp32/13 in any of
+# 3 seeds (benchmarks/results/quant_methods.md at ac93856, and at af1615e before it): the bytes buy
+# more predicted loss reduction as bits elsewhere. `--salient-ratio R` offers it again.
+DEFAULT_SALIENT_RATIO = 0.0
 # A conv is offered a per-tensor scale (options "8t", "4t", ...) when that saves at least this share
 # of its bytes at 2 bits per channel: MobileNetV2's depthwise layers (9 weights a channel) save
 # ~80%, its narrow 1x1 convs 40-75%, a ResNet 3x3 conv with 256 inputs 4% (not worth measuring).
