@@ -96,7 +96,7 @@ def measure_backbone(name: str, runs: int, calib: int, work: Path, repeats: int 
     from tfdefakeq.quant import quantize
     from tfdefakeq.runtime.modelinfo import read_model_info
 
-    from backbones import synthetic_images  # benchmarks/backbones.py, the zoo benchmark's images
+    from benchmarks.backbones import synthetic_images  # the zoo benchmark's images
 
     x = Preprocess().apply(synthetic_images(calib, 224))
     paths, ops = {}, {}

@@ -39,20 +39,24 @@ def test_best_epoch_puts_back_the_best_weights_and_a_resumed_run_knows_them(tmp_
 
     student = model()
     keeper = BestEpoch(tmp_path / "best", student)
-    assert keeper.restore(own=True) == -1  # nothing kept yet
+    assert keeper.restore_kept() == -1  # nothing kept yet
     weights = {}
     for epoch, value in enumerate([0.5, 0.9, 0.9, 0.7]):
         student.set_weights([np.full_like(w, epoch + 1.0) for w in student.get_weights()])
         weights[epoch] = [w.copy() for w in student.get_weights()]
         keeper.callback.on_epoch_end(epoch, {"val_auc": value, "loss": 1.0})
-    assert keeper.restore(own=True) == 1
+    assert keeper.restore_kept() == 1
     for kept, expected in zip(student.get_weights(), weights[1]):
         np.testing.assert_array_equal(kept, expected)
     other = model()
     resumed = BestEpoch(tmp_path / "elsewhere", other, restore_from=tmp_path / "best")
-    assert resumed.restore() == 1 and float(resumed.value.numpy()) == pytest.approx(0.9)
+    assert resumed.resume() == 1 and float(resumed.value.numpy()) == pytest.approx(0.9)
     for kept, expected in zip(other.get_weights(), weights[1]):
         np.testing.assert_array_equal(kept, expected)
     assert not resumed.update(4, 0.85)  # below the best it read: nothing written
+    other.set_weights([w + 5 for w in other.get_weights()])  # a later epoch's weights
+    assert resumed.restore_kept() == 1 and not list((tmp_path / "elsewhere").glob("ckpt*"))
+    for kept, expected in zip(other.get_weights(), weights[1]):  # a non-chief worker's case: what it read
+        np.testing.assert_array_equal(kept, expected)
     with pytest.raises(Exception, match="val_auc"):
         keeper.callback.on_epoch_end(5, {"loss": 1.0})

@@ -183,8 +183,14 @@ class BestEpoch:
     below seeds 0 and 2), so the last epoch is not what a user wants by default. The kept weights
     (of `model`, the student when distilling) and the best value live in a tf.train checkpoint of
     their own, written when the metric improves (strictly: the earliest of equal epochs), so a
-    resumed run knows them. Restore it BEFORE the run's epoch checkpoint, which then overwrites the
-    weights with the last epoch's.
+    resumed run knows them. Call `resume` BEFORE the run's epoch checkpoint is restored, which then
+    overwrites the weights with the last epoch's; `restore_kept` at the end.
+
+    Every worker of a cluster must put back the same weights: reading a BatchNorm moving statistic
+    (an on-read variable) averages it over the workers, so one worker left at its last epoch would
+    blend into what the chief saves (measured: moving variances off by up to 100%). A non-chief
+    worker writes into a folder of its own and, resumed, may not write again; so the checkpoint to
+    put back is the last one this process wrote or, if none, the one it resumed from.
     """
 
     def __init__(self, directory, model, monitor: str = "val_auc", restore_from=None):
@@ -196,6 +202,7 @@ class BestEpoch:
         self.checkpoint = tf.train.Checkpoint(model=model, value=self.value, epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=1)
         self.restore_from = Path(restore_from or directory)
+        self.kept_path: str | None = None  # the checkpoint holding the kept epoch
         outer = self
 
         class _Callback(keras.callbacks.Callback):
@@ -212,18 +219,25 @@ class BestEpoch:
             return False
         self.value.assign(float(value))
         self.epoch.assign(epoch)
-        self.manager.save(checkpoint_number=epoch)  # the index file is written last: atomic
+        self.kept_path = self.manager.save(checkpoint_number=epoch)  # the index file is written last: atomic
         return True
 
-    def restore(self, own: bool = False) -> int:
-        """Loads the kept weights and value (if any epoch was kept); returns the kept epoch or -1.
-        own: from what this process wrote (the end of a run), else from `restore_from` (a resume)."""
+    def resume(self) -> int:
+        """Loads the kept weights and value of the run being resumed (from `restore_from`), if it
+        kept an epoch; returns that epoch or -1."""
         from tfdefakeq.core.tfcompat import tf
 
-        latest = self.manager.latest_checkpoint if own else tf.train.latest_checkpoint(str(self.restore_from))
-        if latest is None:
+        latest = tf.train.latest_checkpoint(str(self.restore_from))
+        if latest is not None:
+            self.kept_path = latest
+        return self.restore_kept()
+
+    def restore_kept(self) -> int:
+        """Puts the kept epoch's weights (and value) back into the model; returns the epoch, or -1
+        when no epoch was kept (every value NaN, or nothing run)."""
+        if self.kept_path is None:
             return -1
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self.checkpoint.restore(self.kept_path).assert_existing_objects_matched()
         return int(self.epoch.numpy())
 
 
@@ -370,7 +384,7 @@ def train_detector(args) -> int:
         checkpoint = EpochCheckpoint(write_out / "backup", model, restore_from=backup)
         best = BestEpoch(write_out / "backup" / "best", student, restore_from=backup / "best") if args.keep == "best" else None
     if best is not None and args.resume and backup.exists():
-        best.restore()  # first: the epoch checkpoint below then puts the last epoch's weights back
+        best.resume()  # first: the epoch checkpoint below then puts the last epoch's weights back
     initial_epoch = checkpoint.restore() if args.resume and backup.exists() else 0
     if initial_epoch:
         print(f"resuming after epoch {initial_epoch} from {backup}", flush=True)
@@ -391,7 +405,7 @@ def train_detector(args) -> int:
     history = _read_history(write_out / "history.csv")
     kept = len(history) - 1
     if best is not None:
-        kept = best.restore(own=True)  # the student's weights of its best epoch
+        kept = best.restore_kept()  # the student's weights of its best epoch (on every worker)
         if kept < 0:  # every value NaN (e.g. a val split of one class): nothing to choose by
             kept = len(history) - 1
             print(f"--keep best: no epoch logged a finite {best.monitor}; kept the last epoch", flush=True)
