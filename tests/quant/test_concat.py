@@ -10,7 +10,7 @@ BN) -> concat -> conv -> pool -> logit, under every scheme family.
 import numpy as np
 import pytest
 
-from tests.support import random_images
+from tests.support import random_images, set_batchnorm_statistics_like_trained
 
 SCHEMES = [("tfmot_int8", "int8"), ("w8a8", "int8"), ("w4a8", "int4"), ("lsq_w4a8", "int4")]
 
@@ -29,10 +29,7 @@ def _toy_model():
     outputs = L.Dense(1, name="logit")(L.GlobalAveragePooling2D(name="pool")(x))
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(5)
-    for layer in model.layers:  # BN statistics away from identity, as after training
-        if isinstance(layer, L.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.3, c), rng.normal(0, 0.3, c), rng.uniform(0.5, 2, c)])
+    set_batchnorm_statistics_like_trained(model, rng)  # as after training
     return model
 
 
