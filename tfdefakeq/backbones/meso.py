@@ -64,8 +64,8 @@ def _inception(x, a, b, c, d, name):
     so it is the same as one BN per branch (same parameters); per branch it folds into the branch's
     conv, and the ReLU into the conv's TFLite op."""
     branches = []
-    for branch, (filters, dilation) in enumerate([(a, 0), (b, 1), (c, 2), (d, 3)], start=1):
-        if dilation:
+    for branch, (filters, dilation) in enumerate([(a, None), (b, 1), (c, 2), (d, 3)], start=1):
+        if dilation is not None:  # 1x1 reduce -> ReLU -> 3x3 (dilated)
             y = layers.Conv2D(filters, 1, padding="same", name=f"{name}_b{branch}_reduce")(x)
             y = layers.ReLU(name=f"{name}_b{branch}_reduce_relu")(y)
             y = layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_b{branch}_conv")(y)
