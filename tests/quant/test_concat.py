@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import random_images, set_batchnorm_statistics_like_trained
 
-SCHEMES = [("tfmot_int8", "int8"), ("w8a8", "int8"), ("w4a8", "int4"), ("lsq_w4a8", "int4")]
+SCHEMES = [("tfmot_int8", "int8"), ("w8a8", "int8"), ("w4a8", "int4"), ("lsq_w4a8", "int4"), ("adaptive", "int4")]
 
 
 def _toy_model():
