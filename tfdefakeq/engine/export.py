@@ -167,7 +167,8 @@ def _inference_converter(model, saved_dir: str):
     ~42 CPU s). Saved here: a tf.Module with the model's variables and one tf.function, the call with
     training=False over the inputs' specs (batch dimension free), returning the outputs under the
     model's output names. The flatbuffer is the same as from_keras_model's but for its
-    CONVERSION_METADATA entry (tests/engine/test_export.py compares them)."""
+    CONVERSION_METADATA entry (tests/engine/test_export.py compares them), and for dilated Conv2D
+    layers, traced as one dilated conv each (`dilated_conv2d_ops`)."""
     from tfdefakeq.core.tfcompat import tf
 
     specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
