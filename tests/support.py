@@ -25,6 +25,17 @@ def random_images(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     return np.clip(images, 0, 255).astype(np.uint8), labels[:, None]
 
 
+def set_batchnorm_statistics_like_trained(model, rng: np.random.Generator, spread: float = 0.3) -> None:
+    """Every BatchNormalization's gamma, beta, moving mean and variance drawn away from the identity,
+    as after training (gamma in [0.5, 1.5], beta and mean ~ N(0, spread), variance in [0.5, 2])."""
+    from tfdefakeq.core.tfcompat import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, spread, c), rng.normal(0, spread, c), rng.uniform(0.5, 2, c)])
+
+
 def export_and_compare(model, scheme: str, fmt: str, tmp_path, images_uint8: np.ndarray, labels: np.ndarray,
                        backbone: str = "test", float_steps: int = 800, qat_epochs: int = 1, require_parity: bool = True):
     """Trains float `model` on (images, labels) for `float_steps` steps, enough for the BatchNorm

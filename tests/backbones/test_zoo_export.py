@@ -72,16 +72,11 @@ KNOWN_ABOVE_BOUND = {
 }
 # Export faults the per-layer check finds and that are not fixed yet: (backbone, scheme) -> reason,
 # kept as strict xfails until fixed. (CQB's AveragePooling2D shortcut was one: its int8 mean was
-# rounded in TFLite, not in Keras; the shortcut is now a fixed depthwise conv, common.spatial_average.)
+# rounded in TFLite, not in Keras; the shortcut is now a fixed depthwise conv, common.spatial_average.
+# MesoInception-4 was another, under both schemes: its inception concat's inputs were rounded at their own
+# ranges in Keras, at the concat's one scale in TFLite; schemes.concat_fed_layers and
+# export.dilated_conv2d_ops fixed it.)
 KNOWN_FAULTS: dict = {}
-# Cases the op-by-op check fails (the export converts, with logit parity). Tapped since the parity taps
-# read each layer's node in this QAT graph (before: "Graph disconnected"), the op-by-op check finds a real
-# gap: TFLite writes every input of an inception CONCATENATION at the concat's one scale, Keras rounds each
-# branch at its own FakeQuant range first.
-# Measured (tiny config): tfmot_int8 inception1_concat local 4 LSB, 39% beyond ties; w4a8 the branch convs
-# up to 1.7 LSB, 13-37% beyond ties. The logits agree (max 2 LSB, decisions 100%).
-KNOWN_PARITY_GAPS = {(name, scheme): "inception concat: TFLite's single concat scale vs Keras' per-branch FakeQuant ranges"
-                     for name, scheme in (("mesoinception4", "tfmot_int8"), ("mesoinception4", "w4a8"))}
 LOCAL_MAX_LSB = 1.0
 _FLOAT_WEIGHTS: dict[str, list] = {}
 
@@ -136,8 +131,6 @@ CI_CASES = [(name, *SCHEMES[i % 2]) for i, name in enumerate(sorted(TINY))]
 def _cases(cases):
     for name, scheme, fmt in cases:
         marks = [pytest.mark.xfail(reason=KNOWN_FAULTS[name, scheme], strict=True)] if (name, scheme) in KNOWN_FAULTS else []
-        if (name, scheme) in KNOWN_PARITY_GAPS:
-            marks.append(pytest.mark.xfail(reason=KNOWN_PARITY_GAPS[name, scheme], raises=AssertionError, strict=True))
         yield pytest.param(name, scheme, fmt, id=f"{name}-{scheme}", marks=marks)
 
 

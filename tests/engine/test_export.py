@@ -129,3 +129,36 @@ def test_conversion_equals_the_converters_keras_path(float_and_qat, scheme, fmt)
     keras_path = converter.convert()
     assert len(ours) == len(keras_path)
     assert _same_tree(_without_conversion_metadata(ours), _without_conversion_metadata(keras_path)) == []
+
+
+def test_a_dilated_conv_converts_to_one_dilated_conv2d(tmp_path):
+    """Conv2D(dilation 2 and 3) -> BN -> ReLU: one CONV_2D each in the .tflite (the BN folded, the
+    ReLU fused, no SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND), with Keras' outputs; Keras' own Conv2D is
+    left as it was after the conversion."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tfdefakeq.core.tfcompat import keras
+    from tfdefakeq.engine.export import to_tflite
+    from tfdefakeq.runtime.modelinfo import read_model_info
+
+    L = keras.layers
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((17, 17, 3))
+    x = inputs
+    for dilation in (2, 3):
+        x = L.ReLU()(L.BatchNormalization()(L.Conv2D(4, 3, padding="same", dilation_rate=dilation)(x)))
+    model = keras.Model(inputs, x)
+    model.layers[2].set_weights([np.full(4, 1.5), np.full(4, 0.1), np.full(4, 0.2), np.full(4, 2.0)])
+    before = keras.layers.Conv2D.convolution_op
+    path = tmp_path / "dilated.tflite"
+    path.write_bytes(to_tflite(model, "float32"))
+    assert keras.layers.Conv2D.convolution_op is before
+    assert read_model_info(path).op_counts == {"CONV_2D": 2}
+    images = np.random.default_rng(0).normal(size=(2, 17, 17, 3)).astype(np.float32)
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, model.predict(images, verbose=0), atol=1e-4)

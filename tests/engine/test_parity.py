@@ -4,7 +4,7 @@ residual Add, global pooling, Dense) and of a copy of its .tflite with one corru
 import numpy as np
 import pytest
 
-from tests.support import random_images
+from tests.support import random_images, set_batchnorm_statistics_like_trained
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,7 @@ def exported(tmp_path_factory):
     outputs = L.Dense(1, name="logit")(x)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(0)
-    for layer in model.layers:  # BN statistics away from identity, as after training
-        if isinstance(layer, L.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.2, c), rng.uniform(0.5, 2, c)])
+    set_batchnorm_statistics_like_trained(model, rng, spread=0.2)  # as after training
     images, _ = random_images(8, 32)
     x = Preprocess().apply(images)
     qat = quantize(model, "tfmot_int8", x)

@@ -12,7 +12,7 @@ one MobileNetV3 SE block (the zoo's own `_v3_se_block`) after a hard-swish stem:
 import numpy as np
 import pytest
 
-from tests.support import random_images
+from tests.support import random_images, set_batchnorm_statistics_like_trained
 
 LOCAL_SHARE = 1e-3  # float32 tie noise is ~1e-5; a real discrepancy is 1e-2 and more
 SE = "se/squeeze_excite/"
@@ -37,10 +37,7 @@ def _se_model(pixels: int):
     outputs = L.Dense(1, name="logit")(x)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(pixels)
-    for layer in model.layers:  # BN statistics away from identity, as after training
-        if isinstance(layer, L.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.3, c), rng.normal(0, 0.3, c), rng.uniform(0.5, 2, c)])
+    set_batchnorm_statistics_like_trained(model, rng)  # as after training
     for name in ("se/squeeze_excite/Conv", "se/squeeze_excite/Conv_1"):  # trained SE biases are not zero
         conv = model.get_layer(name)
         conv.bias.assign(rng.normal(0, 0.1, conv.bias.shape).astype(np.float32))

@@ -6,6 +6,17 @@ One deliberate change: the authors put BatchNormalization after the ReLU (Conv(r
 Ours is Conv -> BN -> ReLU -> pool: the same parameters, but the BN folds into the conv, so the int8
 model has no standalone BN (tfmot has no QuantizeConfig for one; TFLite would run it as MUL + ADD).
 The head is the authors': Flatten -> Dropout -> Dense(16) -> LeakyReLU(0.1) -> Dropout -> Dense.
+
+MesoInception4's inception branches end in their own ReLU (conv -> BN -> ReLU per branch, then the
+concatenation, as the authors' branches end in ReLU). Until 2026-12 ours had one ReLU after the
+concatenation instead. The two compute the same function (a ReLU commutes with stacking channels),
+and the weighted layers kept their names, shapes and order (only the weight-free ReLU layers
+changed: `inceptionN_relu` became `inceptionN_bK_relu`), so checkpoints of the old layout load
+as before, by name or by order, and give the same float outputs. Why it moved: TFLite's
+CONCATENATION is a same-scale op, so the int8 converter writes every branch at the concat's one
+scale; a ReLU after it then read and wrote different quantization parameters, which XNNPACK does
+not delegate (2 RELU ops left on the reference kernels). With the ReLU in each branch it fuses into
+the branch's conv and no RELU op remains.
 """
 
 from __future__ import annotations
@@ -49,14 +60,19 @@ def meso4(input_shape=(256, 256, 3), num_classes=1, dropout: float = 0.5, highpa
 
 def _inception(x, a, b, c, d, name):
     """The authors' InceptionLayer: 1x1 | 1x1->3x3 | 1x1->3x3 dilation 2 | 1x1->3x3 dilation 3,
-    concatenated. Their BN over the concatenation is per channel, so it is the same as one BN per
-    branch (same parameters); per branch it folds into the branch's conv."""
-    branches = [layers.BatchNormalization(name=name + "_b1_bn")(layers.Conv2D(a, 1, padding="same", name=name + "_b1_conv")(x))]
-    for branch, (filters, dilation) in enumerate([(b, 1), (c, 2), (d, 3)], start=2):
-        y = layers.Conv2D(filters, 1, padding="same", name=f"{name}_b{branch}_reduce")(x)
-        y = layers.ReLU(name=f"{name}_b{branch}_reduce_relu")(y)
-        y = layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_b{branch}_conv")(y)
-        branches.append(layers.BatchNormalization(name=f"{name}_b{branch}_bn")(y))
+    each branch conv -> BN -> ReLU, concatenated. Their BN over the concatenation is per channel,
+    so it is the same as one BN per branch (same parameters); per branch it folds into the branch's
+    conv, and the ReLU into the conv's TFLite op."""
+    branches = []
+    for branch, (filters, dilation) in enumerate([(a, None), (b, 1), (c, 2), (d, 3)], start=1):
+        if dilation is not None:  # 1x1 reduce -> ReLU -> 3x3 (dilated)
+            y = layers.Conv2D(filters, 1, padding="same", name=f"{name}_b{branch}_reduce")(x)
+            y = layers.ReLU(name=f"{name}_b{branch}_reduce_relu")(y)
+            y = layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_b{branch}_conv")(y)
+        else:
+            y = layers.Conv2D(filters, 1, padding="same", name=f"{name}_b{branch}_conv")(x)
+        y = layers.BatchNormalization(name=f"{name}_b{branch}_bn")(y)
+        branches.append(layers.ReLU(name=f"{name}_b{branch}_relu")(y))
     return layers.Concatenate(name=name + "_concat")(branches)
 
 
@@ -65,12 +81,12 @@ def _inception(x, a, b, c, d, name):
 def mesoinception4(input_shape=(256, 256, 3), num_classes=1, dropout: float = 0.5, highpass=False):
     """MesoInception4: two inception modules (1, 4, 4, 2) and (2, 4, 4, 2), then Meso4's last two
     conv blocks and head. The authors' branches end in ReLU, then concatenate, then BN; ours are
-    conv -> BN per branch, concatenate, ReLU (same parameters, foldable BN)."""
+    conv -> BN -> ReLU per branch, then concatenate (same parameters, foldable BN; see the module
+    docstring for the earlier layout)."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = front_end(inputs, highpass)
     for i, (a, b, c, d) in enumerate([(1, 4, 4, 2), (2, 4, 4, 2)]):
         x = _inception(x, a, b, c, d, f"inception{i + 1}")
-        x = layers.ReLU(name=f"inception{i + 1}_relu")(x)
         x = _pool(x, 2, f"pool{i + 1}")
     for i, pool in [(3, 2), (4, 4)]:
         x = _conv_bn_relu(x, 16, 5, f"conv{i}")

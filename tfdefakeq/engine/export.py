@@ -14,6 +14,8 @@ output LSB (`check_not_collapsed`): Keras and TFLite agreeing on a constant prov
 
 from __future__ import annotations
 
+import contextlib
+
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +167,8 @@ def _inference_converter(model, saved_dir: str):
     ~42 CPU s). Saved here: a tf.Module with the model's variables and one tf.function, the call with
     training=False over the inputs' specs (batch dimension free), returning the outputs under the
     model's output names. The flatbuffer is the same as from_keras_model's but for its
-    CONVERSION_METADATA entry (tests/engine/test_export.py compares them)."""
+    CONVERSION_METADATA entry (tests/engine/test_export.py compares them), and for dilated Conv2D
+    layers, traced as one dilated conv each (`dilated_conv2d_ops`)."""
     from tfdefakeq.core.tfcompat import tf
 
     specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
@@ -178,9 +181,47 @@ def _inference_converter(model, saved_dir: str):
     module = tf.Module()
     module.model_variables = list(model.variables)
     module.serve = tf.function(serve, input_signature=specs)
-    tf.saved_model.save(module, saved_dir, signatures=module.serve.get_concrete_function(),
-                        options=tf.saved_model.SaveOptions(save_debug_info=True))
+    with dilated_conv2d_ops():
+        tf.saved_model.save(module, saved_dir, signatures=module.serve.get_concrete_function(),
+                            options=tf.saved_model.SaveOptions(save_debug_info=True))
     return tf.lite.TFLiteConverter.from_saved_model(saved_dir)
+
+
+@contextlib.contextmanager
+def dilated_conv2d_ops():
+    """While tracing for conversion, a dilated keras Conv2D is one TF Conv2D op with its dilations.
+
+    Keras' Conv2D calls tf.nn.convolution, which writes a dilated convolution (outside a TPU
+    context) as SpaceToBatchND -> Conv2D -> BatchToSpaceND, and the TF 2.21 converter keeps the
+    three ops (it never rewrote them into one dilated CONV_2D here, float32 or int8, 32 or 33 px,
+    dilation 2 or 3, SAME or VALID). The split costs: a BatchNormalization after the conv is not
+    folded into it (tfmot_int8 kept it as an int8 MUL with its own requantization, which Keras does
+    not model: 4-6 LSB off op by op on MesoInception-4), a ReLU after it is not fused (a RELU op
+    XNNPACK leaves undelegated when its scales differ), and the two reshuffles run every call.
+    tf.nn.conv2d with `dilations` is the same arithmetic in one op, which TFLite's CONV_2D (and
+    XNNPACK) run natively. Only the graph traced for conversion changes: training keeps Keras' path
+    unchanged."""
+    from tfdefakeq.core.tfcompat import keras, tf
+
+    conv2d = keras.layers.Conv2D
+    inherited = conv2d.convolution_op
+
+    def convolution_op(self, inputs, kernel):
+        if (max(self.dilation_rate) == 1 or self.groups != 1 or self.data_format != "channels_last"
+                or not isinstance(self.padding, str) or self.padding == "causal"):
+            return inherited(self, inputs, kernel)
+        return tf.nn.conv2d(inputs, kernel, strides=list(self.strides), padding=self.padding.upper(),
+                            dilations=list(self.dilation_rate), name=self.__class__.__name__)
+
+    had_own = "convolution_op" in vars(conv2d)
+    conv2d.convolution_op = convolution_op
+    try:
+        yield
+    finally:
+        if had_own:
+            conv2d.convolution_op = inherited
+        else:
+            del conv2d.convolution_op
 
 
 def check_parity(keras_model, tflite_path, images_uint8: np.ndarray, preprocess, ptq: bool = False, label=None,
