@@ -270,14 +270,19 @@ def plan_adaptive(model, calib_images: np.ndarray | None, budget=None, bit_plan:
                      per_tensor=per_tensor)
 
 
-def smallest_budget(model, low_bits: int = 4, int2: bool = True, per_tensor: bool = True) -> float:
+def smallest_budget(model, low_bits: int = 4, int2: bool = True, per_tensor: bool = True,
+                    measure_graph: bool = True) -> float:
     """The smallest --avg-bits the adaptive scheme can meet for float `model` (every free layer at
     2 bits, no split, one kernel scale where `per_tensor_candidates` offers it (per_tensor=False:
-    per-channel everywhere); file bytes counted; int2=False: 2-bit layers in INT4 containers),
-    known without measuring anything."""
+    per-channel everywhere); file bytes counted; int2=False: 2-bit layers in INT4 containers): the
+    floor plan_adaptive enforces, so with the file's graph bytes measured by one conversion
+    (`measure_graph_bytes`; measure_graph=False: the former fixed guesses, nothing converted)."""
     from tfdefakeq.quant.fold import fold_batchnorm
 
-    return _smallest_budget(*_weighted_layers(fold_batchnorm(model), low_bits), int2=int2, per_tensor=per_tensor)
+    folded, default, sizes, depthwise = _weighted_layers(fold_batchnorm(model), low_bits)
+    graph_bytes = (measure_graph_bytes(model, folded, default, sizes, depthwise, int2, per_tensor)
+                   if measure_graph else None)
+    return _smallest_budget(folded, default, sizes, depthwise, int2=int2, per_tensor=per_tensor, graph_bytes=graph_bytes)
 
 
 def _weighted_layers(folded, low_bits: int):
