@@ -35,7 +35,7 @@ def _written_and_planned(model, bits, scalar, split):
     changes the weights, not the file's layout)."""
     from tfdefakeq.engine.export import to_tflite
     from tfdefakeq.quant import calibrate
-    from tfdefakeq.quant.adaptive import plan_adaptive
+    from tfdefakeq.quant.adaptive import nonzero_biases, plan_adaptive
     from tfdefakeq.quant.schemes import apply_folded_scheme
     from tfdefakeq.runtime.unpack import pack_int2
 
@@ -45,6 +45,7 @@ def _written_and_planned(model, bits, scalar, split):
     qat = apply_folded_scheme(model, plan.weight_bits, lsq=True, salient_channels=plan.salient_channels,
                               per_tensor=plan.per_tensor)
     calibrate.init_weight_ranges(qat)
+    nonzero_biases(qat, seed=1)  # as any trained model has (a fresh BatchNorm folds to zero biases)
     flatbuffer, _ = pack_int2(to_tflite(qat, "int4", np.zeros((1, *qat.input_shape[1:]), np.float32)))
     return len(flatbuffer), plan.budget["planned_bytes"]
 
