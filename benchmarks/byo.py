@@ -19,7 +19,7 @@ logits). For each:
    check (or the budget) decides, and a refusal is recorded with its one-line reason. A budget
    below the model's cheapest plan is refused naming the smallest --avg-bits that fits: that one
    is then tried, as a user would (column adaptive_avg_bits, the refusal in adaptive_note);
-5. size of each file, and latency in the runtime: 1 thread, XNNPACK, median of --runs invokes.
+5. size of each file (the adaptive one also against the plan's estimate, planned_bytes), and latency in the runtime: 1 thread, XNNPACK, median of --runs invokes.
 
 Data: the embedded synthetic set at a tiny size (one generator, few crops): the weights are seeded
 noise, so accuracy means nothing here; what is measured is whether each conversion computes what
@@ -165,10 +165,17 @@ def run_one(name: str, data: Path, work: Path, args) -> dict:
     row["adaptive_avg_bits"] = bits
     row["adaptive_parity"] = verdict
     row["adaptive_detail"] = _parity_text(adaptive.with_name(adaptive.stem + ".manifest.json")) if verdict == "pass" else reason
-    if adaptive.exists():
-        from tfdefakeq.quant.horizontal import QuantPlan
+    from tfdefakeq.quant.horizontal import QuantPlan
 
-        plan = QuantPlan.load(qat / "bit_plan.json")
+    plan = QuantPlan.load(qat / "bit_plan.json") if (qat / "bit_plan.json").exists() else None
+    if plan is not None and plan.budget.get("planned_bytes") is not None:
+        # the plan's file-size estimate against the file convert wrote (or refused: its size is in the refusal)
+        written = adaptive.stat().st_size if adaptive.exists() else re.search(r"\.tflite: ([\d,]+) bytes", reason or "")
+        if written is not None:
+            written = written if isinstance(written, int) else int(written.group(1).replace(",", ""))
+            row["adaptive_planned_bytes"] = int(plan.budget["planned_bytes"])
+            row["adaptive_estimate_error"] = (row["adaptive_planned_bytes"] - written) / written
+    if adaptive.exists():
         row["adaptive_logit_range"] = _logit_range(adaptive, images)
         row["adaptive_bytes"] = adaptive.stat().st_size
         row["adaptive_bits_per_weight"] = 8 * adaptive.stat().st_size / plan.budget["total_weights"]
@@ -222,6 +229,10 @@ def write_report(rows: list[dict], args, commit: str, load, started: float, pend
                 if len(ratio):
                     summary.append(f"{kind} logit range / float32's: smallest {ratio.min():.3g} "
                                    f"({df.loc[ratio.idxmin(), 'architecture']}), median {ratio.median():.3g}")
+        if "adaptive_estimate_error" in df and df["adaptive_estimate_error"].notna().any():
+            err = df["adaptive_estimate_error"].dropna()
+            summary.append(f"adaptive file-size estimate against the written file: {err.min():+.2%} to {err.max():+.2%} "
+                           f"over {len(err)} architectures (largest |error|: {df.loc[err.abs().idxmax(), 'architecture']})")
         raised = df[df["adaptive_avg_bits"] != args.avg_bits]
         if len(raised):
             summary.append(f"--avg-bits {args.avg_bits:g} is below the cheapest plan of " + ", ".join(
@@ -229,11 +240,13 @@ def write_report(rows: list[dict], args, commit: str, load, started: float, pend
     if pending:
         summary.append(f"not run: {', '.join(pending)}")
     header["summary"] = "; ".join(summary) if summary else "no architecture finished"
-    formats = {c: "{:,.0f}" for c in ("parameters", "input_px", "fp32_bytes", "int8_bytes", "adaptive_bytes")}
+    formats = {c: "{:,.0f}" for c in ("parameters", "input_px", "fp32_bytes", "int8_bytes", "adaptive_bytes",
+                                          "adaptive_planned_bytes")}
     formats.update({c: "{:.3g}" for c in ("fp32_vs_torch_max_abs", "fp32_vs_torch_rel", "fp32_logit_range",
                                           "int8_logit_range", "adaptive_logit_range")})
     formats.update({c: "{:.3f}" for c in ("fp32_ms", "int8_ms", "adaptive_ms", "adaptive_bits_per_weight")})
     formats["seconds"] = "{:.0f}"
+    formats["adaptive_estimate_error"] = "{:+.3%}"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_table(df, out, header, "Bring your own PyTorch detector: port -> float32 / int8 / adaptive .tflite", formats)

@@ -137,6 +137,8 @@ def test_adaptive_budgets_on_an_imported_model(synthetic_root, tmp_path, capsys)
         assert manifest.backbone == "custom" and manifest.scheme == "adaptive" and manifest.format == "int4"
         assert manifest.metrics["parity"]["agrees"] and 2 in set(manifest.weight_bits.values())
         assert out.stat().st_size <= plan.budget["budget_bytes"]
+        # trained and converted by the CLI: the plan's estimate within 1% of the file (issue 13)
+        assert abs(plan.budget["planned_bytes"] - out.stat().st_size) <= 0.01 * out.stat().st_size
         if flag == "--budget-bytes":
             assert plan.budget["budget_bytes"] == int(value)
 

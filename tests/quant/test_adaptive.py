@@ -43,10 +43,11 @@ def test_the_file_holds_the_plan(adaptive_avg3):
     assert manifest.salient_channels == plan.salient_channels
     for name, channels in plan.salient_channels.items():
         assert manifest.weight_bits[name + "_salient"] == 8 and channels == sorted(set(channels))
-    # whole file at ~3 bits per weight: ~32/3 smaller than float32 (the estimate of the scales'
-    # and graph bytes the allocator makes is within a few percent)
+    # whole file at ~3 bits per weight: ~32/3 smaller than float32; the plan's estimate of the file
+    # (graph bytes measured, weights, scales and biases priced) within 1% of the trained file (issue 13)
     assert fp32_size / path.stat().st_size > 32 / 3 * 0.93
     assert plan.budget["file_bits_avg"] <= 3.0
+    assert abs(plan.budget["planned_bytes"] - path.stat().st_size) <= 0.01 * path.stat().st_size
 
 
 def test_plan_is_reused_without_measuring(adaptive_avg3, tiny_float_model, easy_synthetic_root):
@@ -154,13 +155,16 @@ def test_plan_records_its_budget_prices_the_containers_and_draws_the_frontier(tm
     outputs = L.Dense(1, name="head")(L.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
     images = np.random.default_rng(0).normal(size=(8, 12, 12, 3)).astype(np.float32)
-    floor, floor_no_int2 = smallest_budget(model), smallest_budget(model, int2=False)
+    # the allocator and its record are tested here, not the size estimate (tests/quant/test_size_estimate.py):
+    # this toy's fused ReLUs have no QAT model to convert, so the graph bytes are the fixed guesses
+    fixed = dict(measure_graph=False)
+    floor, floor_no_int2 = smallest_budget(model, **fixed), smallest_budget(model, int2=False, **fixed)
     assert floor < floor_no_int2
     with pytest.raises(Exception, match=f"cheapest plan needs {floor_no_int2:.3f}.*INT4 containers"):
-        plan_adaptive(model, images, budget=(floor + floor_no_int2) / 2, int2=False, salient_ratio=0)
+        plan_adaptive(model, images, budget=(floor + floor_no_int2) / 2, int2=False, salient_ratio=0, **fixed)
 
     budget = (floor + floor_no_int2) / 2
-    plan = plan_adaptive(model, images, budget=budget, frontier_path=tmp_path / "front.csv")
+    plan = plan_adaptive(model, images, budget=budget, frontier_path=tmp_path / "front.csv", **fixed)
     record = plan.budget
     assert record["int2"] is True and record["allocator"] == "exact"
     assert record["budget_bytes"] == int(budget * record["total_weights"] + 1e-6) // 8
@@ -172,7 +176,7 @@ def test_plan_records_its_budget_prices_the_containers_and_draws_the_frontier(tm
     assert float(best["predicted_loss"]) == record["sensitivity_sum"]
 
     limit = int(floor_no_int2 * record["total_weights"] / 8 / 0.98) + 100  # feasible in INT4 containers
-    bytes_plan = plan_adaptive(model, images, budget={"bytes": limit}, int2=False)
+    bytes_plan = plan_adaptive(model, images, budget={"bytes": limit}, int2=False, **fixed)
     assert bytes_plan.budget["int2"] is False and bytes_plan.budget["budget_bytes"] == bytes_plan.budget["bytes"] == limit
     assert bytes_plan.budget["planned_bytes"] <= limit
 

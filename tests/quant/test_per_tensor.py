@@ -136,7 +136,9 @@ def test_the_floor_plan_passes_parity_and_holds_its_budget(cheapest):
     manifest, plan, path = cheapest
     assert manifest.metrics["parity"]["agrees"]
     assert path.stat().st_size <= plan.budget["budget_bytes"]
-    assert plan.budget["planned_bytes"] >= path.stat().st_size  # the estimate errs on the safe side
+    # the estimate errs on the safe side: it is made for a trained model's nonzero biases (within 1%:
+    # tests/quant/test_size_estimate.py), and this untrained one's zero biases take fewer bytes
+    assert plan.budget["planned_bytes"] >= path.stat().st_size
 
 
 def test_a_saved_plan_rebuilds_its_per_tensor_quantizers(cheapest, tmp_path):

@@ -482,19 +482,24 @@ def check_file_budget(path, plan: QuantPlan, label=None) -> None:
 QUANT_PARAM_BYTES = 12
 
 
+LAYER_GRAPH_BYTES = 600  # a guess of a layer's op, tensors and names (when not measured)
+SPLIT_GRAPH_BYTES = 1500  # a split conv's second conv, two GATHERs and the ADD: ops, tensors, names
 MODEL_OVERHEAD_BYTES = 9000  # per file: I/O tensors, operator codes, signature, metadata (measured ~8.5-9 KB)
 
 
-def layer_overhead_bits(cout: int, cin: int, split: bool, per_tensor: bool = False) -> float:
+def layer_overhead_bits(cout: int, cin: int, split: bool, per_tensor: bool = False, graph: bool = True) -> float:
     """Bits a quantized conv/dense costs in the .tflite besides its weight values. `per_tensor`:
     one scale and zero point for the kernel and one for the bias, the bias still one int32 a channel
-    (a Dense kernel is always stored so)."""
+    (a Dense kernel is always stored so). `graph`: add a guess of the layer's ops, tensors and names
+    (LAYER_GRAPH_BYTES); False where those are measured (adaptive.measure_graph_bytes) and only
+    what the option changes is priced. A split always adds its own second conv, GATHERs and ADD."""
+    layer_graph = LAYER_GRAPH_BYTES if graph else 0
     if per_tensor:
         if split:
             raise ValueError("a split conv keeps its scales per channel")
-        return 8.0 * (2 * QUANT_PARAM_BYTES + 4 * cout + 600)
+        return 8.0 * (2 * QUANT_PARAM_BYTES + 4 * cout + layer_graph)
     per_conv = cout * (2 * QUANT_PARAM_BYTES + 4)
-    bytes_ = per_conv + 600
+    bytes_ = per_conv + layer_graph
     if split:
-        bytes_ += per_conv + 4 * cin + 1500
+        bytes_ += per_conv + 4 * cin + SPLIT_GRAPH_BYTES
     return 8.0 * bytes_
