@@ -78,16 +78,19 @@ METHODS = {
     # fp32/13: the lowest round budget a width-0.5 ResNet-18 meets (measured: its cheapest plan, every
     # body layer at 2 bits with the first conv and the classifier at 8, is 2.27 average bits; fp32/16 is 2.0)
     "adaptive_fp32_13x": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}"], "13"),
-    # vertical split at the low budget (issue 14 section 4; off by default): offered at 1/32 of the input
-    # channels (chosen by saliency, or at random as DeFakeQ's ablation) and at 1/8
-    "adaptive_fp32_13x_vertical": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--salient-ratio", "0.03125"], "13"),
-    "adaptive_fp32_13x_random_channels": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--salient-ratio", "0.03125",
-                                                             "--channel-choice", "random"], "13"),
+    # the vertical split (issue 14 section 4; offered by default at 1/32 of the input channels, chosen
+    # by saliency): without the offer, with channels chosen at random as DeFakeQ's ablation, offered at 1/8
+    "adaptive_fp32_10.7x_no_vertical": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--salient-ratio", "0"], "10.7"),
+    "adaptive_fp32_13x_no_vertical": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--salient-ratio", "0"], "13"),
+    "adaptive_fp32_13x_random_channels": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--channel-choice", "random"], "13"),
     "adaptive_fp32_13x_salient_1of8": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--salient-ratio", "0.125"], "13"),
 }
 OURS = ("adaptive",)
-VERTICAL_DEFAULT = "adaptive_fp32_13x"
-VERTICAL_VARIANTS = ("adaptive_fp32_13x_vertical", "adaptive_fp32_13x_random_channels", "adaptive_fp32_13x_salient_1of8")
+# (variant, reference): held-out AP of the variant minus the reference's, with both sides' split layers
+VERTICAL_PAIRS = (("adaptive_fp32_10.7x", "adaptive_fp32_10.7x_no_vertical"),
+                  ("adaptive_fp32_13x", "adaptive_fp32_13x_no_vertical"),
+                  ("adaptive_fp32_13x_random_channels", "adaptive_fp32_13x"),
+                  ("adaptive_fp32_13x_salient_1of8", "adaptive_fp32_13x"))
 BUDGETS = ("10.7", "13", "16")
 MCT_PACKAGES = ["tensorflow-cpu==2.15.*", "model-compression-toolkit==2.6.1", "matplotlib<3.10"]
 
@@ -588,18 +591,23 @@ def summarize(done, work: Path, args):
                 else:
                     text += "; no peer's file fits this budget"
                 sentences.append(text + ".")
-        if VERTICAL_DEFAULT in stats:
-            labels, gens, default = stats[VERTICAL_DEFAULT][3]
-            for variant in [v for v in VERTICAL_VARIANTS if v in stats]:
-                vp, vlo, vhi = paired_bootstrap_ci(labels, gens, stats[variant][3][2], default, HELD_OUT_GENERATORS, n=args.bootstrap)
-                split = part[part.method == variant]["split_layers"] if "split_layers" in part else None
-                chosen = (f"the allocator split {split.min():.0f}-{split.max():.0f} layers per seed" if split is not None
-                          and split.notna().any() else "split layers not recorded")
-                sentences.append(f"{backbone} vertical split at fp32/13 ({variant}: {chosen}): {variant} minus "
-                                 f"{VERTICAL_DEFAULT} (no split, the default): {vp:+.2f} pp held-out AP "
-                                 f"(CI [{vlo:+.2f}, {vhi:+.2f}]: {verdict(vlo, vhi)}).")
+        for variant, reference in [p for p in VERTICAL_PAIRS if p[0] in stats and p[1] in stats]:
+            labels, gens, ref_probs = stats[reference][3]
+            vp, vlo, vhi = paired_bootstrap_ci(labels, gens, stats[variant][3][2], ref_probs, HELD_OUT_GENERATORS, n=args.bootstrap)
+            sentences.append(f"{backbone} vertical split: {variant} ({split_layers_text(part, variant)}) minus {reference} "
+                             f"({split_layers_text(part, reference)}): {vp:+.2f} pp held-out AP "
+                             f"(CI [{vlo:+.2f}, {vhi:+.2f}]: {verdict(vlo, vhi)}).")
         tables.append(table)
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), sentences
+
+
+def split_layers_text(part, method: str) -> str:
+    """How many layers the allocator split vertically in `method`'s rows, per seed."""
+    split = part[part.method == method]["split_layers"] if "split_layers" in part else None
+    if split is None or not split.notna().any():
+        return "split layers not recorded"
+    lo, hi = split.min(), split.max()
+    return f"{lo:.0f} split layers in every seed" if lo == hi else f"{lo:.0f}-{hi:.0f} split layers per seed"
 
 
 def plot_ap_vs_size(df, path) -> None:

@@ -82,9 +82,8 @@ def check_args(args) -> None:
         raise UserError("give one budget: --avg-bits or --budget-bytes")
     if args.salient_ratio is not None and not 0 <= args.salient_ratio < 1:
         raise UserError(f"--salient-ratio must be in [0, 1), got {args.salient_ratio}")
-    if args.scheme == "adaptive" and not (args.salient_ratio or 0) > 0:
-        refuse_ignored(given, ("channel_choice",), "picks the channels of the vertical split, which is off by default "
-                                                   "(offer it with --salient-ratio R > 0)")
+    if args.scheme == "adaptive" and args.salient_ratio == 0:
+        refuse_ignored(given, ("channel_choice",), "picks the channels of the vertical split, which --salient-ratio 0 turns off")
     distill = args.distill == "on" or (args.distill == "auto" and args.scheme == "adaptive")
     if distill and not args.scheme:
         raise UserError("--distill needs QAT (--init FLOAT --scheme S): the float model is the teacher")

@@ -76,6 +76,19 @@ def test_budgets_are_the_float_file_over_the_divisor(qm):
     assert {qm.METHODS[m][2] for m in qm.METHODS if m.startswith("adaptive")} == set(qm.BUDGETS)
 
 
+def test_vertical_pairs_differ_in_the_split_alone_and_report_the_split_layers(qm):
+    for variant, reference in qm.VERTICAL_PAIRS:
+        (kind, a, budget), (_, b, ref_budget) = qm.METHODS[variant], qm.METHODS[reference]
+        assert budget == ref_budget and kind == "qat"
+        split_flags = {"--salient-ratio", "--channel-choice"}
+        strip = lambda opts: [o for i, o in enumerate(opts) if o not in split_flags and (i == 0 or opts[i - 1] not in split_flags)]
+        assert strip(a) == strip(b) and a != b, (variant, reference)
+    part = pd.DataFrame({"method": ["a", "a", "a", "b", "b", "c"], "split_layers": [0, 2, 1, 1, 1, None]})
+    assert qm.split_layers_text(part, "a") == "0-2 split layers per seed"
+    assert qm.split_layers_text(part, "b") == "1 split layers in every seed"
+    assert qm.split_layers_text(part, "c") == "split layers not recorded"
+
+
 def test_rows_of_another_commit_are_dropped_not_mixed(qm):
     rows = pd.DataFrame({"commit": ["abc", "def", "abc"], "method": ["float", "float", "lsq_w4a8"]})
     kept, dropped = qm.keep_commit(rows, "abc")

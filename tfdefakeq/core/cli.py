@@ -29,7 +29,7 @@ def add_adaptive_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--budget-bytes", type=int, default=None,
                    help="budget: size of the .tflite file in bytes (weights, scales, biases, graph)")
     g.add_argument("--bit-plan", default=None, help="reuse a plan (bit_plan.json written by an earlier run)")
-    g.add_argument("--salient-ratio", type=float, default=None, help="share of each low-bit conv's input channels offered at 8 bits (the vertical split; default 0: off, see docs/design.md)")
+    g.add_argument("--salient-ratio", type=float, default=None, help="share of each low-bit conv's input channels offered at 8 bits (the vertical split; default 1/32, taken where it pays; 0: off)")
     g.add_argument("--channel-choice", choices=("saliency", "random"), default="saliency")
     g.add_argument("--frontier", default=None, metavar="PATH",
                    help="also write every budget's optimal plan size -> predicted loss to PATH (.csv) and a .png beside it")
