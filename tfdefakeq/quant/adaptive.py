@@ -114,7 +114,20 @@ def measure_graph_bytes(model, folded, default, sizes, depthwise, int2: bool = T
     Measured rather than modelled: the tensor names alone (e.g. 'mobilenet_v2/quant_Conv1/Conv2D;
     mobilenet_v2/quant_Conv1/FakeQuantWithMinMaxVarsPerChannel') are 8% of a small MobileNetV2's
     file and are the converter's to choose; 156 of EfficientNet-B0's 239 ops have no weights. One
-    conversion of the untrained QAT model (seconds at test sizes) prices them exactly."""
+    conversion of the untrained QAT model (seconds at test sizes) prices them exactly. Kept per
+    process for the same architecture and options (a second plan of one model converts nothing)."""
+    import hashlib
+
+    key = (hashlib.sha256(model.to_json().encode()).hexdigest(), tuple(sorted(default.items())), int2, per_tensor)
+    if key not in _GRAPH_BYTES:
+        _GRAPH_BYTES[key] = _measure_graph_bytes(model, folded, default, sizes, depthwise, int2, per_tensor)
+    return _GRAPH_BYTES[key]
+
+
+_GRAPH_BYTES: dict[tuple, int] = {}  # measure_graph_bytes' results in this process
+
+
+def _measure_graph_bytes(model, folded, default, sizes, depthwise, int2: bool, per_tensor: bool) -> int:
     from tfdefakeq.engine.export import to_tflite
     from tfdefakeq.quant import calibrate
     from tfdefakeq.quant.schemes import apply_folded_scheme
