@@ -37,10 +37,10 @@ from tfdefakeq.core.tfcompat import keras
 BYTES_RESERVE = 0.02
 # The vertical split is offered by default at 1/32 of each low-bit conv's input channels (DeFakeQ
 # restores "a small number"; ~0.13 bits/weight at 4 bits); the allocator takes it where it pays.
-# Measured (benchmarks/results/quant_methods.md, ResNet-18, 3 seeds, held-out families): at fedba56,
-# offered at fp32/13 it was taken in 1 layer per seed and raised held-out AP by +1.30 pp over the
-# same budget without the offer (CI [+0.62, +1.93]); at ac93856 it was taken in no layer (no gain,
-# no loss but the measuring time). `--salient-ratio 0` turns it off.
+# Measured (benchmarks/results/quant_methods.md at 5c60173, ResNet-18, 3 seeds, held-out families,
+# against the same budget without the offer): fp32/13, taken in 1 layer per seed, +1.30 pp held-out
+# AP (CI [+0.62, +1.93]); fp32/10.7, taken in 0-2 layers, -0.50 pp (CI [-0.92, -0.11], inside the
+# seed spread). `--salient-ratio 0` turns it off.
 DEFAULT_SALIENT_RATIO = 1 / 32
 # A conv is offered a per-tensor scale (options "8t", "4t", ...) when that saves at least this share
 # of its bytes at 2 bits per channel: MobileNetV2's depthwise layers (9 weights a channel) save
