@@ -69,9 +69,9 @@ KNOWN_ABOVE_BOUND = {
     # op-by-op verdict does not bound how far small local differences compound here (open question,
     # see the session-5 closing note)
     ("mobilenet_v2", "tfmot_int8"): 42,
-    # 7 LSB on 32 images in the sweep at 5e3fb0e (2026-12-05; within the bound in the sweep at 23afb2c),
+    # 7 and 8 LSB on 32 images in two runs at 5e3fb0e (2026-12-05; within the bound in the sweep at 23afb2c),
     # every op within 1 LSB of Keras on TFLite's inputs, 137 of 143 tensors off only at rounding ties
-    ("mobilenet_v3_large", "w4a8"): 7,
+    ("mobilenet_v3_large", "w4a8"): 8,
 }
 # Export faults the per-layer check finds and that are not fixed yet: (backbone, scheme) -> reason,
 # kept as strict xfails until fixed. (CQB's AveragePooling2D shortcut was one: its int8 mean was
