@@ -196,7 +196,7 @@ class BestEpoch:
     def __init__(self, directory, model, monitor: str = "val_auc", restore_from=None):
         from tfdefakeq.core.tfcompat import keras, tf
 
-        self.model, self.monitor = model, monitor
+        self.monitor = monitor
         self.value = tf.Variable(-float("inf"), dtype=tf.float64, trainable=False)
         self.epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(model=model, value=self.value, epoch=self.epoch)

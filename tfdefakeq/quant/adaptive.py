@@ -9,6 +9,7 @@ which input channels of each low-bit conv stay at 8 bits (vertical), from calibr
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -116,8 +117,6 @@ def measure_graph_bytes(model, folded, default, sizes, depthwise, int2: bool = T
     file and are the converter's to choose; 156 of EfficientNet-B0's 239 ops have no weights. One
     conversion of the untrained QAT model (seconds at test sizes) prices them exactly. Kept per
     process for the same architecture and options (a second plan of one model converts nothing)."""
-    import hashlib
-
     key = (hashlib.sha256(model.to_json().encode()).hexdigest(), tuple(sorted(default.items())), int2, per_tensor)
     if key not in _GRAPH_BYTES:
         _GRAPH_BYTES[key] = _measure_graph_bytes(model, folded, default, sizes, depthwise, int2, per_tensor)
