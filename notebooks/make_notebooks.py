@@ -142,8 +142,9 @@ from tfdefakeq.engine.modelio import load_detector
 from tfdefakeq.runtime.images import load_images
 
 BUDGETS = (3.0,) if SMOKE else (3.0, 2.5)  # smoke runs: one budget (the test suite only checks that every cell runs)
+CALIB = 32 if SMOKE else 128  # calibration images: QAT ranges and sensitivity (train's --calib-images)
 model, manifest = load_detector(float_weights)
-calib = balanced_subset(scan_forensynths(data, "train"), 128, seed=0)
+calib = balanced_subset(scan_forensynths(data, "train"), CALIB, seed=0)
 calib_images = manifest.preprocess.apply(load_images([s.path for s in calib], (INPUT_SIZE, INPUT_SIZE)))
 qat = quant.quantize(model, "adaptive", calib_images, budget=BUDGETS[0])
 plan = qat.quant_plan
@@ -249,7 +250,7 @@ paths = {}
 for name, extra in runs.items():
     paths[name] = os.path.join(out_dir, name.replace(" ", "_") + ".tflite")
     if not os.path.exists(paths[name]):
-        qat = ["--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH)] if "--scheme" in extra else []  # QAT flags need a scheme
+        qat = ["--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH), "--calib-images", str(CALIB)] if "--scheme" in extra else []  # QAT flags need a scheme
         convert.main(convert.parse_args([float_weights, "--data", str(data), "--out", paths[name]] + qat + extra))'''),
     new_markdown_cell("""Each `.tflite` evaluated on the test split by the runtime. `bits/weight` is the file's size over the
 model's weights, what the budget is about; `planned` is the plan's own estimate of it (`file_bits_avg` in
@@ -314,7 +315,8 @@ paths["adaptive edited"] = os.path.join(out_dir, "adaptive_edited.tflite")
 if not os.path.exists(paths["adaptive edited"]):
     convert.main(convert.parse_args([float_weights, "--data", str(data), "--out", paths["adaptive edited"],
                                      "--scheme", "adaptive", "--bit-plan", str(plan_file),
-                                     "--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH)] + keep_split))
+                                     "--epochs", str(QAT_EPOCHS), "--batch-size", str(BATCH), "--calib-images", str(CALIB)]
+                                    + keep_split))
 used = QuantPlan.load(os.path.join(out_dir, "adaptive_edited.qat", "bit_plan.json"))
 same = used.weight_bits == edited.weight_bits and used.salient_channels == edited.salient_channels
 print(f"fine-tuned with the edited plan: {same} (file {used.budget['file_bits_avg']:.3f} bits per weight)")

@@ -34,6 +34,18 @@ def build_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
             done.touch()
     return folder
 
+def pytest_collection_modifyitems(session, config, items):
+    """Runs the modules that hold a `slow` test first, each module's tests kept together and in order.
+
+    pytest-xdist's worksteal scheduler gives each worker a contiguous half of the collection and
+    lets an idle worker steal from the end of another's queue. In file order the notebooks and the
+    demo (minutes each) came last on one worker, where nothing could be stolen from behind them,
+    and the other worker sat idle at the end. First, they are done while the short tests that
+    follow can still be shared."""
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow") and item.module is not None}
+    items.sort(key=lambda item: item.module is None or item.module.__name__ not in slow_modules)
+
+
 # A tiny synthetic dataset: every source photo, 4 crops each, 20 autoencoder steps (~10 s).
 TINY_SYNTHETIC = dict(ae_steps=20, max_crops_per_photo=4, generators=("autoencoder", "upsampler"))
 # Models trained in tests use an easier variant (stronger upsampler traces), so that a few epochs give

@@ -1,6 +1,7 @@
 """Bad input through the real command lines: one stderr line naming the file, exit code 2, nothing
 half-written."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,10 @@ REFUSED = [
      "--kd-alpha weighs distillation, which is off"),
     ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--scheme", "adaptive", "--salient-ratio", "0",
                "--channel-choice", "random"], "--channel-choice picks the channels of the vertical split, which --salient-ratio 0 turns off"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--scheme", "adaptive", "--bit-plan",
+               "{split_plan}", "--channel-choice", "random"], "split_plan.json brings its own (its 'salient_channels')"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--scheme", "adaptive", "--bit-plan",
+               "{plain_plan}", "--channel-choice", "random"], "plain_plan.json has no split and none is picked without"),
     ("train", ["--data", "{data}", "--out", "{out}/run", "--partial"], "--partial loosens --weights"),
     ("train", ["--data", "{data}", "--out", "{out}/run", "--aug-prob", "2"], "--aug-prob must be in [0, 1]"),
     ("train", ["--data", "{out}/nowhere", "--out", "{out}/run"], "nowhere/train: dataset split not found"),
@@ -106,7 +111,10 @@ def test_bad_arguments_are_refused_before_tensorflow_and_before_any_output(verb,
     model = tmp_path / "model.weights.h5"
     model.write_bytes(b"never read: the arguments are refused first")
     out = tmp_path / "out"
-    argv = [a.format(model=model, data=synthetic_root, out=out) for a in argv]
+    plans = {"split_plan": {"weight_bits": {"conv": 4}, "salient_channels": {"conv": [0]}}, "plain_plan": {"weight_bits": {"conv": 4}}}
+    for name, plan in plans.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(plan))
+    argv = [a.format(model=model, data=synthetic_root, out=out, **{n: tmp_path / f"{n}.json" for n in plans}) for a in argv]
     result = subprocess.run([sys.executable, "-c", NO_TF.format(verb=verb), *argv], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2, result.stderr

@@ -190,3 +190,18 @@ def test_interrupted_publish_leaves_neither_model_nor_manifest(tmp_path, tiny_fl
         _convert(tiny_float_model, easy_synthetic_root, out)
     assert [Path(c).name for c in calls] == ["m.manifest.json", "m.tflite"]
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_qat_fine_tuning_gets_the_flags_given_and_train_its_own_defaults(tmp_path):
+    """convert --scheme runs train with the QAT flags that were given: --calib-images (also the
+    representative / parity images) then sets the QAT calibration and sensitivity images too."""
+    from tfdefakeq import convert
+
+    def finetune(*flags):
+        args = convert.parse_args(["f.weights.h5", "--data", "d", "--out", str(tmp_path / "m.tflite"), "--scheme", "adaptive",
+                                   *flags])
+        return convert._finetune_args(args, tmp_path / "m.tflite", args.given)
+
+    given = finetune("--calib-images", "16", "--avg-bits", "3")
+    assert given.calib_images == 16 and given.avg_bits == 3.0 and given.out == str(tmp_path / "m.qat")
+    assert finetune().calib_images == 128  # train's default, not convert's 64

@@ -7,6 +7,7 @@ from tfdefakeq.core.manifest import Manifest
 from tfdefakeq.runtime.modelinfo import read_model_info
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_reports(tmp_path, easy_synthetic_root):
     out, ship = tmp_path / "demo", tmp_path / "shipped"
     args = demo.parse_args(["--out", str(out), "--data", str(easy_synthetic_root), "--input-size", "32", "--width", "0.25",

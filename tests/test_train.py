@@ -73,7 +73,8 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, easy_synt
     history = out / "history.csv"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if history.exists() and len(history.read_text().splitlines()) >= 2:  # epoch 1 checkpointed and logged
+        # epoch 1 logged, then checkpointed (the row is written first)
+        if history.exists() and len(history.read_text().splitlines()) >= 2 and (out / "backup" / "checkpoint").exists():
             break
         time.sleep(0.1)
     assert proc.poll() is None, "training ended before it could be interrupted"

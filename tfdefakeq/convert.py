@@ -53,7 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", default=None, help=SPLIT_HELP.format(default="val"))
     p.add_argument("--out", required=True, help="output .tflite path (manifest written beside it)")
     p.add_argument("--format", choices=("auto",) + FORMATS, default="auto")
-    p.add_argument("--calib-images", type=int, default=64, help="representative / parity images")
+    p.add_argument("--calib-images", type=int, default=64,
+                   help="representative / parity images (default 64); given with --scheme, also the QAT fine-tuning's "
+                        "calibration and sensitivity images (train's --calib-images, default 128)")
     p.add_argument("--threshold-images", type=int, default=THRESHOLD_IMAGES,
                    help=f"images of --split the decision threshold is calibrated on (default {THRESHOLD_IMAGES})")
     p.add_argument("--float-model", default=None,
@@ -86,7 +88,7 @@ def _finetune_args(args, out: Path, given: set[str]):
     # no --input-size: train takes the --init model's own
     argv = ["--data", args.data, "--out", str(work), "--init", args.model, "--scheme", args.scheme,
             "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size)]
-    for dest in QAT_ONLY[3:] + ("fake_class", "preprocess"):  # only those given: train refuses a flag that would not act
+    for dest in QAT_ONLY[3:] + ("calib_images", "fake_class", "preprocess"):  # only those given: train refuses a flag that would not act
         if dest in given:
             argv += [f"--{dest.replace('_', '-')}", str(getattr(args, dest))]
     if not args.int2 and args.scheme == "adaptive":  # the adaptive plan prices the containers it will get

@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                  "or a Keras model file .keras / .h5 (imported: see --fake-class, --preprocess)")
     add_import_args(p)
     p.add_argument("--scheme", default=None, help="quantization scheme for QAT: tfmot_int8, w8a8, w4a8, lsq_w4a8, adaptive, ...")
-    p.add_argument("--calib-images", type=int, default=128, help="images used to calibrate QAT ranges")
+    p.add_argument("--calib-images", type=int, default=128, help="images that calibrate the QAT ranges (and measure the adaptive scheme's sensitivity)")
     add_adaptive_args(p)
     p.add_argument("--train-generators", nargs="+", default=None,
                    help="train (and validate) on these generators only; evaluation marks the rest as unseen")
@@ -84,6 +84,17 @@ def check_args(args) -> None:
         raise UserError(f"--salient-ratio must be in [0, 1), got {args.salient_ratio}")
     if args.scheme == "adaptive" and args.salient_ratio == 0:
         refuse_ignored(given, ("channel_choice",), "picks the channels of the vertical split, which --salient-ratio 0 turns off")
+    if args.bit_plan is not None and "channel_choice" in given:
+        from tfdefakeq.quant.horizontal import QuantPlan
+
+        if not Path(args.bit_plan).is_file():
+            raise UserError(f"{args.bit_plan}: --bit-plan file not found")
+        if QuantPlan.load(args.bit_plan).salient_channels:
+            raise UserError(f"--channel-choice picks the channels of a new split; {args.bit_plan} brings its own "
+                            "(its 'salient_channels'): drop --channel-choice, or remove them from the plan")
+        if args.salient_ratio is None:
+            raise UserError(f"--channel-choice picks channels for --salient-ratio R; {args.bit_plan} has no split "
+                            "and none is picked without --salient-ratio")
     distill = args.distill == "on" or (args.distill == "auto" and args.scheme == "adaptive")
     if distill and not args.scheme:
         raise UserError("--distill needs QAT (--init FLOAT --scheme S): the float model is the teacher")

@@ -92,6 +92,7 @@ def run_reference(args):
                             "--logical-cpus", "2"], env=dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES=""),
                             cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "training on 2 replica(s) (mirrored strategy)" in result.stdout
     return result.stdout
 
 

@@ -60,3 +60,22 @@ def test_best_epoch_puts_back_the_best_weights_and_a_resumed_run_knows_them(tmp_
         np.testing.assert_array_equal(kept, expected)
     with pytest.raises(Exception, match="val_auc"):
         keeper.callback.on_epoch_end(5, {"loss": 1.0})
+
+
+def test_history_rows_are_found_by_epoch_not_by_position(tmp_path):
+    """A run killed after an epoch's row and before its checkpoint reruns that epoch on --resume and
+    logs it again: the rerun's row counts. A history with an epoch missing is refused, not misread."""
+    from tfdefakeq.core.errors import UserError
+    from tfdefakeq.engine.training import read_history
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,val_auc\n0,0.9,0.6\n1,0.8,0.7\n1,0.7,0.75\n2,0.6,0.8\n")
+    history = read_history(path, 3)
+    assert [row["val_auc"] for row in history] == [0.6, 0.75, 0.8]
+    assert "epoch" not in history[0]
+
+    path.write_text("epoch,loss,val_auc\n0,0.9,0.6\n2,0.6,0.8\n")
+    with pytest.raises(UserError, match=r"history.csv: no row for epoch\(s\) \[2\] of 3"):
+        read_history(path, 3)
+    assert read_history(path, 3, complete=False)[1] == {}  # a non-chief worker's log after a resume
+    assert read_history(tmp_path / "none.csv", 3) == []

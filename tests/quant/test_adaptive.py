@@ -198,3 +198,19 @@ def test_frontier_flag_reaches_the_plan(tmp_path):
     with pytest.raises(UserError, match="--frontier needs a measured plan"):
         adaptive_options(train.parse_args(base + ["--scheme", "adaptive", "--bit-plan", "p.json", "--frontier", "f.csv"]),
                          tmp_path)
+
+
+def test_a_resumed_run_keeps_its_saved_plan_and_a_given_plan_gets_channels_picked(tmp_path):
+    """--salient-ratio picks channels for a --bit-plan without a split; a resumed run reuses its own
+    saved plan as it is, even one whose allocator took no split (picking then would build another
+    model than the one checkpointed)."""
+    from tfdefakeq import train
+    from tfdefakeq.engine.training import adaptive_options
+    from tfdefakeq.quant.horizontal import QuantPlan
+
+    QuantPlan(weight_bits={"conv": 2}).save(tmp_path / "bit_plan.json")
+    base = ["--data", "d", "--out", str(tmp_path), "--init", "m.weights.h5", "--scheme", "adaptive", "--salient-ratio", "0.05"]
+    resumed = adaptive_options(train.parse_args(base + ["--avg-bits", "3", "--resume"]), tmp_path)
+    assert resumed["bit_plan"] == {"conv": 2} and resumed["salient_channels"] == {}
+    given = adaptive_options(train.parse_args(base + ["--bit-plan", str(tmp_path / "bit_plan.json")]), tmp_path)
+    assert given["bit_plan"] == {"conv": 2} and given["salient_channels"] is None and given["salient_ratio"] == 0.05

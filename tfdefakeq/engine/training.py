@@ -85,9 +85,10 @@ def adaptive_options(args, out: Path) -> dict:
             raise UserError(f"--salient-ratio must be in [0, 1), got {args.salient_ratio}")
         options["salient_ratio"] = args.salient_ratio
     if plan_file:
-        # the file's split is used as it is ({} = none); --salient-ratio picks channels for a plan without any
+        # the file's split is used as it is ({} = none); --salient-ratio picks channels for a given plan
+        # without any (a resumed run's saved plan is the one it trained with: nothing is picked again)
         plan = QuantPlan.load(plan_file)
-        pick = not plan.salient_channels and args.salient_ratio is not None
+        pick = bool(args.bit_plan) and not plan.salient_channels and args.salient_ratio is not None
         return dict(options, bit_plan=plan.weight_bits, salient_channels=None if pick else plan.salient_channels,
                     per_tensor=plan.per_tensor, channel_choice=args.channel_choice)
     budget = {"bytes": args.budget_bytes} if args.budget_bytes is not None else args.avg_bits
@@ -241,14 +242,25 @@ class BestEpoch:
         return int(self.epoch.numpy())
 
 
-def _read_history(path: Path) -> list[dict]:
-    """The rows of a run's history.csv (one per finished epoch, resumed epochs included), as floats."""
+def read_history(path: Path, epochs: int | None = None, complete: bool = True) -> list[dict]:
+    """The metrics of each epoch 0 .. epochs - 1 in a run's history.csv, as floats, found by the
+    row's `epoch` column, not its position: a run interrupted after an epoch's row was logged and
+    before its checkpoint reruns that epoch on --resume and logs it again (the last row counts).
+    Raises UserError when an epoch has no row, unless not `complete` (then its metrics are {}: a
+    non-chief worker's own log of a resumed run starts at the resumed epoch)."""
     import csv
 
     if not path.is_file():
         return []
+    rows = {}
     with path.open(newline="") as f:
-        return [{k: float(v) for k, v in row.items() if k != "epoch" and v not in ("", None)} for row in csv.DictReader(f)]
+        for row in csv.DictReader(f):
+            rows[int(row["epoch"])] = {k: float(v) for k, v in row.items() if k != "epoch" and v not in ("", None)}
+    epochs = len(rows) if epochs is None else epochs
+    missing = [e + 1 for e in range(epochs) if e not in rows]
+    if missing and complete:
+        raise UserError(f"{path}: no row for epoch(s) {missing} of {epochs}; the run's history is incomplete")
+    return [rows.get(e, {}) for e in range(epochs)]
 
 
 def load_pretrained(model, backbone: str, weights: str, build_kwargs: dict, partial: bool = False) -> dict[str, str]:
@@ -395,14 +407,17 @@ def train_detector(args) -> int:
                             augment_config=AugmentConfig(blur_prob=args.aug_prob, jpeg_prob=args.aug_prob),
                             drop_remainder=drop_remainder, epochs=(initial_epoch, max(initial_epoch, args.epochs)))
     train_ds = shard_by_data(train_ds, strategy)
-    # the best epoch is saved before the epoch checkpoint: an interruption between the two reruns that epoch
+    # the best epoch and the history row are saved before the epoch checkpoint: an interruption
+    # between them reruns that epoch (its row is then logged twice; read_history keeps the last)
     callbacks = ([best.callback] if best is not None else []) + \
-        [checkpoint.callback, keras.callbacks.CSVLogger(str(write_out / "history.csv"), append=args.resume)]
+        [keras.callbacks.CSVLogger(str(write_out / "history.csv"), append=args.resume), checkpoint.callback]
     if initial_epoch < args.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                   verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2)  # 2: one line per epoch in a log
-    history = _read_history(write_out / "history.csv")
+    # the chief's history is the run's; a non-chief worker's (in its own folder, deleted below) may lack
+    # the epochs before a resume
+    history = read_history(write_out / "history.csv", args.epochs, complete=write_out == out)
     kept = len(history) - 1
     if best is not None:
         kept = best.restore_kept()  # the student's weights of its best epoch (on every worker)
