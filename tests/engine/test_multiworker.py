@@ -8,7 +8,8 @@ whole batch, a different computation, not a rounding difference).
 
 Tolerance: all-reduce sums the two replicas' gradients in another order than the 1-process run
 does, a rounding difference (~1e-7 relative) per step that Adam's normalised updates carry on; over
-one epoch of a tiny detector it stays far below the weights' own scale (measured here: 0, bit-identical, on x86-64). TOLERANCE is stated on the
+one epoch of a tiny detector it stays far below the weights' own scale (each test prints the difference it
+measured; run with -s). TOLERANCE is stated on the
 largest absolute difference relative to the largest absolute weight of each tensor.
 """
 
