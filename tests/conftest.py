@@ -34,6 +34,7 @@ def build_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
             done.touch()
     return folder
 
+
 def pytest_collection_modifyitems(session, config, items):
     """Runs the modules that hold a `slow` test first, each module's tests kept together and in order.
 

@@ -87,9 +87,7 @@ def check_args(args) -> None:
     if args.bit_plan is not None and "channel_choice" in given:
         from tfdefakeq.quant.horizontal import QuantPlan
 
-        if not Path(args.bit_plan).is_file():
-            raise UserError(f"{args.bit_plan}: --bit-plan file not found")
-        if QuantPlan.load(args.bit_plan).salient_channels:
+        if QuantPlan.load(args.bit_plan).salient_channels:  # a missing or bad file: QuantPlan.load's one-line error
             raise UserError(f"--channel-choice picks the channels of a new split; {args.bit_plan} brings its own "
                             "(its 'salient_channels'): drop --channel-choice, or remove them from the plan")
         if args.salient_ratio is None:

@@ -242,7 +242,7 @@ class BestEpoch:
         return int(self.epoch.numpy())
 
 
-def read_history(path: Path, epochs: int | None = None, complete: bool = True) -> list[dict]:
+def read_history(path: Path, epochs: int, complete: bool = True) -> list[dict]:
     """The metrics of each epoch 0 .. epochs - 1 in a run's history.csv, as floats, found by the
     row's `epoch` column, not its position: a run interrupted after an epoch's row was logged and
     before its checkpoint reruns that epoch on --resume and logs it again (the last row counts).
@@ -256,7 +256,6 @@ def read_history(path: Path, epochs: int | None = None, complete: bool = True) -
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             rows[int(row["epoch"])] = {k: float(v) for k, v in row.items() if k != "epoch" and v not in ("", None)}
-    epochs = len(rows) if epochs is None else epochs
     missing = [e + 1 for e in range(epochs) if e not in rows]
     if missing and complete:
         raise UserError(f"{path}: no row for epoch(s) {missing} of {epochs}; the run's history is incomplete")
