@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from tfdefakeq.core.errors import UserError
-from tfdefakeq.quant.vertical import channel_saliency, pick_salient, random_salient, split_salient
-from tfdefakeq.core.tfcompat import keras
+from tfdefakeq.runtime.modelinfo import model_info_from_bytes
+from tfdefakeq.quant.vertical import ChannelGather, channel_runs, channel_saliency, pick_salient, random_salient, split_salient
+from tfdefakeq.core.tfcompat import keras, tf
 
 
 def _model():
@@ -52,3 +53,37 @@ def test_only_convs_split():
         split_salient(_model(), {"head": [0]})
     with pytest.raises(UserError, match="'nope', which is not a layer"):
         split_salient(_model(), {"nope": [0]})
+
+
+def test_channel_runs_cover_every_channel_once():
+    assert channel_runs([1, 2, 5], 7) == [(False, 0, 1), (True, 1, 3), (False, 3, 5), (True, 5, 6), (False, 6, 7)]
+    assert channel_runs([0, 1], 2) == [(True, 0, 2)]
+    assert channel_runs([2, 1], 4) is None and channel_runs([1, 1], 4) is None and channel_runs([4], 4) is None
+
+
+@pytest.mark.parametrize("indices", [[0, 2, 3, 6], [5], [1, 2, 3, 4, 5, 6, 7], [3, 0, 6]])
+def test_a_training_gather_gives_tf_gathers_values_and_gradients(indices):
+    """Training takes increasing indices as slices (a custom gradient), inference traces tf.gather
+    (TFLite's GATHER): both must agree exactly, and so must the gradients reaching the input."""
+    x = tf.constant(np.random.default_rng(2).normal(size=(2, 3, 3, 8)).astype(np.float32))
+    w = tf.constant(np.random.default_rng(3).normal(size=(2, 3, 3, len(indices))).astype(np.float32))
+    layer = ChannelGather(indices)
+    results = {}
+    for training in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * w)
+        results[training] = (y.numpy(), tape.gradient(loss, x).numpy())
+    np.testing.assert_array_equal(results[True][0], tf.gather(x, indices, axis=-1).numpy())
+    np.testing.assert_array_equal(results[True][0], results[False][0])
+    np.testing.assert_array_equal(results[True][1], results[False][1])
+    assert np.count_nonzero(results[True][1].reshape(-1, 8).any(axis=0)) == len(set(indices))
+
+
+def test_the_converted_split_still_gathers():
+    """The training fast path must not leak into the .tflite: its channel selections stay GATHER ops."""
+    model = _model()
+    split = split_salient(model, {"conv": [1, 4]})
+    ops = model_info_from_bytes(tf.lite.TFLiteConverter.from_keras_model(split).convert()).op_counts
+    assert ops["GATHER"] == 2 and ops["STRIDED_SLICE"] == 0 and ops["CONCATENATION"] == 0
