@@ -289,6 +289,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile-runs", type=int, default=10, help="invokes per op in the per-op profiles")
     p.add_argument("--commit", default=None, help="the commit measured (default: git rev-parse HEAD, else 'unknown')")
     p.add_argument("--redo", default="", help="comma-separated backbones to measure again (their rows are replaced)")
+    p.add_argument("--no-amx", dest="no_amx", action="store_true",
+                   help="deny XNNPACK Intel AMX (tfdefakeq.runtime.amx; an error on CPUs without it)")
     return p.parse_args(argv)
 
 
@@ -297,6 +299,10 @@ def main(args) -> int:
     from tfdefakeq.core.machineload import LoadSampler
     from tfdefakeq.core.manifest import command_line
 
+    if args.no_amx:
+        from tfdefakeq.runtime.amx import deny_amx
+
+        deny_amx()
     csv_path = Path(args.out)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     rows = [] if args.fresh else read_rows(csv_path)

@@ -1,5 +1,6 @@
 """python -m tfdefakeq.bench MODEL.tflite [MODEL ...] [--threads 1 2 4] [--warmup 10] [--runs 100]
-       [--xnnpack on off | --no-xnnpack] [--packed unpacked packed] [--device LABEL] [--profile] [--out results.csv]
+       [--xnnpack on off | --no-xnnpack] [--packed unpacked packed] [--no-amx] [--device LABEL] [--profile]
+       [--out results.csv]
 
 Times single-image invokes of `.tflite` models on this machine (no TensorFlow needed) for every
 combination of the listed threads, XNNPACK settings and INT4 handling, and prints init time,
@@ -7,7 +8,9 @@ p50/p90/p99/mean latency in ms, MACs and achieved GMAC/s, peak memory, size, mac
 `--packed unpacked` (default) runs packed INT4/INT2 weights unpacked to INT8 at load (int8 speed, same
 outputs); `packed` runs them as stored. With --out, appends one row per measurement (plus the
 command line) to a CSV, creating it with a header; with --profile also, per op, to OUT's
-`.ops.csv` sibling.
+`.ops.csv` sibling. `--no-amx` keeps XNNPACK off Intel AMX (runtime.amx: its int8 kernels compute 64
+output channels at a time, so narrow int8 convs can run slower than float32 on such CPUs); each row's
+`int8_isa` says what the CPU offered.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-xnnpack", dest="no_xnnpack", action="store_true", help="same as --xnnpack off")
     parser.add_argument("--packed", choices=("unpacked", "packed"), nargs="+", default=["unpacked"],
                         help="packed INT4/INT2 weights unpacked to INT8 at load (default) or run as stored; both to compare")
+    parser.add_argument("--no-amx", dest="no_amx", action="store_true",
+                        help="deny XNNPACK Intel AMX for this run (an error on CPUs without AMX)")
     parser.add_argument("--device", default="", help="a label for the machine, e.g. 'rpi5' (stored in the CSV)")
     parser.add_argument("--profile", action="store_true", help="also time every op alone (isolated per-op timings)")
     parser.add_argument("--out", type=Path, default=None, help="CSV to append the result rows to")
@@ -56,6 +61,10 @@ def main(args: argparse.Namespace) -> int:
 
     for path in args.model:
         check_tflite_file(path)
+    if args.no_amx:
+        from tfdefakeq.runtime.amx import deny_amx
+
+        deny_amx()
     command = "python -m tfdefakeq.bench " + shlex.join(args.argv)
     rows, op_rows = [], []
     for path in args.model:

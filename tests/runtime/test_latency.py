@@ -1,4 +1,6 @@
 import csv
+import subprocess
+import sys
 import io
 from pathlib import Path
 
@@ -229,3 +231,16 @@ def test_paired_latency_times_every_model_in_alternation(tiny_models):
     assert all((ms > 0).all() for ms in times.values())
     timed = calls[2:]  # after one warm-up invoke each: blocks of 3, the order rotating every block
     assert timed[:6] == ["float32"] * 3 + ["int8"] * 3 and timed[6:9] == ["int8"] * 3
+
+
+def test_bench_no_amx_denies_it_or_refuses_where_there_is_none(tiny_models, capfd):
+    """--no-amx is never a silent no-op: on an AMX CPU the row says it was denied, elsewhere exit 2."""
+    from tfdefakeq.runtime.amx import has_amx
+
+    code = subprocess.run([sys.executable, "-m", "tfdefakeq.bench", str(tiny_models["int8"]), "--no-amx", "--runs", "3",
+                           "--warmup", "0"], capture_output=True, text=True, timeout=300)
+    if has_amx():
+        assert code.returncode == 0, code.stderr
+        assert "amx_int8 (denied)" in code.stdout
+    else:
+        assert code.returncode == 2 and "no AMX" in code.stderr and len(code.stderr.strip().splitlines()) == 1

@@ -20,12 +20,13 @@ def benchmark_header(commit: str, script: str, argv: list[str], load, packages=(
     import platform
 
     from tfdefakeq.core.manifest import versions
+    from tfdefakeq.runtime.amx import int8_isa
     from tfdefakeq.runtime.interpreter import cpu_name
 
     v = versions()
     return {
         "commit": commit,
-        "machine": f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores",
+        "machine": f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores, int8 extensions: {int8_isa()}",
         "load": load.sentence(),
         "versions": ", ".join(f"{k} {v[k]}" for k in packages if k in v),
         "command": f"python {script} " + " ".join(argv),

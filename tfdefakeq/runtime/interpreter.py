@@ -282,10 +282,14 @@ def _quant(details: dict) -> tuple[float, int]:
 
 
 def machine_info() -> dict[str, str]:
-    """Where a measurement was taken: architecture, CPU model name, OS, python, CPU count."""
+    """Where a measurement was taken: architecture, CPU model name, its int8 extensions (runtime.amx:
+    whether AMX is there and denied changes int8 latency several-fold), OS, python, CPU count."""
+    from tfdefakeq.runtime.amx import int8_isa
+
     return {
         "machine": platform.machine(),
         "processor": cpu_name(),
+        "int8_isa": int8_isa(),
         "system": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "cpus": str(os.cpu_count() or ""),

@@ -60,6 +60,7 @@ BENCH_COLUMNS = [
     "runtime_version",
     "machine",
     "processor",
+    "int8_isa",
     "system",
     "python",
 ]
@@ -193,6 +194,7 @@ def bench_model(
         "runtime_version": model.runtime.version,
         "machine": machine["machine"],
         "processor": machine["processor"],
+        "int8_isa": machine["int8_isa"],
         "system": machine["system"],
         "python": machine["python"],
     }
@@ -254,7 +256,7 @@ def format_result(result: dict) -> str:
             f"model       {result['model']} ({result['size_bytes']:,} bytes, {result['input_dtype']} input, "
             f"{result['macs'] / 1e6:,.1f} MMAC)",
             f"runtime     {result['runtime']} {result['runtime_version']}, {result['threads']} thread(s), XNNPACK {xnn}{packed}",
-            f"machine     {result['machine']}, {result['processor']}{device}",
+            f"machine     {result['machine']}, {result['processor']} (int8: {result['int8_isa']}){device}",
             f"init_ms     {result['init_ms']:.2f}",
             f"latency_ms  p50 {result['latency_ms_p50']:.4g}  p90 {result['latency_ms_p90']:.4g}  "
             f"p99 {result['latency_ms_p99']:.4g}  mean {result['latency_ms_mean']:.4g}  "
