@@ -100,7 +100,7 @@ def test_qat_step_time_prose_says_whether_the_target_was_met():
 
     def rows(adaptive, lo, hi):
         out = [("float", 1.0, 1.0, 1.0), ("lsq_w4a8", 1.1, 1.0, 1.2), ("adaptive_no_kd", 1.2, 1.1, 1.3),
-               ("adaptive", adaptive, lo, hi), ("teacher_forward", 0.2, 0.1, 0.3)]
+               ("adaptive_no_kd_tf_gather", 1.5, 1.4, 1.6), ("adaptive", adaptive, lo, hi), ("teacher_forward", 0.2, 0.1, 0.3)]
         return pd.DataFrame([{"backbone": "r", "input_px": 64, "variant": v, "ratio_to_float": r, "ratio_min": a,
                               "ratio_max": b} for v, r, a, b in out])
 
@@ -108,6 +108,7 @@ def test_qat_step_time_prose_says_whether_the_target_was_met():
     (line,) = module.prose(rows(1.4, 1.3, 1.45))
     assert "took 1.40x the float step (rounds 1.30-1.45x), which meets the 1.5x target" in line
     assert "LSQ QAT itself 0.10, the salient split and the adaptive plan 0.10, distillation 0.20" in line
+    assert "by tf.gather, as before, the step without distillation took 1.50x float against 1.20x" in line
     assert "does not meet" in module.prose(rows(1.8, 1.6, 2.0))[0]
     assert "straddles" in module.prose(rows(1.5, 1.2, 1.9))[0]
 
