@@ -519,11 +519,25 @@ def main(args) -> int:
         header["mct"] = f"its own venv (python3.11): {done['mct_versions'].dropna().iloc[0]}; its INT8 files repacked as INT4/INT2 " \
                         "by pack_low_bit_kernels where the integers fit"
     header["findings"] = " ".join(sentences) or "no method finished"
+    header["failed"] = " ".join(failure_sentences(done)) or "no row ended in an error"
     formats = {"n_seeds": "{:.0f}", "size_bytes": "{:,.0f}", "tool_file_bytes": "{:,.0f}", "fp32_over_size": "{:.1f}", "kernel_bits": "{:.2f}", "latency_ms": "{:.3f}"}
     write_table(summary, results / "quant_methods", header, "Quantization methods, protocol v2: held-out generator families, "
                 "seeds, paired bootstrap CIs", formats)
     plot_ap_vs_size(done, results / "quant_methods.png")
     return 0
+
+
+def failure_sentences(done) -> list[str]:
+    """One sentence per backbone and method whose rows ended in an error (they are in no table row
+    nor finding): how many seeds, and the first error."""
+    if "error" not in done or not len(done):
+        return []
+    failed = done[done["error"].notna() & (done["error"] != "")]
+    out = []
+    for (backbone, method), rows in failed.groupby(["backbone", "method"], sort=False):
+        seeds = ", ".join(str(int(x)) for x in sorted(rows.seed))
+        out.append(f"{backbone} {method} (seed {seeds}): {rows.error.iloc[0]}")
+    return [s + ("" if s.endswith(".") else ".") for s in out]
 
 
 def _seed_probs(work: Path, backbone: str, method: str, seeds) -> tuple[np.ndarray, ...] | None:

@@ -151,3 +151,15 @@ def test_mnv3_int8_floor_prose_bounds_the_ratio_by_the_graph_without_hard_swish_
     models.loc[core, ["ratio_min", "ratio_max"]] = 0.49, 0.51
     (line,) = module.prose(models, depthwise.iloc[:0])
     assert "on the target 0.5 within the spread of the repeats (0.490-0.510 over the repeats)" in line
+
+
+def test_quant_methods_names_the_rows_that_failed():
+    import pandas as pd
+
+    done = pd.DataFrame([{"backbone": "resnet50", "method": "mct_mixed_13x", "seed": 0, "error": "RuntimeError: MCT failed"},
+                         {"backbone": "resnet50", "method": "adaptive_fp32_16x", "seed": 1, "error": "UserError: impossible"},
+                         {"backbone": "resnet50", "method": "adaptive_fp32_16x", "seed": 0, "error": "UserError: impossible"},
+                         {"backbone": "resnet50", "method": "float", "seed": 0, "error": None}])
+    lines = _script("benchmarks/quant_methods.py").failure_sentences(done)
+    assert lines == ["resnet50 mct_mixed_13x (seed 0): RuntimeError: MCT failed.",
+                     "resnet50 adaptive_fp32_16x (seed 0, 1): UserError: impossible."]
