@@ -38,16 +38,24 @@ _INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp", "i8mm", "sve2")
 _denied = False
 
 
-def cpu_flags() -> set[str]:
+def cpuinfo_fields() -> dict[str, str]:
+    """/proc/cpuinfo's non-empty fields, lower-cased keys, the first CPU's value of each ({} if unreadable)."""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        return set()
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
-        if sep and key.strip().lower() in ("flags", "features"):
-            return set(value.split())
-    return set()
+        if sep and value.strip():
+            fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def cpu_flags() -> set[str]:
+    """x86 "flags" or ARM "Features" of /proc/cpuinfo."""
+    fields = cpuinfo_fields()
+    return set((fields.get("flags") or fields.get("features") or "").split())
 
 
 def has_amx() -> bool:

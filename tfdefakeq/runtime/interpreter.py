@@ -298,15 +298,9 @@ def machine_info() -> dict[str, str]:
 
 def cpu_name() -> str:
     """CPU/board from /proc/cpuinfo (Pi: 'Model', x86: 'model name'), else platform.processor()."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        text = ""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and value.strip():
-            fields.setdefault(key.strip().lower(), value.strip())
+    from tfdefakeq.runtime.amx import cpuinfo_fields
+
+    fields = cpuinfo_fields()
     for key in ("model", "model name", "hardware", "cpu model"):  # x86 'model' is a number: skipped
         value = fields.get(key, "")
         if value and not value.isdigit():
