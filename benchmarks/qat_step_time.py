@@ -17,6 +17,10 @@ float model (seed 0; ResNet-18 at --width, MobileNetV2 at --alpha) and, built fr
   what that change saves, measured in the same rounds;
 - adaptive: the same model inside the Distiller (logit and feature distillation from the float
   teacher), which is what `tfdefakeq.train --scheme adaptive` runs;
+- adaptive_no_split: `adaptive` with the same W4 plan and no conv split (salient ratio 0): the step of
+  a plan in which the allocator takes no split, as it did in most protocol-v2 runs (the split_layers
+  column of benchmarks/results/quant_methods*_rows.csv). `adaptive` splits every low-bit conv, the
+  worst case; the difference, divided by the number of split convs, is what one split conv costs;
 - teacher_forward: the float teacher's forward pass alone (training=False), the part of the
   adaptive step that distillation adds besides its losses.
 Each is traced and run twice first; then --rounds rounds, each running every variant for --steps
@@ -43,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-VARIANTS = ("float", "lsq_w4a8", "adaptive_no_kd", "adaptive_no_kd_tf_gather", "adaptive", "teacher_forward")
+VARIANTS = ("float", "lsq_w4a8", "adaptive_no_kd", "adaptive_no_kd_tf_gather", "adaptive", "adaptive_no_split",
+            "teacher_forward")
 TARGET = 1.5
 
 
@@ -73,16 +78,20 @@ def build_steps(backbone: str, size: int, batch: int, width: float, alpha: float
     y = rng.integers(0, 2, (batch, 1)).astype(np.float32)
     plan = plan_weight_bits(fold_batchnorm(teacher), 4)
 
-    def adaptive_qat():
+    def adaptive_qat(salient_ratio=DEFAULT_SALIENT_RATIO):
         return quantize(teacher, "adaptive", x[:16], bit_plan=plan, channel_choice="random",
-                        salient_ratio=DEFAULT_SALIENT_RATIO, offer_per_tensor=False)
+                        salient_ratio=salient_ratio, offer_per_tensor=False)
 
     models = {
         "float": _compile(teacher),
         "lsq_w4a8": _compile(quantize(teacher, "lsq_w4a8", x[:16])),
         "adaptive_no_kd": _compile(adaptive_qat()),
         "adaptive": _compile(Distiller(adaptive_qat(), teacher, total_steps=10_000)),
+        "adaptive_no_split": _compile(Distiller(adaptive_qat(salient_ratio=0.0), teacher, total_steps=10_000)),
     }
+    split = len(models["adaptive_no_kd"].quant_plan.salient_channels)
+    if split == 0 or models["adaptive_no_split"].student.quant_plan.salient_channels:
+        raise RuntimeError(f"{backbone}: expected every low-bit conv split in `adaptive` and none in `adaptive_no_split`")
     models["adaptive_no_kd_tf_gather"] = _compile(adaptive_qat())
     with _tf_gather_while_tracing():
         models["adaptive_no_kd_tf_gather"].train_on_batch(x, y)  # traced now; later steps reuse the trace
@@ -90,7 +99,7 @@ def build_steps(backbone: str, size: int, batch: int, width: float, alpha: float
     steps = {name: (lambda m=m: m.train_on_batch(x, y)) for name, m in models.items()}
     forward = tf.function(lambda t: teacher(t, training=False))
     steps["teacher_forward"] = lambda: forward(x).numpy()
-    return steps
+    return steps, split
 
 
 class _tf_gather_while_tracing:
@@ -125,12 +134,15 @@ def time_round_robin(steps: dict, rounds: int, per_round: int) -> dict[str, list
     return times
 
 
-def rows_of(backbone: str, size: int, times: dict[str, list[float]]) -> list[dict]:
+def rows_of(backbone: str, size: int, split: int, times: dict[str, list[float]]) -> list[dict]:
+    """split: the convs split in the variants that split (adaptive_no_kd*, adaptive)."""
     base = np.asarray(times["float"])
     rows = []
     for name, values in times.items():
         ratios = np.asarray(values) / base
-        rows.append({"backbone": backbone, "input_px": size, "variant": name, "step_s": float(np.median(values)),
+        splits = split if name.startswith("adaptive") and name != "adaptive_no_split" else 0
+        rows.append({"backbone": backbone, "input_px": size, "variant": name, "split_convs": splits,
+                     "step_s": float(np.median(values)),
                      "ratio_to_float": float(np.median(ratios)), "ratio_min": float(ratios.min()),
                      "ratio_max": float(ratios.max()), "rounds": len(values)})
     return rows
@@ -152,6 +164,15 @@ def prose(df) -> list[str]:
             f"{r['teacher_forward']['ratio_to_float']:.2f}). With the split's channels selected by tf.gather, as "
             f"before, the step without distillation took {r['adaptive_no_kd_tf_gather']['ratio_to_float']:.2f}x float "
             f"against {r['adaptive_no_kd']['ratio_to_float']:.2f}x.")
+        if "adaptive_no_split" in r:
+            no = r["adaptive_no_split"]
+            verdict = "meets" if no["ratio_max"] <= TARGET else ("does not meet" if no["ratio_min"] > TARGET else "straddles")
+            per = (ada["ratio_to_float"] - no["ratio_to_float"]) / ada["split_convs"]
+            lines[-1] += (
+                f" With the same plan and no split conv, the adaptive step took {no['ratio_to_float']:.2f}x float (rounds "
+                f"{no['ratio_min']:.2f}-{no['ratio_max']:.2f}x), which {verdict} the target; splitting all "
+                f"{ada['split_convs']} low-bit convs added {ada['ratio_to_float'] - no['ratio_to_float']:.2f} float steps, "
+                f"{per:.3f} per split conv.")
     return lines
 
 
@@ -180,8 +201,8 @@ def main(argv=None) -> int:
     for backbone in args.backbones:
         for size in args.sizes:
             print(f"{backbone} {size} px: building", flush=True)
-            steps = build_steps(backbone, size, args.batch, args.width, args.alpha)
-            rows += rows_of(backbone, size, time_round_robin(steps, args.rounds, args.steps))
+            steps, split = build_steps(backbone, size, args.batch, args.width, args.alpha)
+            rows += rows_of(backbone, size, split, time_round_robin(steps, args.rounds, args.steps))
             print(pd.DataFrame(rows[-len(steps):]).to_string(index=False), flush=True)
             del steps
     load.stop()
@@ -194,7 +215,8 @@ def main(argv=None) -> int:
                  f"ONEDNN_PRIMITIVE_CACHE_CAPACITY={os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY')}; "
                  f"{time.perf_counter() - started:.0f} s in all")
     formats = {"step_s": "{:.3f}", "ratio_to_float": "{:.2f}", "ratio_min": "{:.2f}", "ratio_max": "{:.2f}",
-               "input_px": "{:.0f}", "rounds": "{:.0f}"}
+               "input_px": "{:.0f}", "rounds": "{:.0f}",
+               "split_convs": "{:.0f}"}
     paths = write_table(df, args.out, header, "Training step time: adaptive QAT against float, one process, interleaved", formats)
     write_text_atomic(paths[1], paths[1].read_text() + "\n" + "\n".join(prose(df)) + "\n", overwrite=True)
     print("\n".join(str(p) for p in paths))

@@ -111,6 +111,13 @@ def test_qat_step_time_prose_says_whether_the_target_was_met():
     assert "by tf.gather, as before, the step without distillation took 1.50x float against 1.20x" in line
     assert "does not meet" in module.prose(rows(1.8, 1.6, 2.0))[0]
     assert "straddles" in module.prose(rows(1.5, 1.2, 1.9))[0]
+    assert "no split conv" not in line  # tables from before the variant existed
+    split = rows(1.8, 1.6, 2.0).assign(split_convs=[0, 0, 20, 20, 20, 0])
+    split.loc[len(split)] = {"backbone": "r", "input_px": 64, "variant": "adaptive_no_split", "ratio_to_float": 1.3,
+                             "ratio_min": 1.2, "ratio_max": 1.4, "split_convs": 0}
+    (line,) = module.prose(split)
+    assert "With the same plan and no split conv, the adaptive step took 1.30x float (rounds 1.20-1.40x), which meets " \
+           "the target; splitting all 20 low-bit convs added 0.50 float steps, 0.025 per split conv." in line
 
 
 def test_backbones_closing_note_names_the_backbones_not_measured():

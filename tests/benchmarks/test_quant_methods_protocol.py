@@ -199,3 +199,53 @@ def test_mct_kernels_are_made_symmetric_and_packed_without_changing_values(qm):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=0)
     types = [t for t, _ in after]
     assert INT4 in types and INT2 in types  # the x16 grid became INT4, the 2-bit one INT2
+
+
+def test_calibrated_threshold_matches_the_float_real_fpr_on_the_same_val_images(qm):
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    gens = np.array(["a"] * 8)
+    float_probs = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9, 0.95])  # 1 of 4 reals called fake at 0.5
+    shifted = float_probs + 0.2  # the quantized model's scores drifted up: 0.5 would flag 2 of 4 reals
+    t = qm.calibrated_threshold((labels, gens, shifted), (labels, gens, float_probs))
+    assert 0.5 < t < 0.8 and np.mean(shifted[labels == 0] > t) == 0.25
+    with pytest.raises(RuntimeError, match="different val images"):
+        qm.calibrated_threshold((labels[::-1], gens, shifted), (labels, gens, float_probs))
+
+
+def test_threshold_sentence_judges_the_calibrated_accuracies_against_both_targets(qm):
+    base = pd.Series({"held_acc": 0.80, "held_real_acc": 0.90})
+    part = pd.DataFrame({"method": ["m", "m"], "threshold": [0.6, 0.7], "held_acc": [0.75, 0.77],
+                         "held_real_acc": [0.80, 0.82], "held_acc_cal": [0.795, 0.80], "held_real_acc_cal": [0.89, 0.90]})
+    text = qm.threshold_sentence(part, base, "m")
+    assert text.startswith("m at its calibrated threshold (mean 0.650): held-out dacc -0.25 pp, dreal_acc -0.50 pp (meets both")
+    assert text.endswith("at 0.5: -4.00 / -9.00 pp.")
+    part["held_real_acc_cal"] = [0.85, 0.86]
+    assert "(meets the accuracy one only" in qm.threshold_sentence(part, base, "m")
+    part["held_acc_cal"] = [0.70, 0.70]
+    assert "(meets neither" in qm.threshold_sentence(part, base, "m")
+
+
+def test_summarize_gives_calibrated_columns_and_leaves_them_empty_for_older_rows(qm, tmp_path):
+    import argparse
+
+    labels, gens, signal = _scores(n=30)
+    gens = np.where(gens == "a", qm.HELD_OUT_GENERATORS[0], qm.HELD_OUT_GENERATORS[1])
+    (tmp_path / "scores").mkdir()
+    probs = {"float": 1 / (1 + np.exp(-signal)), "adaptive_fp32_8x": 1 / (1 + np.exp(-(signal + 0.3)))}
+    for method, p in probs.items():
+        for seed in (0, 1):
+            np.savez(tmp_path / "scores" / f"b_{method}_s{seed}.npz", labels=labels, generators=gens, probs=p)
+    row = {"backbone": "b", "size_bytes": 800.0, "kernel_bits": 4.0, "latency_ms": 1.0, "error": np.nan, "split_layers": 0,
+           **{f"{g}_{m}": 0.8 for g in ("held", "in") for m in qm.METRICS}}
+    done = pd.DataFrame([{**row, "method": "float", "seed": 0, "size_bytes": 8000.0, "threshold": 0.5,
+                          **{f"held_{m}_cal": 0.8 for m in qm.CAL_METRICS}}]
+                        + [{**row, "method": "adaptive_fp32_8x", "seed": s, "threshold": 0.6, "held_acc_cal": 0.81,
+                            "held_real_acc_cal": 0.79, "held_fake_acc_cal": 0.83} for s in (0, 1)])
+    table, sentences = qm.summarize(done, tmp_path, argparse.Namespace(bootstrap=50))
+    ours = table[table.method == "adaptive_fp32_8x"].iloc[0]
+    assert ours.dacc_cal_held == "+1.00 ± 0.00" and ours.dreal_acc_cal_held == "-1.00 ± 0.00" and ours.threshold == 0.6
+    assert any(s.startswith("b at <= fp32/8 (1,000 B): adaptive_fp32_8x held-out dAP") for s in sentences)
+    assert any("adaptive_fp32_8x at its calibrated threshold (mean 0.600)" in s and "(meets both" in s for s in sentences)
+    older = done.drop(columns=["threshold"] + [f"held_{m}_cal" for m in qm.CAL_METRICS])
+    table, sentences = qm.summarize(older, tmp_path, argparse.Namespace(bootstrap=50))
+    assert (table.dacc_cal_held == "").all() and not any("calibrated threshold" in s for s in sentences)
