@@ -643,6 +643,15 @@ def summarize(done, work: Path, args):
                     text += f"; against the best peer whose file fits, {best}: {bp:+.2f} pp (CI [{blo:+.2f}, {bhi:+.2f}]: {verdict(blo, bhi)})"
                 else:
                     text += "; no peer's file fits this budget"
+                    others = [p for p in stats if not p.startswith(OURS) and p != "float"]
+                    if others:  # then the smallest peer file measured, bigger than ours: is ours also better?
+                        small = min(others, key=lambda p: part[part.method == p].size_bytes.max())
+                        ratio = part[part.method == small].size_bytes.max() / part[part.method == m].size_bytes.max()
+                        sp, slo, shi = paired_bootstrap_ci(probs[0], probs[1], probs[2], stats[small][3][2], HELD_OUT_GENERATORS,
+                                                           n=args.bootstrap)
+                        table.loc[table.method == m, "ci_vs_peer"] = f"{small} ({ratio:.2f}x the bytes): {sp:+.2f} [{slo:+.2f}, {shi:+.2f}]"
+                        text += (f"; against the smallest peer file measured, {small} ({ratio:.2f}x this method's bytes): "
+                                 f"{sp:+.2f} pp (CI [{slo:+.2f}, {shi:+.2f}]: {verdict(slo, shi)})")
                 sentences.append(text + ".")
                 if "dacc_cal_held" in table and table.loc[table.method == m, "dacc_cal_held"].iloc[0]:
                     sentences.append(threshold_sentence(part, base, m))

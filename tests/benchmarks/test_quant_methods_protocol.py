@@ -244,8 +244,19 @@ def test_summarize_gives_calibrated_columns_and_leaves_them_empty_for_older_rows
     table, sentences = qm.summarize(done, tmp_path, argparse.Namespace(bootstrap=50))
     ours = table[table.method == "adaptive_fp32_8x"].iloc[0]
     assert ours.dacc_cal_held == "+1.00 ± 0.00" and ours.dreal_acc_cal_held == "-1.00 ± 0.00" and ours.threshold == 0.6
-    assert any(s.startswith("b at <= fp32/8 (1,000 B): adaptive_fp32_8x held-out dAP") for s in sentences)
+    (text,) = [s for s in sentences if s.startswith("b at <= fp32/8 (1,000 B): adaptive_fp32_8x held-out dAP")]
+    assert "no peer's file fits this budget" in text and "smallest peer" not in text  # no peer measured at all
     assert any("adaptive_fp32_8x at its calibrated threshold (mean 0.600)" in s and "(meets both" in s for s in sentences)
+    peer = [{**row, "method": "lsq_w2a8", "seed": s, "size_bytes": 1500.0, "threshold": 0.5, "held_acc_cal": 0.8,
+             "held_real_acc_cal": 0.8, "held_fake_acc_cal": 0.8} for s in (0, 1)]
+    for seed in (0, 1):
+        np.savez(tmp_path / "scores" / f"b_lsq_w2a8_s{seed}.npz", labels=labels, generators=gens, probs=probs["float"])
+    table, sentences = qm.summarize(pd.concat([done, pd.DataFrame(peer)], ignore_index=True), tmp_path,
+                                    argparse.Namespace(bootstrap=50))
+    (text,) = [s for s in sentences if s.startswith("b at <= fp32/8")]
+    assert "no peer's file fits this budget; against the smallest peer file measured, lsq_w2a8 (1.88x this " \
+           "method's bytes): " in text
+    assert table[table.method == "adaptive_fp32_8x"].ci_vs_peer.iloc[0].startswith("lsq_w2a8 (1.88x the bytes): ")
     older = done.drop(columns=["threshold"] + [f"held_{m}_cal" for m in qm.CAL_METRICS])
     table, sentences = qm.summarize(older, tmp_path, argparse.Namespace(bootstrap=50))
     assert (table.dacc_cal_held == "").all() and not any("calibrated threshold" in s for s in sentences)
