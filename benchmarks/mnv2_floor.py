@@ -4,7 +4,9 @@ scales everywhere and with the per-tensor option the allocator now has.
     python benchmarks/mnv2_floor.py --commit SHA [--configs 0.35:32 0.5:64 1.0:224]
 
 Writes benchmarks/results/mnv2_floor.{csv,md}. For each alpha:size, an untrained MobileNetV2 (Keras
-initialisation, seed 0) gets the cheapest plan the adaptive scheme can make (`adaptive.cheapest_plan`:
+initialisation, seed 0; its QAT model's biases then set to small nonzero values by
+`adaptive.nonzero_biases`, as a trained model's are: the converter stores all-zero biases in a
+compact shared form, so a fresh model's file understates a trained one's) gets the cheapest plan the adaptive scheme can make (`adaptive.cheapest_plan`:
 every free layer at 2 bits, the stem and classifier at 8; "per_channel": one scale per output
 channel everywhere, as before issue 14; "per_tensor": one kernel scale where
 `adaptive.per_tensor_candidates` offers it). The QAT model is converted by convert's own engine
@@ -69,7 +71,7 @@ def measure(alpha: float, size: int, per_tensor: bool, images: int, work: Path) 
     from tfdefakeq.core.tfcompat import keras
     from tfdefakeq.engine.export import convert_model
     from tfdefakeq.quant import quantize, weight_bits
-    from tfdefakeq.quant.adaptive import _weighted_layers, cheapest_plan, smallest_budget
+    from tfdefakeq.quant.adaptive import _weighted_layers, cheapest_plan, nonzero_biases, smallest_budget
     from tfdefakeq.quant.fold import fold_batchnorm
 
     keras.utils.set_random_seed(0)
@@ -81,6 +83,7 @@ def measure(alpha: float, size: int, per_tensor: bool, images: int, work: Path) 
     calib = Preprocess().apply(uint8)
     started = time.perf_counter()
     qat = quantize(model, "adaptive", calib, bit_plan=bits, per_tensor=scalar, salient_ratio=0)
+    nonzero_biases(qat)
     manifest = Manifest(backbone="mobilenet_v2", input_shape=[size, size, 3], format="keras", scheme="adaptive",
                         weight_bits=weight_bits(qat), per_tensor=scalar, build_kwargs={"alpha": alpha})
     path = work / f"mnv2_{alpha}_{size}_{'pt' if per_tensor else 'pc'}.tflite"
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
     df = pd.DataFrame(rows)
     header = benchmark_header(
         args.commit, "benchmarks/mnv2_floor.py", sys.argv[1:] if argv is None else argv, load,
-        models="untrained MobileNetV2 (seed 0); cheapest plan: free layers at 2 bits (INT2), stem and classifier at 8; "
+        models="untrained MobileNetV2 (seed 0), biases made nonzero as a trained model's are; cheapest plan: free layers at 2 bits (INT2), stem and classifier at 8; "
                "bits per weight = file bytes x 8 / kernel weights")
     formats = {c: "{:,.0f}" for c in ["weights", "file_bytes", "depthwise_weights", "depthwise_channels", *PARTS]}
     formats.update(file_bits_per_weight="{:.3f}", estimated_bits_per_weight="{:.3f}", convert_s="{:.0f}", alpha="{:g}",
