@@ -38,7 +38,7 @@ from tfdefakeq.core.tfcompat import keras
 BYTES_RESERVE = 0.02
 # The vertical split is offered by default at 1/32 of each low-bit conv's input channels (DeFakeQ
 # restores "a small number"; ~0.13 bits/weight at 4 bits); the allocator takes it where it pays.
-# Measured (benchmarks/results/quant_methods.md at 5c60173, ResNet-18, 3 seeds, held-out families,
+# Measured (benchmarks/results/quant_methods_vertical.md at 5c60173, ResNet-18, 3 seeds, held-out families,
 # against the same budget without the offer): fp32/13, taken in 1 layer per seed, +1.30 pp held-out
 # AP (CI [+0.62, +1.93]); fp32/10.7, taken in 0-2 layers, -0.50 pp (CI [-0.92, -0.11], inside the
 # seed spread). `--salient-ratio 0` turns it off.
