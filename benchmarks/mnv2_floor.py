@@ -6,9 +6,9 @@ scales everywhere and with the per-tensor option the allocator now has.
 Writes benchmarks/results/mnv2_floor.{csv,md}. For each alpha:size, an untrained MobileNetV2 (Keras
 initialisation, seed 0; its QAT model's biases then set to small nonzero values by
 `adaptive.nonzero_biases`, as a trained model's are: the converter stores all-zero biases in a
-compact shared form, so a fresh model's file understates a trained one's) gets the cheapest plan the adaptive scheme can make (`adaptive.cheapest_plan`:
-every free layer at 2 bits, the stem and classifier at 8; "per_channel": one scale per output
-channel everywhere, as before issue 14; "per_tensor": one kernel scale where
+compact shared form, so a fresh model's file understates a trained one's) gets the cheapest plan
+the adaptive scheme can make (`adaptive.cheapest_plan`: every free layer at 2 bits, the stem and
+classifier at 8; "per_channel": one scale per output channel everywhere, as before issue 14; "per_tensor": one kernel scale where
 `adaptive.per_tensor_candidates` offers it). The QAT model is converted by convert's own engine
 (`export.convert_model`: parity check included, INT2 packing) and the written file is read back:
 its bytes split into weight values, int32 biases, the scales and int64 zero points of kernels and
@@ -157,8 +157,8 @@ def main(argv=None) -> int:
     df = pd.DataFrame(rows)
     header = benchmark_header(
         args.commit, "benchmarks/mnv2_floor.py", sys.argv[1:] if argv is None else argv, load,
-        models="untrained MobileNetV2 (seed 0), biases made nonzero as a trained model's are; cheapest plan: free layers at 2 bits (INT2), stem and classifier at 8; "
-               "bits per weight = file bytes x 8 / kernel weights")
+        models="untrained MobileNetV2 (seed 0), biases made nonzero as a trained model's are; cheapest plan: free "
+               "layers at 2 bits (INT2), stem and classifier at 8; bits per weight = file bytes x 8 / kernel weights")
     formats = {c: "{:,.0f}" for c in ["weights", "file_bytes", "depthwise_weights", "depthwise_channels", *PARTS]}
     formats.update(file_bits_per_weight="{:.3f}", estimated_bits_per_weight="{:.3f}", convert_s="{:.0f}", alpha="{:g}",
                    input_px="{:.0f}", layers="{:.0f}", per_tensor_layers="{:.0f}", parity_max_lsb="{:.1f}")

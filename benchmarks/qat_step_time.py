@@ -148,16 +148,20 @@ def rows_of(backbone: str, size: int, split: int, times: dict[str, list[float]])
     return rows
 
 
+def _against_target(row) -> str:
+    """Whether every round of a variant was within TARGET ("meets"), none was, or some were."""
+    return "meets" if row["ratio_max"] <= TARGET else ("does not meet" if row["ratio_min"] > TARGET else "straddles")
+
+
 def prose(df) -> list[str]:
     """Sentences computed from the rows: the adaptive step against the target, and where its time goes."""
     lines = []
     for (backbone, size), group in df.groupby(["backbone", "input_px"], sort=False):
         r = {row["variant"]: row for row in group.to_dict("records")}
         ada = r["adaptive"]
-        verdict = "meets" if ada["ratio_max"] <= TARGET else ("does not meet" if ada["ratio_min"] > TARGET else "straddles")
         lines.append(
             f"- {backbone} {size} px: the adaptive step took {ada['ratio_to_float']:.2f}x the float step (rounds "
-            f"{ada['ratio_min']:.2f}-{ada['ratio_max']:.2f}x), which {verdict} the {TARGET}x target. Of the "
+            f"{ada['ratio_min']:.2f}-{ada['ratio_max']:.2f}x), which {_against_target(ada)} the {TARGET}x target. Of the "
             f"{ada['ratio_to_float'] - 1:.2f} float steps it adds: LSQ QAT itself {r['lsq_w4a8']['ratio_to_float'] - 1:.2f}, "
             f"the salient split and the adaptive plan {r['adaptive_no_kd']['ratio_to_float'] - r['lsq_w4a8']['ratio_to_float']:.2f}, "
             f"distillation {ada['ratio_to_float'] - r['adaptive_no_kd']['ratio_to_float']:.2f} (the teacher's forward pass alone: "
@@ -166,11 +170,10 @@ def prose(df) -> list[str]:
             f"against {r['adaptive_no_kd']['ratio_to_float']:.2f}x.")
         if "adaptive_no_split" in r:
             no = r["adaptive_no_split"]
-            verdict = "meets" if no["ratio_max"] <= TARGET else ("does not meet" if no["ratio_min"] > TARGET else "straddles")
             per = (ada["ratio_to_float"] - no["ratio_to_float"]) / ada["split_convs"]
             lines[-1] += (
                 f" With the same plan and no split conv, the adaptive step took {no['ratio_to_float']:.2f}x float (rounds "
-                f"{no['ratio_min']:.2f}-{no['ratio_max']:.2f}x), which {verdict} the target; splitting all "
+                f"{no['ratio_min']:.2f}-{no['ratio_max']:.2f}x), which {_against_target(no)} the target; splitting all "
                 f"{ada['split_convs']} low-bit convs added {ada['ratio_to_float'] - no['ratio_to_float']:.2f} float steps, "
                 f"{per:.3f} per split conv.")
     return lines

@@ -653,7 +653,7 @@ def summarize(done, work: Path, args):
                         text += (f"; against the smallest peer file measured, {small} ({ratio:.2f}x this method's bytes): "
                                  f"{sp:+.2f} pp (CI [{slo:+.2f}, {shi:+.2f}]: {verdict(slo, shi)})")
                 sentences.append(text + ".")
-                if "dacc_cal_held" in table and table.loc[table.method == m, "dacc_cal_held"].iloc[0]:
+                if table.loc[table.method == m, "dacc_cal_held"].iloc[0]:  # "" for rows without calibrated columns
                     sentences.append(threshold_sentence(part, base, m))
         for variant, reference in [p for p in VERTICAL_PAIRS if p[0] in stats and p[1] in stats]:
             labels, gens, ref_probs = stats[reference][3]
