@@ -9,8 +9,9 @@ initialisation, seed 0; its QAT model's biases then set to small nonzero values 
 compact shared form, so a fresh model's file understates a trained one's) gets the cheapest plan
 the adaptive scheme can make (`adaptive.cheapest_plan`: every free layer at 2 bits, the stem and
 classifier at 8; "per_channel": one scale per output channel everywhere, as before issue 14;
-"per_tensor": one kernel scale where `adaptive.per_tensor_candidates` offers it). The QAT model is converted by convert's own engine
-(`export.convert_model`: parity check included, INT2 packing) and the written file is read back:
+"per_tensor": one kernel scale where `adaptive.per_tensor_candidates` offers it). The QAT model is
+converted by convert's own engine (`export.convert_model`: parity check included, INT2 packing) and
+the written file is read back:
 its bytes split into weight values, int32 biases, the scales and int64 zero points of kernels and
 biases, activation quantization parameters, tensor names and the rest (graph, tables). Bits per
 weight = file bytes x 8 / weights of the quantized layers (kernels only). The allocator's estimate of
