@@ -45,7 +45,7 @@ def tensor_rows(name: str, work: Path, images: int) -> tuple[list[dict], dict]:
     from tfdefakeq.data.synthetic import SyntheticConfig, generate
     from tfdefakeq.engine.export import to_tflite
     from tfdefakeq.engine.modelio import load_detector
-    from tfdefakeq.engine.parity import _name_fragments, run_tflite_tensors
+    from tfdefakeq.engine.parity import name_fragments, run_tflite_tensors
     from tfdefakeq.runtime.images import load_images
     from tfdefakeq.torchport.checkpoint import state_dict_bytes
 
@@ -69,7 +69,7 @@ def tensor_rows(name: str, work: Path, images: int) -> tuple[list[dict], dict]:
     by_name = {layer.name: np.asarray(o, dtype=np.float64) for layer, o in zip(layers, outputs)}
     rows = []
     for index, meta in info.items():
-        fragments = _name_fragments(meta["name"])
+        fragments = name_fragments(meta["name"])
         same = [n for n in by_name if n in fragments and by_name[n][0].size == int(np.prod(meta["shape"][1:]))]
         if not same:
             continue

@@ -24,6 +24,8 @@ class, the same images for both sides); `size_bytes` (the whole .tflite file) an
 for MCT, `tool_file_bytes` is the file its exporter wrote and `tool_bits` the kernel bits its search chose
 (count of layers per bit-width); its kernels are rewritten symmetric and packed by `pack_low_bit_kernels`
 (ai-edge-litert refuses its non-zero kernel zero points), and that file is the one scored and sized.
+Every file's tensors are named by index (`runtime.unpack.shorten_tensor_names`, as `convert` writes
+ours; lossless), MCT's and ai-edge-quantizer's too, so that no tool pays for its converter's names.
 Budgets: fp32/8, fp32/10.7, fp32/13 and fp32/16 are the float32 .tflite's bytes over 8, 10.7, 13 and 16; `fits` says whether
 every seed's file is within the method's budget. The best peer at a budget is the peer (not ours)
 with the highest mean held-out AP among those whose files fit it.
@@ -269,11 +271,13 @@ def pack_low_bit_kernels(flatbuffer: bytes) -> tuple[bytes, int]:
     Per output channel the zero point is subtracted (q - zp, zero point 0) and integers that share a
     common factor g (a low-bit grid on a finer one) are divided by g with the channel's scale times g,
     so stored integers times scales are unchanged; then INT4 when they fit [-8, 7] (else INT8), and
-    `pack_int2` makes INT2 of the INT4 ones that fit [-2, 1]."""
+    `pack_int2` makes INT2 of the INT4 ones that fit [-2, 1]; tensors are named by index, as
+    `convert` names ours."""
     from math import gcd
 
     from tfdefakeq.runtime.modelinfo import schema_module
-    from tfdefakeq.runtime.unpack import INT4, INT8, pack_int2, pack_values, serialize_model, unpack_values
+    from tfdefakeq.runtime.unpack import (INT4, INT8, pack_int2, pack_values, serialize_model, shorten_tensor_names,
+                                          unpack_values)
 
     schema = schema_module()
     model = schema.ModelT.InitFromPackedBuf(bytes(flatbuffer), 0)
@@ -315,6 +319,7 @@ def pack_low_bit_kernels(flatbuffer: bytes) -> tuple[bytes, int]:
             done += 1
     content = serialize_model(schema, model, len(flatbuffer)) if done else bytes(flatbuffer)
     content, _ = pack_int2(content)
+    content, _ = shorten_tensor_names(content)
     return content, done
 
 
@@ -337,9 +342,11 @@ def run_method(method: str, backbone: str, float_path: Path, data, args, work: P
     target = budget_bytes(float_tflite.stat().st_size, budget) if budget and kind != "float32" else None
     if kind == "aeq":
         from tfdefakeq.quant.baselines import aeq_quantize
+        from tfdefakeq.runtime.unpack import shorten_tensor_names
 
         manifest = Manifest.load(manifest_path(float_tflite))
         content = aeq_quantize(float_tflite.read_bytes(), method, manifest.preprocess.apply(calib_uint8))
+        content, _ = shorten_tensor_names(content)
         write_atomic(tflite, content, overwrite=True)
         manifest.scheme, manifest.format, manifest.size_bytes = method, method, len(content)
         manifest.save(manifest_path(tflite), overwrite=True)

@@ -180,3 +180,38 @@ def test_an_input_read_by_several_branches_is_tapped(tmp_path):
     assert layers[0].startswith("quantize_layer") and layers[-1] == "logit"
     assert (table["match"] != "none").all(), table[table["match"] == "none"]
     assert (table["local_max_lsb"].fillna(0) <= 1.0 + 1e-3).all(), table
+
+
+def test_a_file_convert_named_by_index_matches_by_the_names_its_manifest_keeps(exported, tmp_path):
+    """convert writes index names (the converter's go to the manifest): the op-by-op table of the written
+    file matches the same tensors, by name, as the converter's file; without the manifest it cannot."""
+    import shutil
+
+    from tfdefakeq.core.manifest import Manifest, manifest_path
+    from tfdefakeq.engine.export import convert_model
+    from tfdefakeq.engine.parity import layer_parity
+    from tfdefakeq.quant import weight_bits
+    from tfdefakeq.runtime.modelinfo import schema_module
+
+    qat, path, images = exported
+    columns = ["keras_layer", "tflite_tensor", "op", "op_index", "match"]
+    before = layer_parity(qat, path, images, local=False)[columns]
+    out = tmp_path / "tiny_int8.tflite"
+    written = convert_model(qat, Manifest(backbone="test", input_shape=[32, 32, 3], format="keras", scheme="tfmot_int8",
+                                          weight_bits=weight_bits(qat)), "int8", images, out)
+    graph = schema_module().ModelT.InitFromPackedBuf(out.read_bytes(), 0).subgraphs[0]
+    io = set(graph.inputs) | set(graph.outputs)
+    assert [t.name.decode() for i, t in enumerate(graph.tensors) if i not in io] == [str(i) for i in range(len(graph.tensors))
+                                                                                      if i not in io]
+    assert len(written.tensor_names) == len(graph.tensors) and any("stem_conv" in n for n in written.tensor_names)
+    assert written.size_bytes == out.stat().st_size < path.stat().st_size
+    after = layer_parity(qat, out, images, local=False)[columns]
+    assert (after["match"] == "name").sum() >= 4
+    assert after.equals(before), (before, after)
+
+    bare = tmp_path / "bare" / "tiny_int8.tflite"  # the file alone, its manifest left behind
+    bare.parent.mkdir()
+    shutil.copy(out, bare)
+    assert not manifest_path(bare).exists()
+    assert not (layer_parity(qat, bare, images, local=False)["match"] == "name").any()
+    assert Manifest.load(manifest_path(out)).tensor_names == written.tensor_names

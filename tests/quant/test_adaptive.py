@@ -105,7 +105,8 @@ def test_without_a_budget_the_bits_of_a_uniform_w4_file_are_redistributed(tiny_f
     images = load_images([s.path for s in balanced_subset(scan_forensynths(easy_synthetic_root, "val"), 32)], (32, 32))
     calib = manifest.preprocess.apply(images)
     default = plan_adaptive(model, calib)
-    uniform = plan_adaptive(model, None, salient_ratio=0, bit_plan=plan_weight_bits(fold_batchnorm(model), 4))
+    uniform = plan_adaptive(model, None, salient_ratio=0, bit_plan=plan_weight_bits(fold_batchnorm(model), 4),
+                            measure_graph=True)
     assert set(uniform.weight_bits.values()) == {4, 8}
     assert default.budget["avg_bits"] == pytest.approx(uniform.budget["file_bits_avg"], abs=1e-3)
     assert default.budget["file_bits_avg"] <= uniform.budget["file_bits_avg"] + 1e-9

@@ -124,7 +124,9 @@ def test_the_floor_plan_is_per_tensor_where_offered_and_the_file_stores_it(cheap
         kernel, bias = graph.tensors[op.inputs[1]], graph.tensors[op.inputs[2]] if len(op.inputs) > 2 else None
         if bias is None or model.buffers[kernel.buffer].data is None:
             continue
-        layer = next(n for n in ("stem", "dw", "expand", "wide", "logit") if f"quant_{n}/" in kernel.name.decode())
+        # the file names tensors by index; the converter's names are in the manifest
+        name = manifest.tensor_names[op.inputs[1]]
+        layer = next(n for n in ("stem", "dw", "expand", "wide", "logit") if f"quant_{n}/" in name)
         scales[layer] = (len(kernel.quantization.scale), len(kernel.quantization.zeroPoint),
                          len(bias.quantization.scale), len(bias.quantization.zeroPoint), kernel.type)
     int2 = schema.TensorType.INT2

@@ -1,7 +1,7 @@
 """The adaptive plan's file-size estimate against the .tflite convert's engine writes from that plan
 (issue 13): within ESTIMATE_TOLERANCE on a model made mostly of unweighted ops and small layers
-(MobileNetV2 at width 0.35 at 32 px: 64 ops, tensor names 8% of the file, per-tensor and
-per-channel layers mixed) and on a ResNet with salient channels split off. The plans are given
+(MobileNetV2 at width 0.35 at 32 px: 64 ops, per-tensor and per-channel layers mixed) and on a
+ResNet with salient channels split off. The plans are given
 (every bit width, both scale kinds, splits) so no sensitivity is measured: two conversions a case."""
 
 import numpy as np
@@ -31,13 +31,12 @@ def _mixed_plan(model, per_tensor_every: int, split_every: int):
 
 def _written_and_planned(model, bits, scalar, split):
     """(written .tflite bytes, the plan's estimate): the plan made with the measured graph bytes,
-    its QAT model converted as convert does (int4, 2-bit weights as INT2; untrained: training
-    changes the weights, not the file's layout)."""
-    from tfdefakeq.engine.export import to_tflite
+    its QAT model converted as convert does (int4, 2-bit weights as INT2, tensors named by index;
+    untrained: training changes the weights, not the file's layout)."""
+    from tfdefakeq.engine.export import as_written, to_tflite
     from tfdefakeq.quant import calibrate
     from tfdefakeq.quant.adaptive import nonzero_biases, plan_adaptive
     from tfdefakeq.quant.schemes import apply_folded_scheme
-    from tfdefakeq.runtime.unpack import pack_int2
 
     plan = plan_adaptive(model, None, bit_plan=bits, per_tensor=scalar, salient_channels=split, salient_ratio=0,
                          measure_graph=True)
@@ -46,7 +45,7 @@ def _written_and_planned(model, bits, scalar, split):
                               per_tensor=plan.per_tensor)
     calibrate.init_weight_ranges(qat)
     nonzero_biases(qat, seed=1)  # as any trained model has (a fresh BatchNorm folds to zero biases)
-    flatbuffer, _ = pack_int2(to_tflite(qat, "int4", np.zeros((1, *qat.input_shape[1:]), np.float32)))
+    flatbuffer = as_written(to_tflite(qat, "int4", np.zeros((1, *qat.input_shape[1:]), np.float32)), "int4")
     return len(flatbuffer), plan.budget["planned_bytes"]
 
 

@@ -188,3 +188,42 @@ def test_damaged_flatbuffers_are_user_errors(tmp_path):
     with pytest.raises(UserError) as info:
         TFLiteModel(path)
     assert str(info.value).startswith(str(path))
+
+
+@pytest.mark.parametrize("model_path", [INT8_MODEL, INT4_MODEL], ids=["int8", "int4"])
+def test_index_names_change_only_the_names_and_the_size(model_path, photos, tmp_path):
+    """shorten_tensor_names: every tensor but the graph's input and output named by its index, all else
+    (shapes, scales, buffers, ops) as it was, the same outputs bit for bit, the converter's names returned."""
+    from tfdefakeq.core.manifest import Preprocess
+    from tfdefakeq.runtime.modelinfo import schema_module
+    from tfdefakeq.runtime.unpack import shorten_tensor_names
+
+    data = model_path.read_bytes()
+    short, names = shorten_tensor_names(data)
+    schema = schema_module()
+    old, new = (schema.ModelT.InitFromPackedBuf(b, 0) for b in (data, short))
+    graph = old.subgraphs[0]
+    io = set(graph.inputs) | set(graph.outputs)
+    assert names == [t.name.decode() for t in graph.tensors]
+    assert [t.name.decode() for t in new.subgraphs[0].tensors] == [names[i] if i in io else str(i) for i in range(len(names))]
+    for tensor in graph.tensors:
+        tensor.name = None
+    for tensor in new.subgraphs[0].tensors:
+        tensor.name = None
+    for a, b in zip(graph.tensors, new.subgraphs[0].tensors):
+        assert (a.type, a.buffer, list(a.shape)) == (b.type, b.buffer, list(b.shape))
+        assert (a.quantization is None) == (b.quantization is None)
+        if a.quantization is not None:
+            assert np.array_equal(a.quantization.scale, b.quantization.scale)
+    assert all(np.array_equal(a.data if a.data is not None else [], b.data if b.data is not None else [])
+               for a, b in zip(old.buffers, new.buffers))
+    assert [(o.opcodeIndex, list(o.inputs), list(o.outputs)) for o in graph.operators] == \
+        [(o.opcodeIndex, list(o.inputs), list(o.outputs)) for o in new.subgraphs[0].operators]
+    assert len(short) < len(data) - 4 * len(names)  # the converter's names take far more than 4 bytes each
+
+    path = tmp_path / "short.tflite"
+    path.write_bytes(short)
+    for xnnpack in (False, True):
+        before = raw_outputs(TFLiteModel(model_path, use_xnnpack=xnnpack), photos, Preprocess())
+        np.testing.assert_array_equal(raw_outputs(TFLiteModel(path, use_xnnpack=xnnpack), photos, Preprocess()), before)
+    assert shorten_tensor_names(short)[0] == short  # already by index: the same bytes

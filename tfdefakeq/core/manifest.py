@@ -62,6 +62,9 @@ class Manifest:
     threshold: dict = field(default_factory=dict)
     size_bytes: int | None = None
     sha256: str = ""  # hex SHA-256 of the .tflite's bytes: the runtime skips the child probe only when they match
+    # the converter's tensor names by tensor index (the .tflite names its tensors by index to save bytes;
+    # runtime.unpack.shorten_tensor_names); empty: the file keeps its own names
+    tensor_names: list[str] = field(default_factory=list)
     build_kwargs: dict = field(default_factory=dict)  # extra builder arguments (width, alpha)
     # weights or a model from outside: {"file", "sha256", "format", ...} (tfdefakeq.port) or {"file"} (a user's
     # Keras model, tfdefakeq.engine.importer, backbone "custom")

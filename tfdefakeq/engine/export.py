@@ -142,6 +142,17 @@ def target_format(manifest, requested: str) -> str:
     raise UserError(f"a {manifest.scheme} model converts to {natural}, not {requested}")
 
 
+def as_written(flatbuffer: bytes, fmt: str, int2: bool = True) -> bytes:
+    """A converted model (`to_tflite`) as `convert_model` writes it: an int4 model's 2-bit weights
+    repacked as INT2 (unless int2=False), tensors named by index. For pricing a plan's file;
+    `convert_model` does the same in two steps, with its parity check in between."""
+    from tfdefakeq.runtime.unpack import pack_int2, shorten_tensor_names
+
+    if int2 and fmt == "int4":
+        flatbuffer, _ = pack_int2(flatbuffer)
+    return shorten_tensor_names(flatbuffer)[0]
+
+
 def to_tflite(model, fmt: str, representative: np.ndarray | None = None) -> bytes:
     """Converts `model`. int8/int4: full integer, int8 input and output; `representative` (N,H,W,3)
     normalised images are needed for post-training quantization of a float model."""
@@ -297,6 +308,25 @@ def _per_layer_parity(model, tflite_path, calib_uint8, preprocess, parity: dict)
     return parity
 
 
+def _shorten_names(staged: Path, flatbuffer: bytes, sha256: str, calib_uint8, preprocess, label) -> tuple[bytes, list[str]]:
+    """The checked .tflite at `staged` rewritten with index names (`runtime.unpack.shorten_tensor_names`),
+    in place -> (its bytes, the converter's names by tensor index). Its logits on the calibration
+    images must equal the checked file's bit for bit, or nothing is written."""
+    from tfdefakeq.runtime.loader import open_model, sha256_hex
+    from tfdefakeq.runtime.unpack import shorten_tensor_names
+
+    short, names = shorten_tensor_names(flatbuffer)
+    if short == flatbuffer:
+        return flatbuffer, names
+    before = open_model(staged, expected_sha256=sha256).predict_logits(calib_uint8, preprocess)
+    staged.write_bytes(short)
+    after = open_model(staged, expected_sha256=sha256_hex(short)).predict_logits(calib_uint8, preprocess)
+    if not np.array_equal(before, after):
+        raise ParityError(f"{label}: renaming the tensors changed the logits (max |diff| "
+                          f"{float(np.abs(before - after).max()):.4g}); nothing written", {})
+    return short, names
+
+
 def _check_against_float(tflite_path, sha256, preprocess, reference: ThresholdReference, parity: dict, label) -> np.ndarray:
     """A quantized .tflite against the float model on the threshold images (`check_not_collapsed`);
     records the spreads in `parity["collapse"]`. Returns the .tflite's P(fake) on them."""
@@ -374,6 +404,9 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
             if require_parity and not parity["agrees"]:
                 raise ParityError(parity["error"], parity) from None
         parity.setdefault("logits_agree", bool(parity.get("agrees")))
+        # the op-by-op check above reads the converter's names; then they give way to indices
+        flatbuffer, tensor_names = _shorten_names(staged, flatbuffer, digest, calib_uint8, manifest.preprocess, out_path)
+        digest = sha256_hex(flatbuffer)
         if plan is not None:
             from tfdefakeq.quant.horizontal import check_file_budget
 
@@ -395,6 +428,7 @@ def convert_model(model, manifest, fmt: str, calib_uint8: np.ndarray, out_path, 
         activation_bits=None if fmt == "float32" else 8,
         size_bytes=len(flatbuffer),
         sha256=digest,
+        tensor_names=tensor_names,
         metrics={"parity": parity, "weight_bytes_by_type": dict(info.weight_bytes), "ops": dict(info.op_counts)},
         threshold=threshold,
         versions=versions(),

@@ -11,7 +11,8 @@ tensor that holds it, and measures the difference in that tensor's own LSB.
     >>> first_divergence(table)                                             # doctest: +SKIP
 
 Matching: a TFLite tensor's name carries the Keras wrapper names of the ops fused into it
-(`model/quant_conv1_relu/Relu;model/quant_conv1_conv/Conv2D;...`); among the tensors of the
+(`model/quant_conv1_relu/Relu;model/quant_conv1_conv/Conv2D;...`; for a file convert wrote with
+index names, the name its manifest keeps, `converter_names`); among the tensors of the
 right shape, those naming the layer are preferred, and among several (or none) the one whose
 dequantized values are closest wins. Two Keras tensors that TFLite fuses into one (an Add whose
 output FakeQuant is followed by a ReLU with its own) cannot both be matched: the closer one is,
@@ -21,6 +22,7 @@ the other is reported unmatched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -202,6 +204,9 @@ class _TfliteTensors:
         interpreter, content = _interpreter(tflite_path, use_xnnpack)
         self.interpreter = interpreter
         details = {d["index"]: d for d in interpreter.get_tensor_details()}
+        for index, name in enumerate(converter_names(tflite_path)):
+            if index in details:
+                details[index]["name"] = name
         self.info: dict[int, dict] = {}
 
         def add(index, op, op_index, inputs=(), options=None):
@@ -241,6 +246,32 @@ class _TfliteTensors:
         return (raw.astype(np.float64) - meta["zero_point"]) * meta["scale"]
 
 
+def converter_names(tflite_path) -> list[str]:
+    """The converter's tensor names by index, from the manifest beside a .tflite that convert wrote
+    with index names (`Manifest.tensor_names`); [] when there is none, or when the manifest is not
+    this file's (another sha256): the file's own names are then all there is."""
+    from tfdefakeq.core.manifest import Manifest, manifest_path
+    from tfdefakeq.runtime.loader import sha256_hex
+
+    path = manifest_path(tflite_path)
+    if not path.exists():
+        return []
+    manifest = Manifest.load(path)
+    if not manifest.tensor_names or manifest.sha256 != sha256_hex(Path(tflite_path).read_bytes()):
+        return []
+    return list(manifest.tensor_names)
+
+
+def run_tflite_tensors(tflite_path, x: np.ndarray, use_xnnpack: bool = False) -> tuple[dict[int, dict], dict[int, np.ndarray]]:
+    """Runs the .tflite on float inputs `x` (N, H, W, 3). Returns (info, values): info[index] = {name
+    (the converter's, `converter_names`), shape, scale, zero_point, op, op_index, inputs, options} of
+    every quantized activation, values[index] = the dequantized float64 tensor stacked over the N
+    images (all in memory: `layer_parity` reads chunk by chunk instead)."""
+    tensors = _TfliteTensors(tflite_path, use_xnnpack)
+    raw = tensors.raw(x)
+    return tensors.info, {i: tensors.real(v, i) for i, v in raw.items()}
+
+
 class _Differences:
     """Running |Keras - TFLite| statistics of one tensor pair in the TFLite tensor's LSB, over
     chunks of images: exactly the max, mean and shares the whole arrays would give."""
@@ -260,7 +291,7 @@ class _Differences:
         return self.total / self.count
 
 
-def _name_fragments(tensor_name: str) -> set[str]:
+def name_fragments(tensor_name: str) -> set[str]:
     """'model/quant_conv1_relu/Relu;model/quant_conv1_conv/Conv2D' -> {'model', 'quant_conv1_relu', ...}."""
     return {frag for part in tensor_name.split(";") for frag in part.split("/") if frag}
 
@@ -304,7 +335,7 @@ def layer_parity(qat_model, tflite_path, images: np.ndarray, preprocess=None, ba
     for tap, output in zip(taps, tap_model.outputs):
         shape = tuple(output.shape[1:])
         candidates = [i for i, m in info.items() if _same_layout(shape, m["shape"])]
-        named = [i for i in candidates if {tap.layer.name, tap.name} & _name_fragments(info[i]["name"])]
+        named = [i for i in candidates if {tap.layer.name, tap.name} & name_fragments(info[i]["name"])]
         pools.append((named, "name", len(named)) if named else (candidates, "value", 0))
 
     # One chunk of images at a time, so memory is bounded by the chunk, not by the image count:

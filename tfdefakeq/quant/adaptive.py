@@ -105,16 +105,14 @@ def _overhead(folded, graph_bytes: int | None = None):
 def measure_graph_bytes(model, folded, default, sizes, depthwise, int2: bool = True, per_tensor: bool = True) -> int:
     """The bytes of `model`'s adaptive .tflite that no plan option changes, measured: the cheapest
     plan's QAT model is converted as convert converts it (engine.export.to_tflite, int4, 2-bit
-    weights repacked as INT2 unless int2=False) and what the options price (weights in their
-    containers, each layer's scales, zero points and biases: `_overhead(..., graph_bytes=0)`) is
-    taken off the file's size. What is left is the file's header, operator codes, signature and
+    weights repacked as INT2 unless int2=False, tensors named by index) and what the options price
+    (weights in their containers, each layer's scales, zero points and biases:
+    `_overhead(..., graph_bytes=0)`) is taken off the file's size. What is left is the file's header, operator codes, signature and
     metadata, every op (table, input/output vectors, builtin options), every tensor (table, shape,
-    activation scales, NAME) and the buffer tables: the same for every plan of this model, as the
-    layers, ops and tensor names do not depend on the bits.
+    activation scales, name) and the buffer tables: the same for every plan of this model, as the
+    layers, ops and tensors do not depend on the bits.
 
-    Measured rather than modelled: the tensor names alone (e.g. 'mobilenet_v2/quant_Conv1/Conv2D;
-    mobilenet_v2/quant_Conv1/FakeQuantWithMinMaxVarsPerChannel') are 8% of a small MobileNetV2's
-    file and are the converter's to choose; 156 of EfficientNet-B0's 239 ops have no weights. One
+    Measured rather than modelled: 156 of EfficientNet-B0's 239 ops have no weights. One
     conversion of the untrained QAT model (seconds at test sizes) prices them exactly. Kept per
     process for the same architecture and options (a second plan of one model converts nothing)."""
     key = (hashlib.sha256(model.to_json().encode()).hexdigest(), tuple(sorted(default.items())), int2, per_tensor)
@@ -127,7 +125,7 @@ _GRAPH_BYTES: dict[tuple, int] = {}  # measure_graph_bytes' results in this proc
 
 
 def _measure_graph_bytes(model, folded, default, sizes, depthwise, int2: bool, per_tensor: bool) -> int:
-    from tfdefakeq.engine.export import to_tflite
+    from tfdefakeq.engine.export import as_written, to_tflite
     from tfdefakeq.quant import calibrate
     from tfdefakeq.quant.schemes import apply_folded_scheme
 
@@ -136,11 +134,7 @@ def _measure_graph_bytes(model, folded, default, sizes, depthwise, int2: bool, p
     calibrate.init_weight_ranges(qat)
     nonzero_biases(qat)
     # the converter asks for sample inputs even for a QAT model: the values do not change the layout
-    flatbuffer = to_tflite(qat, "int4", np.zeros((1, *qat.input_shape[1:]), np.float32))
-    if int2:
-        from tfdefakeq.runtime.unpack import pack_int2
-
-        flatbuffer, _ = pack_int2(flatbuffer)
+    flatbuffer = as_written(to_tflite(qat, "int4", np.zeros((1, *qat.input_shape[1:]), np.float32)), "int4", int2)
     priced = average_bits(bits, sizes, None, _overhead(folded, graph_bytes=0), int2=int2, per_tensor=scalar)
     return len(flatbuffer) - int(round(priced * sum(sizes.values()) / 8))
 

@@ -263,6 +263,33 @@ def pack_int2(flatbuffer) -> tuple[bytes, int]:
     return serialize_model(schema, model, len(flatbuffer)), repacked
 
 
+def shorten_tensor_names(flatbuffer) -> tuple[bytes, list[str]]:
+    """Names every tensor of the first subgraph, except the graph's inputs and outputs, by its index
+    ("17") -> (new flatbuffer, the original names by tensor index). Lossless for inference: the
+    interpreter finds tensors by index, never by name. The converter's names ('model/quant_conv1/
+    Conv2D;model/quant_conv1/FakeQuantWithMinMaxVarsPerChannel') are 10% of a small MobileNetV2's
+    int4 file; an index up to 999 takes the same 8 bytes as an empty string. Keep the returned
+    names (convert stores them in the manifest, `tensor_names`) to map tensors back to layers.
+    A model whose names are already indices is returned unchanged (same bytes).
+    """
+    schema = schema_module()
+    flatbuffer = bytes(flatbuffer)
+    _check_identifier(flatbuffer)
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    if not model.subgraphs:
+        return flatbuffer, []
+    graph = model.subgraphs[0]
+    kept = {int(i) for i in list(graph.inputs if graph.inputs is not None else []) + list(graph.outputs if graph.outputs is not None else [])}
+    names = [_name(t) if t.name is not None else "" for t in graph.tensors or []]
+    changed = False
+    for index, tensor in enumerate(graph.tensors or []):
+        if index not in kept and names[index] != str(index):
+            tensor.name, changed = str(index), True
+    if not changed:
+        return flatbuffer, names
+    return serialize_model(schema, model, len(flatbuffer)), names
+
+
 def _name(tensor) -> str:
     name = tensor.name
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
