@@ -324,10 +324,12 @@ results.loc["adaptive edited"] = result(paths["adaptive edited"])
 plot_results(results)
 results'''),
     new_markdown_cell("""## Where to go next
-- `benchmarks/quant_methods.py` runs every method on the full-size data with three backbones: float,
-  PTQ, tfmot, ai-edge-quantizer, LSQ at 4 and 2 bits, adaptive at 3 and 2.5 bits and its ablations
-  (without the horizontal direction, without the split `--salient-ratio 0`, random channels as DeFakeQ
-  picks them `--channel-choice random`, without distillation `--distill off`). Results:
+- `benchmarks/quant_methods.py` compares the methods as the device runs them (protocol v2): float,
+  int8 PTQ, tfmot, ai-edge-quantizer, Sony MCT's mixed precision, LSQ and the adaptive scheme at file
+  budgets of the float32 file over 8, 10.7, 13 and 16, each over three seeds, trained on two generator
+  families and scored on two held out, with paired bootstrap intervals against the float model and the
+  best peer whose file fits the same bytes. Ablations: no split `--salient-ratio 0`, channels picked at
+  random as DeFakeQ picks them `--channel-choice random`, no distillation `--distill off`. Results:
   `benchmarks/results/quant_methods.md`.
 - `--budget-bytes N` instead of `--avg-bits B` sets the budget as a file size.
 - The adaptive `.tflite` files run with the runtime alone, like the others (notebook 03)."""),
