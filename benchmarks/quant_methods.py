@@ -83,6 +83,9 @@ METHODS = {
     "adaptive_fp32_16x": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}"], "16"),
     # the same plan's QAT without the float teacher (distillation is on by default for adaptive)
     "adaptive_fp32_10.7x_no_distill": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--distill", "off"], "10.7"),
+    # the teacher alone (--kd-alpha 1: no label term): does fitting the training families' labels cost the
+    # held-out families what the teacher's logits would keep?
+    "adaptive_fp32_10.7x_kd1": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--kd-alpha", "1"], "10.7"),
     # fp32/13: the lowest round budget a width-0.5 ResNet-18 meets (measured: its cheapest plan, every
     # body layer at 2 bits with the first conv and the classifier at 8, is 2.27 average bits; fp32/16 is 2.0)
     "adaptive_fp32_13x": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}"], "13"),
