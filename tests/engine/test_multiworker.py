@@ -149,6 +149,7 @@ def non_chief_folder(output: str) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_two_workers_train_float_then_qat_like_one_process(tmp_path, data_slice):
     base = ["--data", str(data_slice)] + TINY_TRAIN + ["--epochs", "1", "--seed", "3"]
     mw, ref = tmp_path / "mw", tmp_path / "ref"
@@ -172,6 +173,7 @@ def test_two_workers_train_float_then_qat_like_one_process(tmp_path, data_slice)
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, data_slice):
     base = ["--data", str(data_slice)] + TINY_TRAIN + ["--epochs", "2", "--seed", "5"]
     out = tmp_path / "mw"
