@@ -206,10 +206,6 @@ def test_index_names_change_only_the_names_and_the_size(model_path, photos, tmp_
     io = set(graph.inputs) | set(graph.outputs)
     assert names == [t.name.decode() for t in graph.tensors]
     assert [t.name.decode() for t in new.subgraphs[0].tensors] == [names[i] if i in io else str(i) for i in range(len(names))]
-    for tensor in graph.tensors:
-        tensor.name = None
-    for tensor in new.subgraphs[0].tensors:
-        tensor.name = None
     for a, b in zip(graph.tensors, new.subgraphs[0].tensors):
         assert (a.type, a.buffer, list(a.shape)) == (b.type, b.buffer, list(b.shape))
         assert (a.quantization is None) == (b.quantization is None)

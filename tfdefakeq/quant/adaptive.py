@@ -107,10 +107,10 @@ def measure_graph_bytes(model, folded, default, sizes, depthwise, int2: bool = T
     plan's QAT model is converted as convert converts it (engine.export.to_tflite, int4, 2-bit
     weights repacked as INT2 unless int2=False, tensors named by index) and what the options price
     (weights in their containers, each layer's scales, zero points and biases:
-    `_overhead(..., graph_bytes=0)`) is taken off the file's size. What is left is the file's header, operator codes, signature and
-    metadata, every op (table, input/output vectors, builtin options), every tensor (table, shape,
-    activation scales, name) and the buffer tables: the same for every plan of this model, as the
-    layers, ops and tensors do not depend on the bits.
+    `_overhead(..., graph_bytes=0)`) is taken off the file's size. What is left is the file's header,
+    operator codes, signature and metadata, every op (table, input/output vectors, builtin options),
+    every tensor (table, shape, activation scales, name) and the buffer tables: the same for every
+    plan of this model, as the layers, ops and tensors do not depend on the bits.
 
     Measured rather than modelled: 156 of EfficientNet-B0's 239 ops have no weights. One
     conversion of the untrained QAT model (seconds at test sizes) prices them exactly. Kept per

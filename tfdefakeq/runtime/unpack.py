@@ -279,7 +279,7 @@ def shorten_tensor_names(flatbuffer) -> tuple[bytes, list[str]]:
     if not model.subgraphs:
         return flatbuffer, []
     graph = model.subgraphs[0]
-    kept = {int(i) for i in list(graph.inputs if graph.inputs is not None else []) + list(graph.outputs if graph.outputs is not None else [])}
+    kept = {int(i) for ends in (graph.inputs, graph.outputs) if ends is not None for i in ends}
     names = [_name(t) if t.name is not None else "" for t in graph.tensors or []]
     changed = False
     for index, tensor in enumerate(graph.tensors or []):
