@@ -28,7 +28,12 @@ Every file's tensors are named by index (`runtime.unpack.shorten_tensor_names`, 
 ours; lossless), MCT's and ai-edge-quantizer's too, so that no tool pays for its converter's names.
 Budgets: fp32/8, fp32/10.7, fp32/13 and fp32/16 are the float32 .tflite's bytes over 8, 10.7, 13 and 16; `fits` says whether
 every seed's file is within the method's budget. The best peer at a budget is the peer (not ours)
-with the highest mean held-out AP among those whose files fit it.
+with the highest mean held-out AP among those whose files fit it. `aeq_our_plan_*` ("our allocation,
+their PTQ") rounds the float model at the bit plan the adaptive run of the same seed chose, with
+ai-edge-quantizer (`baselines.aeq_quantize_plan`: float activations, as its policy keeps 2-bit kernels
+only in dynamic-range ops; 3-bit and sub-8-bit depthwise layers stored wider, counted in
+`plan_layers_raised`); it is not a peer (the plan is ours): the findings give the adaptive model minus
+it, what our QAT adds to the allocation.
 
 Rows are keyed by the commit (--commit, recorded in the header): rows of another commit are dropped
 from the table and re-run, never mixed. Writes benchmarks/results/quant_methods.{csv,md,png} and
@@ -99,8 +104,15 @@ METHODS = {
     # (its cheapest plan: 3.066 bits per weight at fca5606, 2.755 since tensors are named by index), with MCT at the same bytes
     "adaptive_fp32_8x": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}"], "8"),
     "mct_mixed_8x": ("mct", ["--gptq-epochs", "0"], "8"),
+    # our allocation, their PTQ (issue 14 section 2): the adaptive run's bit plan of the same seed, each layer's
+    # kernel rounded by ai-edge-quantizer (dynamic range: float activations); isolates what our QAT adds
+    "aeq_our_plan_8x": ("aeq_plan", ["adaptive_fp32_8x"], "8"),
+    "aeq_our_plan_10.7x": ("aeq_plan", ["adaptive_fp32_10.7x"], "10.7"),
+    "aeq_our_plan_13x": ("aeq_plan", ["adaptive_fp32_13x"], "13"),
 }
 OURS = ("adaptive",)
+# neither ours nor a peer: a tool's PTQ on our allocator's plan, compared with our method on that plan only
+HYBRID = ("aeq_our_plan",)
 # MCT runs to size its file: the first from an estimate of the file's other bytes, each next one with the
 # excess taken off its weight-memory target. Measured on ResNet-18 at fp32/13 (c892fa5's models): +53,871,
 # +3,695, +1,343, -1,425 bytes against the budget in four runs; two (the former limit) left it 0.43% over.
@@ -135,7 +147,11 @@ def parse_args(argv=None):
     p.add_argument("--results", default=str(RESULTS), help="folder of the tables")
     p.add_argument("--retry-errors", action="store_true", help="run again the rows that ended in an error")
     p.add_argument("--mct-python", default=None, help="python of an MCT environment (default: make one in the bench cache)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for method in args.methods:
+        if METHODS[method][0] == "aeq_plan" and METHODS[method][1][0] not in args.methods:
+            p.error(f"{method} quantizes the plan of {METHODS[method][1][0]}: add it to --methods")
+    return args
 
 
 # --- statistics (pure numpy; tests/benchmarks/test_quant_methods_protocol.py) -------------------
@@ -358,6 +374,8 @@ def run_method(method: str, backbone: str, float_path: Path, data, args, work: P
         manifest.scheme, manifest.format, manifest.size_bytes = method, method, len(content)
         manifest.save(manifest_path(tflite), overwrite=True)
         return {"max_lsb": float("nan")}
+    if kind == "aeq_plan":
+        return run_aeq_plan(method, backbone, float_path, float_tflite, tflite, work, seed)
     if kind == "mct":
         return run_mct(method, float_path, float_tflite, tflite, target, calib_uint8, args)
     if kind == "qat":
@@ -380,6 +398,34 @@ def run_method(method: str, backbone: str, float_path: Path, data, args, work: P
     # the layers whose salient input channels the plan split off (the vertical direction)
     split = len(manifest.salient_channels or {}) if kind == "qat" else float("nan")
     return {"max_lsb": written.metrics["parity"].get("max_diff_lsb", float("nan")), "split_layers": split}
+
+
+def run_aeq_plan(method: str, backbone: str, float_path: Path, float_tflite: Path, tflite: Path, work: Path, seed: int) -> dict:
+    """ai-edge-quantizer's PTQ of the float model at the bit plan the adaptive run of this seed chose
+    (`baselines.aeq_quantize_plan`; its split channels, if any, are not reproduced: the row says how many).
+    The float model is converted again with the converter's names (the plan's layers are found by them),
+    and the result renamed by index like every file here."""
+    from tfdefakeq.core.fileio import write_atomic
+    from tfdefakeq.core.manifest import Manifest, manifest_path
+    from tfdefakeq.engine.export import to_tflite
+    from tfdefakeq.engine.modelio import load_detector
+    from tfdefakeq.quant.baselines import aeq_quantize_plan
+    from tfdefakeq.quant.horizontal import QuantPlan
+    from tfdefakeq.runtime.unpack import shorten_tensor_names
+
+    source = work / f"{backbone}_{METHODS[method][1][0]}_s{seed}" / "bit_plan.json"
+    if not source.exists():
+        raise RuntimeError(f"{method} needs the plan of {METHODS[method][1][0]} seed {seed}: {source} is missing")
+    plan = QuantPlan.load(source)
+    model, _ = load_detector(float_path)
+    content, stored = aeq_quantize_plan(to_tflite(model, "float32"), plan.weight_bits, plan.per_tensor)
+    content, _ = shorten_tensor_names(content)
+    write_atomic(tflite, content, overwrite=True)
+    manifest = Manifest.load(manifest_path(float_tflite))
+    manifest.scheme, manifest.format, manifest.size_bytes = method, "aeq_plan", len(content)
+    manifest.save(manifest_path(tflite), overwrite=True)
+    raised = sum(stored[n] != b for n, b in plan.weight_bits.items())
+    return {"max_lsb": float("nan"), "split_layers": float(len(plan.salient_channels or {})), "plan_layers_raised": raised}
 
 
 def run_mct(method: str, float_path: Path, float_tflite: Path, tflite: Path, target: int, calib_uint8, args) -> dict:
@@ -504,7 +550,8 @@ def main(args) -> int:
         float_path = _train(data, work / f"{backbone}_float", args,
                             ["--backbone", backbone, "--highpass", "--epochs", str(args.float_epochs), "--lr", "2e-3"]
                             + (["--width", str(width)] if width else []), args.float_seed)
-        methods = ["float"] + [m for m in args.methods if m != "float"]
+        # a plan's PTQ after the run that made the plan
+        methods = ["float"] + sorted((m for m in args.methods if m != "float"), key=lambda m: METHODS[m][0] == "aeq_plan")
         for seed in args.seeds:
             calib_uint8 = load_images([s.path for s in balanced_subset(val, 64, seed)], size)
             for method in methods:
@@ -647,7 +694,7 @@ def summarize(done, work: Path, args):
         table = pd.DataFrame(rows)
         for budget in BUDGETS:
             limit = budget_bytes(fp32, budget)
-            peers = [m for m in stats if not m.startswith(OURS) and (part[part.method == m].size_bytes <= limit).all()]
+            peers = [m for m in stats if not m.startswith(OURS + HYBRID) and (part[part.method == m].size_bytes <= limit).all()]
             best = max(peers, key=lambda m: part[part.method == m].held_ap.mean()) if peers else None
             for m in [m for m in stats if m.startswith(OURS) and METHODS[m][2] == budget]:
                 point, lo, hi, probs = stats[m]
@@ -659,7 +706,7 @@ def summarize(done, work: Path, args):
                     text += f"; against the best peer whose file fits, {best}: {bp:+.2f} pp (CI [{blo:+.2f}, {bhi:+.2f}]: {verdict(blo, bhi)})"
                 else:
                     text += "; no peer's file fits this budget"
-                    others = [p for p in stats if not p.startswith(OURS) and p != "float"]
+                    others = [p for p in stats if not p.startswith(OURS + HYBRID) and p != "float"]
                     if others:  # then the smallest peer file measured, bigger than ours: is ours also better?
                         small = min(others, key=lambda p: part[part.method == p].size_bytes.max())
                         ratio = part[part.method == small].size_bytes.max() / part[part.method == m].size_bytes.max()
@@ -677,8 +724,24 @@ def summarize(done, work: Path, args):
             sentences.append(f"{backbone} vertical split: {variant} ({split_layers_text(part, variant)}) minus {reference} "
                              f"({split_layers_text(part, reference)}): {vp:+.2f} pp held-out AP "
                              f"(CI [{vlo:+.2f}, {vhi:+.2f}]: {verdict(vlo, vhi)}).")
+        for ours, hybrid in [(METHODS[m][1][0], m) for m in METHODS if METHODS[m][0] == "aeq_plan"]:
+            if ours in stats and hybrid in stats:
+                sentences.append(qat_sentence(part, stats, backbone, ours, hybrid, args.bootstrap))
         tables.append(table)
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), sentences
+
+
+def qat_sentence(part, stats, backbone: str, ours: str, hybrid: str, bootstrap: int) -> str:
+    """What QAT adds to the allocation: `ours` minus ai-edge-quantizer's PTQ of the same seeds' plans."""
+    labels, gens, hybrid_probs = stats[hybrid][3]
+    point, lo, hi = paired_bootstrap_ci(labels, gens, stats[ours][3][2], hybrid_probs, HELD_OUT_GENERATORS, n=bootstrap)
+    rows = part[part.method == hybrid]
+    raised = rows["plan_layers_raised"] if "plan_layers_raised" in rows else None
+    raised = "" if raised is None or raised.isna().all() else f"; {raised.max():.0f} layer(s) stored above the plan's bits"
+    ratio = rows.size_bytes.max() / part[part.method == ours].size_bytes.max()
+    return (f"{backbone} what QAT adds to the allocation: {ours} minus {hybrid} (the same seeds' plans rounded by "
+            f"ai-edge-quantizer, float activations, {ratio:.2f}x the bytes{raised}; {split_layers_text(part, hybrid)} "
+            f"not reproduced): {point:+.2f} pp held-out AP (CI [{lo:+.2f}, {hi:+.2f}]: {verdict(lo, hi)}).")
 
 
 def threshold_sentence(part, base, method: str) -> str:

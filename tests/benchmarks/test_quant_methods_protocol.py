@@ -260,3 +260,44 @@ def test_summarize_gives_calibrated_columns_and_leaves_them_empty_for_older_rows
     older = done.drop(columns=["threshold"] + [f"held_{m}_cal" for m in qm.CAL_METRICS])
     table, sentences = qm.summarize(older, tmp_path, argparse.Namespace(bootstrap=50))
     assert (table.dacc_cal_held == "").all() and not any("calibrated threshold" in s for s in sentences)
+
+
+def test_our_plan_with_their_ptq_is_no_peer_and_measures_what_qat_adds(qm, tmp_path):
+    """aeq_our_plan_*: the adaptive run's plan rounded by ai-edge-quantizer. It fits the budget here
+    and scores best of the non-adaptive methods, yet it is not the "best peer" (it is our allocation);
+    it gets its own sentence: ours minus it, paired on the same images and seeds."""
+    import argparse
+
+    labels, gens, signal = _scores(n=30)
+    gens = np.where(gens == "a", qm.HELD_OUT_GENERATORS[0], qm.HELD_OUT_GENERATORS[1])
+    (tmp_path / "scores").mkdir()
+    probs = {"float": signal, "adaptive_fp32_10.7x": signal, "aeq_our_plan_10.7x": signal + np.sin(7 * signal),
+             "lsq_w2a8": signal + 1.5 * np.sin(5 * signal)}
+    row = {"backbone": "b", "kernel_bits": 4.0, "latency_ms": 1.0, "error": np.nan, "split_layers": 0,
+           **{f"{g}_{m}": 0.8 for g in ("held", "in") for m in qm.METRICS}}
+    rows = []
+    for method, p in probs.items():
+        for seed in ((0,) if method == "float" else (0, 1, 2)):
+            np.savez(tmp_path / "scores" / f"b_{method}_s{seed}.npz", labels=labels, generators=gens, probs=p)
+            size = {"float": 10_700.0, "lsq_w2a8": 900.0}.get(method, 950.0)
+            rows.append({**row, "method": method, "seed": seed, "size_bytes": size,
+                         "held_ap": 0.8 if method != "aeq_our_plan_10.7x" else 0.79, "plan_layers_raised": 2})
+    table, sentences = qm.summarize(pd.DataFrame(rows), tmp_path, argparse.Namespace(bootstrap=50))
+    ours = table[table.method == "adaptive_fp32_10.7x"].iloc[0]
+    assert ours.ci_vs_peer.startswith("lsq_w2a8: ")
+    (text,) = [s for s in sentences if "what QAT adds" in s]
+    assert text.startswith("b what QAT adds to the allocation: adaptive_fp32_10.7x minus aeq_our_plan_10.7x (the same "
+                           "seeds' plans rounded by ai-edge-quantizer, float activations, 1.00x the bytes; 2 layer(s) "
+                           "stored above the plan's bits; 0 split layers in every seed not reproduced): +")
+    assert "(CI [+" in text and "better (CI above 0)" in text
+
+
+def test_a_plan_ptq_without_its_plan_run_is_refused(qm, capsys):
+    with pytest.raises(SystemExit):
+        qm.parse_args(["--methods", "float", "aeq_our_plan_13x"])
+    assert "aeq_our_plan_13x quantizes the plan of adaptive_fp32_13x: add it to --methods" in capsys.readouterr().err
+    args = qm.parse_args(["--methods", "aeq_our_plan_13x", "adaptive_fp32_13x"])
+    assert {qm.METHODS[m][2] for m in args.methods} == {"13"}
+    for method, (kind, options, budget) in qm.METHODS.items():
+        if kind == "aeq_plan":
+            assert qm.METHODS[options[0]][0] == "qat" and qm.METHODS[options[0]][2] == budget and options[0].startswith("adaptive")

@@ -164,3 +164,64 @@ def test_aeq_bad_requests_are_user_errors(float_tflite, trained):
         aeq_quantize(float_tflite, "aeq_w4a8", None)
     with pytest.raises(UserError, match="normalised float32"):
         aeq_quantize(float_tflite, "aeq_w4a8", trained[1])
+
+
+def _plan_layers(model) -> list[str]:
+    from tfdefakeq.core.tfcompat import keras
+
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    return [layer.name for layer in model.layers if isinstance(layer, kinds)]
+
+
+def test_aeq_plan_stores_each_layer_at_the_plans_bits(float_tflite, trained, tmp_path):
+    """Our allocation, their PTQ: every conv at its plan's bits (3 -> 4, depthwise at 8), one kernel
+    scale where the plan says per tensor; at 8 bits everywhere the file tracks the float model."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from tfdefakeq.quant.baselines import aeq_quantize_plan
+
+    model, _, test = trained
+    names = _plan_layers(model)
+    bits = {name: (2, 3, 4, 8)[i % 4] for i, name in enumerate(names)}
+    scalar = [n for n in names if bits[n] == 2][:2]
+    flatbuffer, stored = aeq_quantize_plan(float_tflite, bits, scalar)
+    depthwise = {n for n in names if type(model.get_layer(n)).__name__ == "DepthwiseConv2D"}
+    assert depthwise and stored == {n: 8 if n in depthwise else {3: 4}.get(b, b) for n, b in bits.items()}
+
+    parsed = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    graph = parsed.subgraphs[0]
+    kinds = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    by_layer = {}
+    for op in graph.operators:
+        code = parsed.operatorCodes[op.opcodeIndex]
+        if kinds[max(code.builtinCode, code.deprecatedBuiltinCode)] not in WEIGHTED_OPS:
+            continue
+        said = " ".join(graph.tensors[i].name.decode() for i in (op.outputs[0], op.inputs[1]))
+        layer = [n for n in names if f"/{n}/" in said]  # the kernel names the classifier (its output is the graph's)
+        if layer:
+            by_layer[layer[0]] = graph.tensors[op.inputs[1]]
+    assert set(by_layer) == set(names)
+    types = {2: 19, 4: INT4, 8: INT8}
+    for name, kernel in by_layer.items():
+        assert kernel.type == types[stored[name]], name
+        assert (len(kernel.quantization.scale) == 1) == (name in scalar or type(model.get_layer(name)).__name__ == "Dense")
+    _, logits = _run(flatbuffer, tmp_path, "plan", test)  # INT2 and INT4 unpacked at load
+    assert np.all(np.isfinite(logits))
+
+    eight, _ = aeq_quantize_plan(float_tflite, dict.fromkeys(names, 8))
+    _, logits8 = _run(eight, tmp_path, "plan8", test)
+    _assert_tracks(model.predict(Preprocess().apply(test), verbose=0).ravel(), logits8, 0.99, 0.1)
+
+
+def test_aeq_plan_refuses_what_it_cannot_apply(float_tflite, trained):
+    from tfdefakeq.quant.baselines import aeq_quantize_plan
+    from tfdefakeq.runtime.unpack import shorten_tensor_names
+
+    names = _plan_layers(trained[0])
+    plan = dict.fromkeys(names, 4)
+    with pytest.raises(UserError, match="named after layer"):
+        aeq_quantize_plan(shorten_tensor_names(float_tflite)[0], plan)
+    with pytest.raises(UserError, match="named after layer.*no_such_conv"):
+        aeq_quantize_plan(float_tflite, {**plan, "no_such_conv": 2})
+    with pytest.raises(UserError, match="not in the bit plan"):
+        aeq_quantize_plan(float_tflite, {names[1]: 4}, [names[2]])

@@ -7,6 +7,10 @@ from the off-the-shelf tools, on the same detectors and data as our schemes.
 - `aeq_quantize`: ai-edge-quantizer 0.10.0 post-training quantization of a float `.tflite`:
   `"aeq_dyn_wi4"` (its `dynamic_wi4_afp32` recipe) and `"aeq_w4a8"` (static, 4-bit weights, int8
   activations calibrated on images).
+- `aeq_quantize_plan`: "our allocation, their PTQ": ai-edge-quantizer's dynamic-range PTQ with one
+  entry per layer at the bits of an adaptive bit plan (`QuantPlan.weight_bits`, one kernel scale
+  where the plan has `per_tensor`). Set beside the adaptive model trained on the same plan, it
+  isolates what QAT (LSQ fine-tuning against the teacher) adds to the allocation.
 
 What the files hold (measured with TF 2.21.0, tfmot 0.8.1, ai-edge-litert 2.3.0, ai-edge-quantizer
 0.10.0; ResNet-18 at width 1/4 with the high-pass front end, and MobileNetV2 alpha 0.35, 32 px):
@@ -57,6 +61,11 @@ AEQ_RECIPES = {
     "aeq_dyn_wi4": "ai-edge-quantizer dynamic_wi4_afp32: INT4 conv/FC weights, float activations and I/O, depthwise float",
     "aeq_w4a8": "ai-edge-quantizer static: INT4 conv/FC weights, INT8 depthwise weights, int8 activations and I/O",
 }
+# What ai-edge-quantizer 0.10.0's policy (default_policy.py) lets each op store in a dynamic-range
+# recipe: CONV_2D and FULLY_CONNECTED kernels at 2, 4 or 8 bits, DEPTHWISE_CONV_2D at 8 only. Its
+# static (int8-activation) recipes stop at 4 bits, so a plan's 2-bit layers can only be kept with
+# float activations. A TFLite file has no 3-bit type: a 3-bit layer is stored at 4, as ours is.
+AEQ_PLAN_BITS = {"CONV_2D": (2, 4, 8), "FULLY_CONNECTED": (2, 4, 8), "DEPTHWISE_CONV_2D": (8,)}
 
 
 def apply_tfmot_nbit(model, weight_bits: int = 4, activation_bits: int = 8, calib_images: np.ndarray | None = None,
@@ -145,6 +154,67 @@ def aeq_quantize(float_tflite: bytes, recipe: str, calib_images: np.ndarray | No
         _set_output_ranges(calibration, float_tflite, data)
     result = qt.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
     return inline_buffers(bytes(result.quantized_model))  # weights inside: unpack/modelinfo read them
+
+
+def aeq_quantize_plan(float_tflite: bytes, weight_bits: dict[str, int], per_tensor=()) -> tuple[bytes, dict[str, int]]:
+    """ai-edge-quantizer's dynamic-range PTQ of a float32 `.tflite` at an adaptive plan's bits ->
+    (quantized `.tflite` bytes, layer -> kernel bits stored).
+
+    Each layer of `weight_bits` (Keras layer name -> bits) gets its own recipe entry for its op,
+    found by the converter's tensor names (`.../NAME/...` in the kernel's or the output's name, so the
+    float file must keep them: not a file renamed by `runtime.unpack.shorten_tensor_names`); `per_tensor` layers get one kernel scale (TENSORWISE),
+    the others one per output channel. Bits go to the nearest the policy allows at or above the
+    plan's (AEQ_PLAN_BITS: 3 -> 4, a depthwise kernel at 8). Activations stay float and are
+    quantized on the fly inside the hybrid kernels; weights are rounded min-max (no fine-tuning).
+    A layer of the plan that names no tensor of the file, or an op the policy cannot quantize at
+    all, is a UserError: a plan half applied would be a different plan.
+    """
+    import re
+
+    try:
+        from ai_edge_quantizer import qtyping, quantizer
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise UserError("ai-edge-quantizer baselines need ai-edge-quantizer==0.10.0 (pip install -e '.[dev]')") from e
+    from tfdefakeq.runtime.modelinfo import schema_module
+
+    schema = schema_module()
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.ModelT.InitFromPackedBuf(bytes(float_tflite), 0)
+    graph = model.subgraphs[0]
+    def name(index: int) -> str:
+        raw = graph.tensors[index].name
+        return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+
+    kernel_ops = {}  # layer -> [(op kind, the op's scope: its output names, as ai-edge-quantizer matches them)]
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        kind = op_names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+        if kind not in AEQ_PLAN_BITS:
+            continue
+        outputs = [name(i) for i in op.outputs if i != -1]
+        # the kernel's name says the layer even where the output is a graph output ("StatefulPartitionedCall:0")
+        said = " ".join([name(op.inputs[1])] + outputs)
+        for layer in weight_bits:
+            if re.search(rf"(^|[/; ]){re.escape(layer)}/", said):
+                kernel_ops.setdefault(layer, []).append((kind, ";".join(n for n in outputs if n) + ";"))
+    missing = sorted(set(weight_bits) - set(kernel_ops))
+    if missing:
+        raise UserError(f"no conv/dense op of the float .tflite is named after layer(s) {', '.join(missing[:5])}: "
+                        "convert the float model without renaming its tensors")
+    unknown = sorted(set(per_tensor) - set(weight_bits))
+    if unknown:
+        raise UserError(f"per-tensor layer(s) {', '.join(unknown)} are not in the bit plan")
+    qt = quantizer.Quantizer(bytearray(bytes(float_tflite)))
+    stored = {}
+    for layer, bits in weight_bits.items():
+        granularity = qtyping.QuantGranularity.TENSORWISE if layer in per_tensor else qtyping.QuantGranularity.CHANNELWISE
+        for kind, scope in kernel_ops[layer]:
+            allowed = [b for b in AEQ_PLAN_BITS[kind] if b >= int(bits)]
+            stored[layer] = max(stored.get(layer, 0), allowed[0])
+            qt.add_dynamic_config(f"^{re.escape(scope)}$", getattr(qtyping.TFLOperationName, kind), num_bits=allowed[0],
+                                  granularity=granularity)
+    result = qt.quantize(None, enable_progress_bar=False, enable_progress_report=False)
+    return inline_buffers(bytes(result.quantized_model)), stored
 
 
 def _calibration_data(float_tflite: bytes, calib_images) -> dict:
