@@ -24,6 +24,9 @@ class, the same images for both sides); `size_bytes` (the whole .tflite file) an
 for MCT, `tool_file_bytes` is the file its exporter wrote and `tool_bits` the kernel bits its search chose
 (count of layers per bit-width); its kernels are rewritten symmetric and packed by `pack_low_bit_kernels`
 (ai-edge-litert refuses its non-zero kernel zero points), and that file is the one scored and sized.
+`mct_qat_*`: MCT's own Keras QAT, sized as its PTQ (wrappers exported untrained, up to MCT_SIZING_ATTEMPTS
+runs), then trained in its environment on the very batches our QAT of the seed trains on (`dump_batches`),
+for --qat-epochs at lr 1e-4, keeping its best val-AUC epoch (`mct_val_auc`: each epoch's).
 Every file's tensors are named by index (`runtime.unpack.shorten_tensor_names`, as `convert` writes
 ours; lossless), MCT's and ai-edge-quantizer's too, so that no tool pays for its converter's names.
 Budgets: fp32/8, fp32/10.7, fp32/13 and fp32/16 are the float32 .tflite's bytes over 8, 10.7, 13 and 16; `fits` says whether
@@ -104,6 +107,10 @@ METHODS = {
     # (its cheapest plan: 3.066 bits per weight at fca5606, 2.755 since tensors are named by index), with MCT at the same bytes
     "adaptive_fp32_8x": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}"], "8"),
     "mct_mixed_8x": ("mct", ["--gptq-epochs", "0"], "8"),
+    # MCT's Keras QAT (in its environment), sized as its PTQ, trained on our QAT's batches of each seed
+    "mct_qat_8x": ("mct_qat", [], "8"),
+    "mct_qat_10.7x": ("mct_qat", [], "10.7"),
+    "mct_qat_13x": ("mct_qat", [], "13"),
     # our allocation, their PTQ (issue 14 section 2): the adaptive run's bit plan of the same seed, each layer's
     # kernel rounded by ai-edge-quantizer (dynamic range: float activations); isolates what our QAT adds
     "aeq_our_plan_8x": ("aeq_plan", ["adaptive_fp32_8x"], "8"),
@@ -378,6 +385,8 @@ def run_method(method: str, backbone: str, float_path: Path, data, args, work: P
         return run_aeq_plan(method, backbone, float_path, float_tflite, tflite, work, seed)
     if kind == "mct":
         return run_mct(method, float_path, float_tflite, tflite, target, calib_uint8, args)
+    if kind == "mct_qat":
+        return run_mct_qat(method, backbone, float_path, float_tflite, tflite, target, calib_uint8, data, args, work, seed)
     if kind == "qat":
         options = [str(target) if o == "{budget}" else o for o in options]
         source = _train(data, work / f"{backbone}_{method}_s{seed}", args,
@@ -428,42 +437,52 @@ def run_aeq_plan(method: str, backbone: str, float_path: Path, float_tflite: Pat
     return {"max_lsb": float("nan"), "split_layers": float(len(plan.salient_channels or {})), "plan_layers_raised": raised}
 
 
-def run_mct(method: str, float_path: Path, float_tflite: Path, tflite: Path, target: int, calib_uint8, args) -> dict:
-    """MCT mixed-precision PTQ (GPTQ with --gptq-epochs > 0) in its own environment. Its weight-memory
-    target is the byte budget less what the float32 file holds besides kernel bytes (graph, biases,
-    I/O), so the packed file lands near the budget; MCT runs again with the excess taken off, up to
-    MCT_SIZING_ATTEMPTS runs (a file still over is written and marked `fits: no`). The INT8 file MCT
-    exports is repacked with our INT4/INT2 packers where its integers fit (equal bytes), and gets the
-    float model's manifest."""
-    from tfdefakeq.core.fileio import write_atomic
-    from tfdefakeq.core.manifest import manifest_path
+def _mct_inputs(float_path: Path, float_tflite: Path, tflite: Path, target: int, calib_uint8):
+    """(float manifest, plain Keras .h5, calibration .npy, first weight-memory target) for MCT: the target
+    is the byte budget less what the float32 file holds besides kernel bytes (graph, biases, I/O)."""
     from tfdefakeq.engine.modelio import load_detector
 
     model, manifest = load_detector(float_path)
-    raw = tflite.with_suffix(".mct.tflite")
     h5, calib = tflite.with_suffix(".float.h5"), tflite.with_suffix(".calib.npy")
     model.save(h5, save_format="h5")
     np.save(calib, manifest.preprocess.apply(calib_uint8).astype(np.float32))
     kernels = sum(int(np.prod(layer.kernel.shape)) for layer in model.layers if hasattr(layer, "kernel"))
     kernels += sum(int(np.prod(layer.depthwise_kernel.shape)) for layer in model.layers if hasattr(layer, "depthwise_kernel"))
     other = float_tflite.stat().st_size - 4 * kernels
-    memory = max(target - other, kernels / 8)
-    options = METHODS[method][1]
-    gptq = options[options.index("--gptq-epochs") + 1]
+    return manifest, h5, calib, max(target - other, kernels / 8)
+
+
+def _mct_run(args, h5: Path, calib: Path, memory: float, raw: Path, extra: list[str]) -> tuple[bytes, dict, int]:
+    """One run of benchmarks/peers/mct_mixed.py in MCT's environment -> (packed file, its info, kernels packed)."""
     # its own TensorFlow 2.15 with its bundled Keras 2: not tf-keras (TF_USE_LEGACY_KERAS), not our sources
     env = {k: v for k, v in os.environ.items() if k not in ("TF_USE_LEGACY_KERAS", "PYTHONPATH")}
-    for attempt in range(MCT_SIZING_ATTEMPTS):  # the file's overhead is an estimate: retry, the excess taken off the target
-        run = subprocess.run([mct_python(args), str(ROOT / "benchmarks" / "peers" / "mct_mixed.py"), "--model", str(h5), "--calib",
-                              str(calib), "--weights-memory", str(memory), "--out", str(raw), "--gptq-epochs", gptq],
-                             capture_output=True, text=True, env=env)
-        if run.returncode:
-            last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"
-            raise RuntimeError(f"MCT failed: {last}")
-        info = json.loads(Path(str(raw) + ".json").read_text())
-        content, packed = pack_low_bit_kernels(raw.read_bytes())
+    run = subprocess.run([mct_python(args), str(ROOT / "benchmarks" / "peers" / "mct_mixed.py"), "--model", str(h5), "--calib",
+                          str(calib), "--weights-memory", str(memory), "--out", str(raw)] + extra,
+                         capture_output=True, text=True, env=env)
+    if run.returncode:
+        last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"
+        raise RuntimeError(f"MCT failed: {last}")
+    info = json.loads(Path(str(raw) + ".json").read_text())
+    content, packed = pack_low_bit_kernels(raw.read_bytes())
+    return content, info, packed
+
+
+def _mct_sized(args, h5: Path, calib: Path, memory: float, raw: Path, target: int, extra: list[str]):
+    """MCT runs until its packed file fits `target` bytes, each next one with the excess taken off the
+    weight-memory target, up to MCT_SIZING_ATTEMPTS runs (a file still over is kept, marked `fits: no`).
+    -> (packed file, info, kernels packed, the weight memory of the last run)."""
+    for _ in range(MCT_SIZING_ATTEMPTS):
+        content, info, packed = _mct_run(args, h5, calib, memory, raw, extra)
         if len(content) <= target:
             break
         memory -= 1.05 * (len(content) - target)
+    return content, info, packed, memory
+
+
+def _mct_row(method: str, manifest, tflite: Path, raw: Path, content: bytes, info: dict, packed: int) -> dict:
+    from tfdefakeq.core.fileio import write_atomic
+    from tfdefakeq.core.manifest import manifest_path
+
     write_atomic(tflite, content, overwrite=True)
     manifest.scheme, manifest.format, manifest.size_bytes = method, "int8", len(content)
     manifest.save(manifest_path(tflite), overwrite=True)
@@ -471,6 +490,73 @@ def run_mct(method: str, float_path: Path, float_tflite: Path, tflite: Path, tar
     return {"max_lsb": float("nan"), "mct_int8_bytes": raw.stat().st_size, "mct_packed_kernels": packed,
             "mct_versions": " ".join(f"{k} {v}" for k, v in info["versions"].items()),
             "mct_bits": " ".join(f"{b}b:{bits.count(b)}" for b in sorted(set(bits)))}
+
+
+def run_mct(method: str, float_path: Path, float_tflite: Path, tflite: Path, target: int, calib_uint8, args) -> dict:
+    """MCT mixed-precision PTQ (GPTQ with --gptq-epochs > 0) in its own environment, sized to the budget
+    (`_mct_sized`). The INT8 file MCT exports is repacked with our INT4/INT2 packers where its integers
+    fit (equal bytes), and gets the float model's manifest."""
+    manifest, h5, calib, memory = _mct_inputs(float_path, float_tflite, tflite, target, calib_uint8)
+    raw = tflite.with_suffix(".mct.tflite")
+    options = METHODS[method][1]
+    extra = ["--gptq-epochs", options[options.index("--gptq-epochs") + 1]]
+    content, info, packed, _ = _mct_sized(args, h5, calib, memory, raw, target, extra)
+    return _mct_row(method, manifest, tflite, raw, content, info, packed)
+
+
+def run_mct_qat(method: str, backbone: str, float_path: Path, float_tflite: Path, tflite: Path, target: int, calib_uint8,
+                data, args, work: Path, seed: int) -> dict:
+    """MCT's Keras QAT (issue 14 section 2), sized to the budget as MCT's PTQ is, but with its QAT
+    wrappers exported untrained (training changes no bit width; the weight memory found is kept for
+    every seed), then fine-tuned in MCT's environment on the very batches our QAT of this seed trains
+    on (`dump_batches`: same images, augmentation and order), for --qat-epochs, keeping the best
+    val-AUC epoch, and packed like MCT's PTQ files."""
+    manifest, h5, calib, memory = _mct_inputs(float_path, float_tflite, tflite, target, calib_uint8)
+    raw = tflite.with_suffix(".mct.tflite")
+    sizing = work / "tflite" / f"{backbone}_{method}.sizing.json"
+    if sizing.exists():
+        memory = json.loads(sizing.read_text())["weights_memory"]
+    else:
+        content, _, _, memory = _mct_sized(args, h5, calib, memory, raw, target, ["--qat"])
+        sizing.write_text(json.dumps({"weights_memory": memory, "untrained_bytes": len(content), "target": target}))
+    train_dir, val_dir = dump_batches(data, manifest.preprocess, args, work / "batches" / f"{backbone}_s{seed}", seed)
+    content, info, packed = _mct_run(args, h5, calib, memory, raw, ["--qat", "--qat-epochs", str(args.qat_epochs), "--train",
+                                                                    str(train_dir), "--val", str(val_dir), "--seed", str(seed)])
+    row = _mct_row(method, manifest, tflite, raw, content, info, packed)
+    row["mct_val_auc"] = " ".join(f"{h['val_auc']:.4f}" for h in info.get("history", []))
+    return row
+
+
+def dump_batches(data, preprocess, args, folder: Path, seed: int) -> tuple[Path, Path]:
+    """The batches our QAT of `seed` trains on (training families, --qat-epochs epochs, blur/JPEG p=0.1, the
+    same stateless draws as `train --seed`), as folder/train/{x,y}.npy (float16 images, labels, one row per
+    image in training order; sizes.npy: the batch sizes) and the val images of the training families as
+    folder/val/{x,y}.npy: what MCT's QAT gets, in its own environment. Made once per seed and backbone size."""
+    from tfdefakeq.data.augment import AugmentConfig
+    from tfdefakeq.data.folders import scan_forensynths
+    from tfdefakeq.data.reader import make_dataset
+
+    train_dir, val_dir = folder / "train", folder / "val"
+    if (train_dir / "sizes.npy").exists() and (val_dir / "y.npy").exists():
+        return train_dir, val_dir
+    size = (args.input_size, args.input_size)
+    train = [s for s in scan_forensynths(data, "train") if s.generator in TRAIN_GENERATORS]
+    val = [s for s in scan_forensynths(data, "val") if s.generator in TRAIN_GENERATORS]
+    stream = make_dataset(train, size, args.batch_size, training=True, preprocess=preprocess, seed=seed, augment=True,
+                          augment_config=AugmentConfig(blur_prob=0.1, jpeg_prob=0.1), epochs=(0, args.qat_epochs))
+    steps = -(-len(train) // args.batch_size) * args.qat_epochs
+    for folder_, dataset in ((train_dir, stream.take(steps)),
+                             (val_dir, make_dataset(val, size, args.batch_size, training=False, preprocess=preprocess))):
+        folder_.mkdir(parents=True, exist_ok=True)
+        xs, ys, sizes = [], [], []
+        for x, y in dataset.as_numpy_iterator():
+            xs.append(x.astype(np.float16))
+            ys.append(y.reshape(-1))
+            sizes.append(len(y))
+        np.save(folder_ / "x.npy", np.concatenate(xs))
+        np.save(folder_ / "y.npy", np.concatenate(ys).astype(np.float32))
+        np.save(folder_ / "sizes.npy", np.array(sizes, np.int32))  # written last: its presence marks a complete dump
+    return train_dir, val_dir
 
 
 def split_scores(path: Path, data, split: str = "test", families=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

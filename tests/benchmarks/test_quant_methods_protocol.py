@@ -301,3 +301,86 @@ def test_a_plan_ptq_without_its_plan_run_is_refused(qm, capsys):
     for method, (kind, options, budget) in qm.METHODS.items():
         if kind == "aeq_plan":
             assert qm.METHODS[options[0]][0] == "qat" and qm.METHODS[options[0]][2] == budget and options[0].startswith("adaptive")
+
+
+def test_mct_qat_gets_the_batches_our_qat_of_the_seed_trains_on(qm, synthetic_root, tmp_path):
+    """dump_batches: the training families' batches of `train --seed S` (same draws, augmentation and
+    order, epoch after epoch) and the val images, as MCT's QAT reads them; made once."""
+    import argparse
+
+    from tfdefakeq.core.manifest import Preprocess
+    from tfdefakeq.data.augment import AugmentConfig
+    from tfdefakeq.data.folders import scan_forensynths
+    from tfdefakeq.data.reader import make_dataset
+
+    args = argparse.Namespace(input_size=32, batch_size=8, qat_epochs=2)
+    train_dir, val_dir = qm.dump_batches(synthetic_root, Preprocess(), args, tmp_path / "b", seed=3)
+    x, y, sizes = (np.load(train_dir / f"{n}.npy") for n in ("x", "y", "sizes"))
+    train = [s for s in scan_forensynths(synthetic_root, "train") if s.generator in qm.TRAIN_GENERATORS]
+    per_epoch = -(-len(train) // 8)
+    assert len(sizes) == 2 * per_epoch and sizes.sum() == len(x) == len(y) == 2 * len(train)
+    assert x.dtype == np.float16 and x.shape[1:] == (32, 32, 3) and set(np.unique(y)) == {0.0, 1.0}
+    ours = make_dataset(train, (32, 32), 8, training=True, seed=3, augment_config=AugmentConfig(blur_prob=0.1, jpeg_prob=0.1),
+                        epochs=(0, 2))
+    for i, (bx, by) in enumerate(ours.take(len(sizes)).as_numpy_iterator()):
+        start = sizes[:i].sum()
+        np.testing.assert_allclose(x[start:start + len(by)], bx, rtol=1e-3, atol=2e-3)
+        np.testing.assert_array_equal(y[start:start + len(by)], by.ravel())
+    val = [s for s in scan_forensynths(synthetic_root, "val") if s.generator in qm.TRAIN_GENERATORS]
+    assert len(np.load(val_dir / "y.npy")) == len(val)
+    stamp = (train_dir / "x.npy").stat().st_mtime_ns
+    assert qm.dump_batches(synthetic_root, Preprocess(), args, tmp_path / "b", seed=3) == (train_dir, val_dir)
+    assert (train_dir / "x.npy").stat().st_mtime_ns == stamp  # reused, not made again
+
+
+def test_mct_driver_refuses_flags_its_mode_would_ignore(capsys):
+    from tests.support import load_benchmark
+
+    driver = load_benchmark("peers/mct_mixed")
+    base = ["--model", "m.h5", "--calib", "c.npy", "--weights-memory", "1000", "--out", "o.tflite"]
+    for extra, message in ((["--qat-epochs", "2"], "--qat-epochs, --train and --val need --qat"),
+                           (["--qat", "--gptq-epochs", "5"], "--qat and --gptq-epochs are two different methods"),
+                           (["--qat", "--qat-epochs", "3"], "--qat-epochs > 0 needs --train and --val")):
+        with pytest.raises(SystemExit):
+            driver.main(base + extra)
+        assert message in capsys.readouterr().err
+
+
+def test_mct_qat_fine_tuning_keeps_the_best_val_auc_epoch(tmp_path):
+    """The driver's training loop (run here on a plain Keras model, as MCT's wrapped model is one): the
+    kept weights are those of the epoch with the best val AUC, not the last epoch's."""
+    import argparse
+
+    from tests.support import load_benchmark
+    from tfdefakeq.core.tfcompat import keras
+
+    driver = load_benchmark("peers/mct_mixed")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 96).astype(np.float32)
+    x = (rng.normal(0, 1, (96, 4, 4, 3)) + 0.2 * y[:, None, None, None]).astype(np.float16)
+    for folder, images, labels in ((tmp_path / "train", x, y), (tmp_path / "val", x[:32], 1 - y[:32])):
+        folder.mkdir()  # val's labels inverted: the more the model learns, the worse its val AUC
+        np.save(folder / "x.npy", images)
+        np.save(folder / "y.npy", labels)
+    np.save(tmp_path / "train" / "sizes.npy", np.array([16] * 6, np.int32))
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(1)])
+    snapshots = []
+    args = argparse.Namespace(train=str(tmp_path / "train"), val=str(tmp_path / "val"), qat_epochs=3, lr=0.02,
+                              weight_decay=0.0, seed=0)
+    original = driver.json.dumps
+
+    def spy(obj, *a, **k):  # each epoch's log line: remember the weights it ended with
+        snapshots.append([w.copy() for w in model.get_weights()])
+        return original(obj, *a, **k)
+
+    driver.json.dumps = spy
+    try:
+        history = driver.fine_tune(model, args)
+    finally:
+        driver.json.dumps = original
+    assert [h["epoch"] for h in history] == [1, 2, 3] and len(snapshots) == 3
+    aucs = [h["val_auc"] for h in history]
+    best = int(np.argmax(aucs))
+    assert best < 2 and aucs[best] > aucs[2]  # the last epoch is not the best: keeping it would be wrong
+    for kept, expected in zip(model.get_weights(), snapshots[best]):
+        np.testing.assert_array_equal(kept, expected)
