@@ -36,7 +36,9 @@ their PTQ") rounds the float model at the bit plan the adaptive run of the same 
 ai-edge-quantizer (`baselines.aeq_quantize_plan`: float activations, as its policy keeps 2-bit kernels
 only in dynamic-range ops; 3-bit and sub-8-bit depthwise layers stored wider, counted in
 `plan_layers_raised`); it is not a peer (the plan is ours): the findings give the adaptive model minus
-it, what our QAT adds to the allocation.
+it, what our QAT adds to the allocation. `mct_plan_our_qat_*` is the mirror: our QAT (the adaptive scheme,
+distillation included) on the bits MCT's PTQ search chose at the budget (`mct_plan`); the adaptive model
+minus it is what our allocator adds. Neither hybrid is ever the best peer.
 
 Rows are keyed by the commit (--commit, recorded in the header): rows of another commit are dropped
 from the table and re-run, never mixed. Writes benchmarks/results/quant_methods.{csv,md,png} and
@@ -116,10 +118,14 @@ METHODS = {
     "aeq_our_plan_8x": ("aeq_plan", ["adaptive_fp32_8x"], "8"),
     "aeq_our_plan_10.7x": ("aeq_plan", ["adaptive_fp32_10.7x"], "10.7"),
     "aeq_our_plan_13x": ("aeq_plan", ["adaptive_fp32_13x"], "13"),
+    # the mirror: MCT's allocation (the bits its PTQ search chose at the budget), our QAT (adaptive scheme with
+    # that --bit-plan, distillation as ours): isolates what our allocator adds
+    "mct_plan_our_qat_10.7x": ("qat_mct_plan", ["mct_mixed_10.7x"], "10.7"),
+    "mct_plan_our_qat_13x": ("qat_mct_plan", ["mct_mixed_13x"], "13"),
 }
 OURS = ("adaptive",)
 # neither ours nor a peer: a tool's PTQ on our allocator's plan, compared with our method on that plan only
-HYBRID = ("aeq_our_plan",)
+HYBRID = ("aeq_our_plan", "mct_plan_our_qat")
 # MCT runs to size its file: the first from an estimate of the file's other bytes, each next one with the
 # excess taken off its weight-memory target. Measured on ResNet-18 at fp32/13 (c892fa5's models): +53,871,
 # +3,695, +1,343, -1,425 bytes against the budget in four runs; two (the former limit) left it 0.43% over.
@@ -156,8 +162,8 @@ def parse_args(argv=None):
     p.add_argument("--mct-python", default=None, help="python of an MCT environment (default: make one in the bench cache)")
     args = p.parse_args(argv)
     for method in args.methods:
-        if METHODS[method][0] == "aeq_plan" and METHODS[method][1][0] not in args.methods:
-            p.error(f"{method} quantizes the plan of {METHODS[method][1][0]}: add it to --methods")
+        if METHODS[method][0] in ("aeq_plan", "qat_mct_plan") and METHODS[method][1][0] not in args.methods:
+            p.error(f"{method} takes the plan of {METHODS[method][1][0]}: add it to --methods")
     return args
 
 
@@ -387,6 +393,8 @@ def run_method(method: str, backbone: str, float_path: Path, data, args, work: P
         return run_mct(method, float_path, float_tflite, tflite, target, calib_uint8, args)
     if kind == "mct_qat":
         return run_mct_qat(method, backbone, float_path, float_tflite, tflite, target, calib_uint8, data, args, work, seed)
+    if kind == "qat_mct_plan":
+        kind, options = "qat", ADAPTIVE + ["--bit-plan", str(mct_plan(method, backbone, float_path, work, args.seeds[0]))]
     if kind == "qat":
         options = [str(target) if o == "{budget}" else o for o in options]
         source = _train(data, work / f"{backbone}_{method}_s{seed}", args,
@@ -407,6 +415,37 @@ def run_method(method: str, backbone: str, float_path: Path, data, args, work: P
     # the layers whose salient input channels the plan split off (the vertical direction)
     split = len(manifest.salient_channels or {}) if kind == "qat" else float("nan")
     return {"max_lsb": written.metrics["parity"].get("max_diff_lsb", float("nan")), "split_layers": split}
+
+
+def mct_plan(method: str, backbone: str, float_path: Path, work: Path, mct_seed: int) -> Path:
+    """The bit plan MCT's PTQ search chose (`layer_bits` of its run at the budget, made once with the first
+    seed's calibration images) as our bit-plan file, for our QAT on MCT's allocation. MCT names a layer it
+    folded a BatchNorm into "<conv>_bn"; every weighted layer of our BN-folded model must get bits."""
+    from tfdefakeq.engine.modelio import load_detector
+    from tfdefakeq.quant.fold import fold_batchnorm
+    from tfdefakeq.quant.horizontal import QuantPlan
+    from tfdefakeq.quant.schemes import plan_weight_bits
+
+    source = work / "tflite" / f"{backbone}_{METHODS[method][1][0]}_s{mct_seed}.mct.tflite.json"
+    if not source.exists():
+        raise RuntimeError(f"{method} needs the plan of {METHODS[method][1][0]}: {source} is missing")
+    chosen = json.loads(source.read_text()).get("layer_bits")
+    if not chosen:
+        raise RuntimeError(f"{source}: no layer_bits (made by an older benchmarks/peers/mct_mixed.py)")
+    model, _ = load_detector(float_path)
+    default = plan_weight_bits(fold_batchnorm(model), 4)  # every weighted layer of the folded model
+    bits = {}
+    for name, b in chosen.items():
+        ours = name if name in default else name.removesuffix("_bn")
+        if ours not in default:
+            raise RuntimeError(f"{source}: MCT's layer {name} is no weighted layer of ours")
+        bits[ours] = int(b)
+    missing = sorted(set(default) - set(bits))
+    if missing:
+        raise RuntimeError(f"{source}: MCT gave no bits to {', '.join(missing)}")
+    path = work / f"{backbone}_{method}.bit_plan.json"
+    QuantPlan(weight_bits=bits, salient_channels={}, budget={"source": f"MCT {METHODS[method][1][0]}"}).save(path, overwrite=True)
+    return path
 
 
 def run_aeq_plan(method: str, backbone: str, float_path: Path, float_tflite: Path, tflite: Path, work: Path, seed: int) -> dict:
@@ -637,7 +676,7 @@ def main(args) -> int:
                             ["--backbone", backbone, "--highpass", "--epochs", str(args.float_epochs), "--lr", "2e-3"]
                             + (["--width", str(width)] if width else []), args.float_seed)
         # a plan's PTQ after the run that made the plan
-        methods = ["float"] + sorted((m for m in args.methods if m != "float"), key=lambda m: METHODS[m][0] == "aeq_plan")
+        methods = ["float"] + sorted((m for m in args.methods if m != "float"), key=lambda m: METHODS[m][0] in ("aeq_plan", "qat_mct_plan"))
         for seed in args.seeds:
             calib_uint8 = load_images([s.path for s in balanced_subset(val, 64, seed)], size)
             for method in methods:
@@ -813,6 +852,15 @@ def summarize(done, work: Path, args):
         for ours, hybrid in [(METHODS[m][1][0], m) for m in METHODS if METHODS[m][0] == "aeq_plan"]:
             if ours in stats and hybrid in stats:
                 sentences.append(qat_sentence(part, stats, backbone, ours, hybrid, args.bootstrap))
+        for hybrid in [m for m in METHODS if METHODS[m][0] == "qat_mct_plan" and m in stats]:
+            ours = f"adaptive_fp32_{METHODS[hybrid][2]}x"
+            if ours in stats:
+                labels, gens, hybrid_probs = stats[hybrid][3]
+                ap, alo, ahi = paired_bootstrap_ci(labels, gens, stats[ours][3][2], hybrid_probs, HELD_OUT_GENERATORS, n=args.bootstrap)
+                ratio = part[part.method == hybrid].size_bytes.max() / part[part.method == ours].size_bytes.max()
+                sentences.append(f"{backbone} what our allocator adds: {ours} minus {hybrid} (our QAT on the bits MCT's search "
+                                 f"chose, {ratio:.2f}x the bytes): {ap:+.2f} pp held-out AP (CI [{alo:+.2f}, {ahi:+.2f}]: "
+                                 f"{verdict(alo, ahi)}).")
         tables.append(table)
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), sentences
 

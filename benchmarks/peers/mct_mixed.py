@@ -6,7 +6,8 @@ tfdefakeq. Input: the float model as a plain Keras .h5 file and calibration imag
 float32, normalised as the model expects). MCT's ILP picks per-layer weight bits (its default IMX500
 target platform offers 8, 4 and 2 bits for kernels) under `--weights-memory` bytes; the quantized model
 is exported as an INT8 .tflite (MCT keeps low-bit weights in int8 containers). Writes `--out` and
-`--out`.json (versions, the weight bits it chose per layer, seconds).
+`--out`.json (versions, the weight bits it chose per layer: `weight_bits` by its wrapper's name,
+`layer_bits` by the wrapped Keras layer's name; seconds).
 
 QAT (`--qat`): MCT's own Keras QAT (`mct.qat.keras_quantization_aware_training_init_experimental`: the same
 mixed-precision search, then its trainable quantizer wrappers) fine-tuned for `--qat-epochs` on the
@@ -145,19 +146,21 @@ def main(argv=None) -> int:
         qmodel, _ = mct.gptq.keras_gradient_post_training_quantization(model, representative_data, gptq_config=gptq, **kwargs)
     else:
         qmodel, _ = mct.ptq.keras_post_training_quantization(model, representative_data, **kwargs)
-    bits = {}
+    bits, layer_bits = {}, {}
     for layer in qmodel.layers:
         for name, quantizer in getattr(layer, "weights_quantizers", {}).items():
             n = getattr(quantizer, "num_bits", None)
             if n is not None:
                 bits[f"{layer.name}/{name}"] = int(n)
+                # the wrapped layer's name: the Keras layer's, "_bn" appended where MCT folded a BatchNorm into it
+                layer_bits[getattr(layer, "layer", layer).name] = int(n)
     mct.exporter.keras_export_model(model=qmodel, save_model_path=args.out,
                                     serialization_format=mct.exporter.KerasExportSerializationFormat.TFLITE,
                                     quantization_format=mct.exporter.QuantizationFormat.INT8)
     from importlib import metadata
 
     info = {"versions": {d: metadata.version(d) for d in ("model-compression-toolkit", "tensorflow-cpu", "numpy")},
-            "python": sys.version.split()[0], "weight_bits": bits, "weights_memory": args.weights_memory,
+            "python": sys.version.split()[0], "weight_bits": bits, "layer_bits": layer_bits, "weights_memory": args.weights_memory,
             "gptq_epochs": args.gptq_epochs, "qat_epochs": args.qat_epochs if args.qat else None, "history": history,
             "seconds": round(time.time() - started, 1)}
     with open(args.out + ".json", "w") as f:

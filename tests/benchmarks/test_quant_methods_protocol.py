@@ -263,16 +263,16 @@ def test_summarize_gives_calibrated_columns_and_leaves_them_empty_for_older_rows
 
 
 def test_our_plan_with_their_ptq_is_no_peer_and_measures_what_qat_adds(qm, tmp_path):
-    """aeq_our_plan_*: the adaptive run's plan rounded by ai-edge-quantizer. It fits the budget here
-    and scores best of the non-adaptive methods, yet it is not the "best peer" (it is our allocation);
-    it gets its own sentence: ours minus it, paired on the same images and seeds."""
+    """aeq_our_plan_* (our plan, ai-edge-quantizer's rounding) and mct_plan_our_qat_* (MCT's plan, our
+    QAT) fit the budget and score above the peer, yet neither is the "best peer" (each is half ours);
+    each gets its own sentence: ours minus it, paired on the same images and seeds."""
     import argparse
 
     labels, gens, signal = _scores(n=30)
     gens = np.where(gens == "a", qm.HELD_OUT_GENERATORS[0], qm.HELD_OUT_GENERATORS[1])
     (tmp_path / "scores").mkdir()
     probs = {"float": signal, "adaptive_fp32_10.7x": signal, "aeq_our_plan_10.7x": signal + np.sin(7 * signal),
-             "lsq_w2a8": signal + 1.5 * np.sin(5 * signal)}
+             "mct_plan_our_qat_10.7x": signal, "lsq_w2a8": signal + 1.5 * np.sin(5 * signal)}
     row = {"backbone": "b", "kernel_bits": 4.0, "latency_ms": 1.0, "error": np.nan, "split_layers": 0,
            **{f"{g}_{m}": 0.8 for g in ("held", "in") for m in qm.METRICS}}
     rows = []
@@ -290,17 +290,23 @@ def test_our_plan_with_their_ptq_is_no_peer_and_measures_what_qat_adds(qm, tmp_p
                            "seeds' plans rounded by ai-edge-quantizer, float activations, 1.00x the bytes; 2 layer(s) "
                            "stored above the plan's bits; 0 split layers in every seed not reproduced): +")
     assert "(CI [+" in text and "better (CI above 0)" in text
+    (text,) = [s for s in sentences if "what our allocator adds" in s]  # the same scores: no difference
+    assert text == ("b what our allocator adds: adaptive_fp32_10.7x minus mct_plan_our_qat_10.7x (our QAT on the bits "
+                    "MCT's search chose, 1.00x the bytes): +0.00 pp held-out AP (CI [+0.00, +0.00]: a tie (CI includes 0)).")
 
 
 def test_a_plan_ptq_without_its_plan_run_is_refused(qm, capsys):
     with pytest.raises(SystemExit):
         qm.parse_args(["--methods", "float", "aeq_our_plan_13x"])
-    assert "aeq_our_plan_13x quantizes the plan of adaptive_fp32_13x: add it to --methods" in capsys.readouterr().err
+    assert "aeq_our_plan_13x takes the plan of adaptive_fp32_13x: add it to --methods" in capsys.readouterr().err
     args = qm.parse_args(["--methods", "aeq_our_plan_13x", "adaptive_fp32_13x"])
     assert {qm.METHODS[m][2] for m in args.methods} == {"13"}
     for method, (kind, options, budget) in qm.METHODS.items():
         if kind == "aeq_plan":
             assert qm.METHODS[options[0]][0] == "qat" and qm.METHODS[options[0]][2] == budget and options[0].startswith("adaptive")
+        if kind == "qat_mct_plan":  # MCT's plan at the same budget, compared with our method at that budget
+            assert qm.METHODS[options[0]][0] == "mct" and qm.METHODS[options[0]][2] == budget
+            assert f"adaptive_fp32_{budget}x" in qm.METHODS and method.startswith(qm.HYBRID)
 
 
 def test_mct_qat_gets_the_batches_our_qat_of_the_seed_trains_on(qm, synthetic_root, tmp_path):
@@ -384,3 +390,38 @@ def test_mct_qat_fine_tuning_keeps_the_best_val_auc_epoch(tmp_path):
     assert best < 2 and aucs[best] > aucs[2]  # the last epoch is not the best: keeping it would be wrong
     for kept, expected in zip(model.get_weights(), snapshots[best]):
         np.testing.assert_array_equal(kept, expected)
+
+
+def test_mcts_allocation_becomes_our_bit_plan_layer_for_layer(qm, tiny_float_model, tmp_path):
+    """mct_plan: MCT's per-layer bits (its "<conv>_bn" names for folded convs) -> our bit-plan file, every
+    weighted layer of our folded model covered; a layer it names that we lack, or one it skips, is an error."""
+    import json
+
+    from tfdefakeq.engine.modelio import load_detector
+    from tfdefakeq.quant.fold import fold_batchnorm
+    from tfdefakeq.quant.horizontal import QuantPlan
+    from tfdefakeq.quant.schemes import plan_weight_bits
+
+    model, _ = load_detector(tiny_float_model)
+    layers = list(plan_weight_bits(fold_batchnorm(model), 4))
+    want = {name: (8, 4, 2)[i % 3] for i, name in enumerate(layers)}
+    mct_names = {name: name if name in ("highpass", "predictions") else name + "_bn" for name in layers}
+    (tmp_path / "tflite").mkdir()
+    source = tmp_path / "tflite" / "b_mct_mixed_10.7x_s0.mct.tflite.json"
+
+    def write(layer_bits):
+        source.write_text(json.dumps({"layer_bits": layer_bits, "weight_bits": {}}))
+
+    write({mct_names[n]: b for n, b in want.items()})
+    path = qm.mct_plan("mct_plan_our_qat_10.7x", "b", tiny_float_model, tmp_path, 0)
+    plan = QuantPlan.load(path)
+    assert plan.weight_bits == want and plan.salient_channels == {} and plan.per_tensor == []
+    write({**{mct_names[n]: b for n, b in want.items()}, "not_ours_bn": 4})
+    with pytest.raises(RuntimeError, match="MCT's layer not_ours_bn is no weighted layer of ours"):
+        qm.mct_plan("mct_plan_our_qat_10.7x", "b", tiny_float_model, tmp_path, 0)
+    write({mct_names[n]: b for n, b in list(want.items())[1:]})
+    with pytest.raises(RuntimeError, match=f"MCT gave no bits to {layers[0]}"):
+        qm.mct_plan("mct_plan_our_qat_10.7x", "b", tiny_float_model, tmp_path, 0)
+    source.unlink()
+    with pytest.raises(RuntimeError, match="needs the plan of mct_mixed_10.7x"):
+        qm.mct_plan("mct_plan_our_qat_10.7x", "b", tiny_float_model, tmp_path, 0)
