@@ -410,7 +410,7 @@ def run_method(method: str, backbone: str, float_path: Path, data, args, work: P
     # Our methods must pass the Keras-vs-TFLite parity check; a baseline's .tflite is measured as the
     # tool makes it (PTQ's error is the thing measured; tfmot's own QAT graphs may exceed our bound):
     # max_lsb says how far each one is from its Keras model.
-    ours = method.startswith(("lsq", "adaptive"))
+    ours = method.startswith(("lsq", "adaptive", "mct_plan_our_qat"))
     written = convert_model(model, manifest, fmt, calib_uint8, tflite, overwrite=True, require_parity=ours)
     # the layers whose salient input channels the plan split off (the vertical direction)
     split = len(manifest.salient_channels or {}) if kind == "qat" else float("nan")
