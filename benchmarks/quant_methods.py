@@ -361,7 +361,6 @@ def pack_low_bit_kernels(flatbuffer: bytes) -> tuple[bytes, int]:
 
 def run_method(method: str, backbone: str, float_path: Path, data, args, work: Path, calib_uint8, seed: int) -> dict:
     """Makes work/tflite/<backbone>_<method>_s<seed>.tflite (+ manifest); returns {max_lsb, ...}."""
-    from tfdefakeq.core.fileio import write_atomic
     from tfdefakeq.core.manifest import Manifest, manifest_path
     from tfdefakeq.engine.export import convert_model
     from tfdefakeq.engine.modelio import load_detector
@@ -382,10 +381,7 @@ def run_method(method: str, backbone: str, float_path: Path, data, args, work: P
 
         manifest = Manifest.load(manifest_path(float_tflite))
         content = aeq_quantize(float_tflite.read_bytes(), method, manifest.preprocess.apply(calib_uint8))
-        content, _ = shorten_tensor_names(content)
-        write_atomic(tflite, content, overwrite=True)
-        manifest.scheme, manifest.format, manifest.size_bytes = method, method, len(content)
-        manifest.save(manifest_path(tflite), overwrite=True)
+        write_peer(tflite, shorten_tensor_names(content)[0], manifest, method, method)
         return {"max_lsb": float("nan")}
     if kind == "aeq_plan":
         return run_aeq_plan(method, backbone, float_path, float_tflite, tflite, work, seed)
@@ -453,7 +449,6 @@ def run_aeq_plan(method: str, backbone: str, float_path: Path, float_tflite: Pat
     (`baselines.aeq_quantize_plan`; its split channels, if any, are not reproduced: the row says how many).
     The float model is converted again with the converter's names (the plan's layers are found by them),
     and the result renamed by index like every file here."""
-    from tfdefakeq.core.fileio import write_atomic
     from tfdefakeq.core.manifest import Manifest, manifest_path
     from tfdefakeq.engine.export import to_tflite
     from tfdefakeq.engine.modelio import load_detector
@@ -467,11 +462,7 @@ def run_aeq_plan(method: str, backbone: str, float_path: Path, float_tflite: Pat
     plan = QuantPlan.load(source)
     model, _ = load_detector(float_path)
     content, stored = aeq_quantize_plan(to_tflite(model, "float32"), plan.weight_bits, plan.per_tensor)
-    content, _ = shorten_tensor_names(content)
-    write_atomic(tflite, content, overwrite=True)
-    manifest = Manifest.load(manifest_path(float_tflite))
-    manifest.scheme, manifest.format, manifest.size_bytes = method, "aeq_plan", len(content)
-    manifest.save(manifest_path(tflite), overwrite=True)
+    write_peer(tflite, shorten_tensor_names(content)[0], Manifest.load(manifest_path(float_tflite)), method, "aeq_plan")
     raised = sum(stored[n] != b for n, b in plan.weight_bits.items())
     return {"max_lsb": float("nan"), "split_layers": float(len(plan.salient_channels or {})), "plan_layers_raised": raised}
 
@@ -518,13 +509,24 @@ def _mct_sized(args, h5: Path, calib: Path, memory: float, raw: Path, target: in
     return content, info, packed, memory
 
 
-def _mct_row(method: str, manifest, tflite: Path, raw: Path, content: bytes, info: dict, packed: int) -> dict:
-    from tfdefakeq.core.fileio import write_atomic
-    from tfdefakeq.core.manifest import manifest_path
+def write_peer(tflite: Path, content: bytes, manifest, scheme: str, fmt: str) -> None:
+    """Writes a tool's .tflite together with the float model's manifest (preprocessing, backbone) made its
+    own: scheme, format, size and the SHA-256 of these bytes (the runtime opens it without the child probe),
+    and no converter names (they were the float file's)."""
+    import dataclasses
 
-    write_atomic(tflite, content, overwrite=True)
-    manifest.scheme, manifest.format, manifest.size_bytes = method, "int8", len(content)
-    manifest.save(manifest_path(tflite), overwrite=True)
+    from tfdefakeq.core.fileio import json_bytes, publish_together, stage_bytes
+    from tfdefakeq.core.manifest import manifest_path
+    from tfdefakeq.runtime.loader import sha256_hex
+
+    own = dataclasses.replace(manifest, scheme=scheme, format=fmt, size_bytes=len(content), sha256=sha256_hex(content),
+                              tensor_names=[])
+    staged = stage_bytes(tflite, content)
+    publish_together((staged, tflite), (stage_bytes(manifest_path(tflite), json_bytes(own.to_json())), manifest_path(tflite)))
+
+
+def _mct_row(method: str, manifest, tflite: Path, raw: Path, content: bytes, info: dict, packed: int) -> dict:
+    write_peer(tflite, content, manifest, method, "int8")
     bits = list(info["weight_bits"].values())
     return {"max_lsb": float("nan"), "mct_int8_bytes": raw.stat().st_size, "mct_packed_kernels": packed,
             "mct_versions": " ".join(f"{k} {v}" for k, v in info["versions"].items()),

@@ -425,3 +425,25 @@ def test_mcts_allocation_becomes_our_bit_plan_layer_for_layer(qm, tiny_float_mod
     source.unlink()
     with pytest.raises(RuntimeError, match="needs the plan of mct_mixed_10.7x"):
         qm.mct_plan("mct_plan_our_qat_10.7x", "b", tiny_float_model, tmp_path, 0)
+
+
+def test_a_peer_file_gets_a_manifest_of_its_own(qm, tmp_path, capfd):
+    """write_peer: the tool's bytes and the float manifest made theirs (scheme, format, size, SHA-256, no
+    converter names), published together; the runtime then opens the file without a warning."""
+    from tfdefakeq.core.manifest import Manifest, manifest_path
+    from tfdefakeq.runtime.loader import load_model, sha256_hex
+
+    shipped = ROOT / "tflite_models" / "resnet18_64_int8.tflite"
+    content = shipped.read_bytes()
+    float_manifest = Manifest.load(manifest_path(shipped))
+    float_manifest.tensor_names = ["from", "the", "float", "file"]
+    target = tmp_path / "b_peer_s0.tflite"
+    qm.write_peer(target, content, float_manifest, "aeq_our_plan_10.7x", "aeq_plan")
+    written = Manifest.load(manifest_path(target))
+    assert target.read_bytes() == content and written.sha256 == sha256_hex(content) and written.size_bytes == len(content)
+    assert (written.scheme, written.format, written.tensor_names) == ("aeq_our_plan_10.7x", "aeq_plan", [])
+    assert written.preprocess == float_manifest.preprocess and float_manifest.tensor_names == ["from", "the", "float", "file"]
+    capfd.readouterr()
+    load_model(target)  # as the scoring reads it: the manifest beside the file, its hash checked
+    assert "warning" not in capfd.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b_peer_s0.manifest.json", "b_peer_s0.tflite"]  # no temp left
