@@ -300,6 +300,34 @@ def mct_python(args) -> str:
     return str(python)
 
 
+def dequantized_kernels(flatbuffer: bytes) -> list[tuple[int, np.ndarray]]:
+    """[(stored type, dequantized float64 kernel)] of every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op with
+    a constant kernel, in op order: (integer - zero point) x scale along the quantized axis."""
+    from tfdefakeq.runtime.modelinfo import schema_module
+    from tfdefakeq.runtime.unpack import INT2, INT4, unpack_values
+
+    model = schema_module().ModelT.InitFromPackedBuf(bytes(flatbuffer), 0)
+    out = []
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) not in (3, 4, 9) or len(op.inputs) < 2:
+                continue
+            t = graph.tensors[op.inputs[1]]
+            buffer = model.buffers[t.buffer]
+            if buffer is None or buffer.data is None or t.quantization is None or t.quantization.scale is None:
+                continue
+            raw = np.frombuffer(bytes(bytearray(buffer.data)), np.uint8)
+            n = int(np.prod(t.shape))
+            bits = {INT4: 4, INT2: 2}.get(t.type)
+            q = (unpack_values(raw, n, bits) if bits else raw.view(np.int8))[:n].astype(np.float64).reshape(t.shape)
+            scale = np.asarray(t.quantization.scale, np.float64)
+            zero = np.asarray(t.quantization.zeroPoint if t.quantization.zeroPoint is not None else [0] * len(scale), np.float64)
+            shape = [-1 if i == (t.quantization.quantizedDimension or 0) else 1 for i in range(q.ndim)]
+            out.append((t.type, (q - zero.reshape(shape)) * scale.reshape(shape)))
+    return out
+
+
 def pack_low_bit_kernels(flatbuffer: bytes) -> tuple[bytes, int]:
     """Stores every conv/FC kernel at the fewest bits its integers need, symmetric, with our packers ->
     (flatbuffer, kernels rewritten). Used on MCT's files: its exporter (TF 2.15) writes low-bit kernels
@@ -494,6 +522,10 @@ def _mct_run(args, h5: Path, calib: Path, memory: float, raw: Path, extra: list[
         raise RuntimeError(f"MCT failed: {last}")
     info = json.loads(Path(str(raw) + ".json").read_text())
     content, packed = pack_low_bit_kernels(raw.read_bytes())
+    # the repacked file must hold MCT's own kernel values (what is scored is then what MCT exported)
+    for i, ((_, a), (_, b)) in enumerate(zip(dequantized_kernels(raw.read_bytes()), dequantized_kernels(content))):
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-12):
+            raise RuntimeError(f"{raw}: repacking changed kernel {i} (max |diff| {float(np.abs(a - b).max()):.3g})")
     return content, info, packed
 
 

@@ -150,29 +150,6 @@ def test_extra_photos_join_the_wheel_photos_and_keep_old_hashes(tmp_path):
         SyntheticConfig(extra_photos=("coffee=/x.jpg",)).validate()  # a wheel photo's name
 
 
-def _kernels(content):
-    """[(type, dequantized float64 kernel)] of every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op."""
-    from tfdefakeq.runtime.modelinfo import schema_module
-    from tfdefakeq.runtime.unpack import INT2, INT4, unpack_values
-
-    model = schema_module().ModelT.InitFromPackedBuf(bytes(content), 0)
-    out = []
-    for graph in model.subgraphs:
-        for op in graph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            if max(code.builtinCode, code.deprecatedBuiltinCode) not in (3, 4, 9):
-                continue
-            t = graph.tensors[op.inputs[1]]
-            raw = np.frombuffer(bytes(bytearray(model.buffers[t.buffer].data)), np.uint8)
-            n = int(np.prod(t.shape))
-            bits = {INT4: 4, INT2: 2}.get(t.type)
-            q = (unpack_values(raw, n, bits) if bits else raw.view(np.int8))[:n].astype(np.float64).reshape(t.shape)
-            scale, zero = np.asarray(t.quantization.scale), np.asarray(t.quantization.zeroPoint)
-            shape = [-1 if i == (t.quantization.quantizedDimension or 0) else 1 for i in range(q.ndim)]
-            out.append((t.type, (q - zero.reshape(shape)) * scale.reshape(shape)))
-    return out
-
-
 def test_mct_kernels_are_made_symmetric_and_packed_without_changing_values(qm):
     """MCT's exporter writes low-bit kernels on an int8 grid and with non-zero zero points (litert's
     CONV_2D refuses those): pack_low_bit_kernels keeps every dequantized value and stores fewer bits."""
@@ -193,7 +170,7 @@ def test_mct_kernels_are_made_symmetric_and_packed_without_changing_values(qm):
         t.quantization.zeroPoint = [zero] * len(t.quantization.scale)
     edited = serialize_model(schema, model, len(content))
     packed, rewritten = qm.pack_low_bit_kernels(edited)
-    before, after = _kernels(edited), _kernels(packed)
+    before, after = qm.dequantized_kernels(edited), qm.dequantized_kernels(packed)
     assert rewritten == len(before) and len(packed) < len(edited)
     for (_, a), (_, b) in zip(before, after):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=0)
