@@ -300,6 +300,21 @@ def mct_python(args) -> str:
     return str(python)
 
 
+def quantized_kernels(model):
+    """(kernel tensor, its buffer) of every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op of a flatbuffer's
+    object model whose kernel is a constant with scales, in op order."""
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) not in (3, 4, 9) or len(op.inputs) < 2:
+                continue
+            tensor = graph.tensors[op.inputs[1]]
+            buffer = model.buffers[tensor.buffer]
+            q = tensor.quantization
+            if buffer is not None and buffer.data is not None and q is not None and q.scale is not None:
+                yield tensor, buffer
+
+
 def dequantized_kernels(flatbuffer: bytes) -> list[tuple[int, np.ndarray]]:
     """[(stored type, dequantized float64 kernel)] of every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op with
     a constant kernel, in op order: (integer - zero point) x scale along the quantized axis."""
@@ -308,23 +323,15 @@ def dequantized_kernels(flatbuffer: bytes) -> list[tuple[int, np.ndarray]]:
 
     model = schema_module().ModelT.InitFromPackedBuf(bytes(flatbuffer), 0)
     out = []
-    for graph in model.subgraphs:
-        for op in graph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            if max(code.builtinCode, code.deprecatedBuiltinCode) not in (3, 4, 9) or len(op.inputs) < 2:
-                continue
-            t = graph.tensors[op.inputs[1]]
-            buffer = model.buffers[t.buffer]
-            if buffer is None or buffer.data is None or t.quantization is None or t.quantization.scale is None:
-                continue
-            raw = np.frombuffer(bytes(bytearray(buffer.data)), np.uint8)
-            n = int(np.prod(t.shape))
-            bits = {INT4: 4, INT2: 2}.get(t.type)
-            q = (unpack_values(raw, n, bits) if bits else raw.view(np.int8))[:n].astype(np.float64).reshape(t.shape)
-            scale = np.asarray(t.quantization.scale, np.float64)
-            zero = np.asarray(t.quantization.zeroPoint if t.quantization.zeroPoint is not None else [0] * len(scale), np.float64)
-            shape = [-1 if i == (t.quantization.quantizedDimension or 0) else 1 for i in range(q.ndim)]
-            out.append((t.type, (q - zero.reshape(shape)) * scale.reshape(shape)))
+    for t, buffer in quantized_kernels(model):
+        raw = np.frombuffer(bytes(bytearray(buffer.data)), np.uint8)
+        n = int(np.prod(t.shape))
+        bits = {INT4: 4, INT2: 2}.get(t.type)
+        q = (unpack_values(raw, n, bits) if bits else raw.view(np.int8))[:n].astype(np.float64).reshape(t.shape)
+        scale = np.asarray(t.quantization.scale, np.float64)
+        zero = np.asarray(t.quantization.zeroPoint if t.quantization.zeroPoint is not None else [0] * len(scale), np.float64)
+        shape = [-1 if i == (t.quantization.quantizedDimension or 0) else 1 for i in range(q.ndim)]
+        out.append((t.type, (q - zero.reshape(shape)) * scale.reshape(shape)))
     return out
 
 
@@ -346,41 +353,35 @@ def pack_low_bit_kernels(flatbuffer: bytes) -> tuple[bytes, int]:
     schema = schema_module()
     model = schema.ModelT.InitFromPackedBuf(bytes(flatbuffer), 0)
     done = 0
-    for graph in model.subgraphs:
-        for op in graph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            if max(code.builtinCode, code.deprecatedBuiltinCode) not in (3, 4, 9) or len(op.inputs) < 2:
-                continue
-            tensor = graph.tensors[op.inputs[1]]
-            buffer = model.buffers[tensor.buffer]
-            q = tensor.quantization
-            if tensor.type not in (INT8, INT4) or buffer is None or buffer.data is None or q is None or q.scale is None:
-                continue
-            count = int(np.prod(tensor.shape))
-            raw = bytes(bytearray(buffer.data))
-            values = (np.frombuffer(raw, np.int8) if tensor.type == INT8 else unpack_values(np.frombuffer(raw, np.uint8), count, 4)).astype(np.int64)
-            values = values[:count].reshape(tensor.shape)
-            scales = np.asarray(q.scale, np.float64).copy()
-            zeros = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(scales), np.int64)
-            axis = int(q.quantizedDimension or 0) if len(scales) > 1 else None
-            moved = np.moveaxis(values, axis, 0) if axis is not None else values.reshape(1, -1)
-            flat = moved.reshape(len(moved), -1) - zeros.reshape(-1, 1)
-            for c in range(len(flat)):
-                g = 0
-                for v in np.unique(np.abs(flat[c])):
-                    g = gcd(g, int(v))
-                if g > 1:
-                    flat[c] //= g
-                    scales[c if axis is not None else 0] *= g
-            if flat.min() < -128 or flat.max() > 127:
-                continue
-            values = np.moveaxis(flat.reshape(moved.shape), 0, axis) if axis is not None else flat.reshape(values.shape)
-            if flat.min() >= -8 and flat.max() <= 7:
-                buffer.data, tensor.type = pack_values(values.reshape(-1), 4), INT4
-            else:
-                buffer.data, tensor.type = values.reshape(-1).astype(np.int8).view(np.uint8), INT8
-            q.scale, q.zeroPoint = scales.astype(np.float32).tolist(), [0] * len(scales)
-            done += 1
+    for tensor, buffer in quantized_kernels(model):
+        q = tensor.quantization
+        if tensor.type not in (INT8, INT4):
+            continue
+        count = int(np.prod(tensor.shape))
+        raw = bytes(bytearray(buffer.data))
+        values = (np.frombuffer(raw, np.int8) if tensor.type == INT8 else unpack_values(np.frombuffer(raw, np.uint8), count, 4)).astype(np.int64)
+        values = values[:count].reshape(tensor.shape)
+        scales = np.asarray(q.scale, np.float64).copy()
+        zeros = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(scales), np.int64)
+        axis = int(q.quantizedDimension or 0) if len(scales) > 1 else None
+        moved = np.moveaxis(values, axis, 0) if axis is not None else values.reshape(1, -1)
+        flat = moved.reshape(len(moved), -1) - zeros.reshape(-1, 1)
+        for c in range(len(flat)):
+            g = 0
+            for v in np.unique(np.abs(flat[c])):
+                g = gcd(g, int(v))
+            if g > 1:
+                flat[c] //= g
+                scales[c if axis is not None else 0] *= g
+        if flat.min() < -128 or flat.max() > 127:
+            continue
+        values = np.moveaxis(flat.reshape(moved.shape), 0, axis) if axis is not None else flat.reshape(values.shape)
+        if flat.min() >= -8 and flat.max() <= 7:
+            buffer.data, tensor.type = pack_values(values.reshape(-1), 4), INT4
+        else:
+            buffer.data, tensor.type = values.reshape(-1).astype(np.int8).view(np.uint8), INT8
+        q.scale, q.zeroPoint = scales.astype(np.float32).tolist(), [0] * len(scales)
+        done += 1
     content = serialize_model(schema, model, len(flatbuffer)) if done else bytes(flatbuffer)
     content, _ = pack_int2(content)
     content, _ = shorten_tensor_names(content)
