@@ -522,9 +522,10 @@ def _mct_run(args, h5: Path, calib: Path, memory: float, raw: Path, extra: list[
         last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"
         raise RuntimeError(f"MCT failed: {last}")
     info = json.loads(Path(str(raw) + ".json").read_text())
-    content, packed = pack_low_bit_kernels(raw.read_bytes())
+    exported = raw.read_bytes()
+    content, packed = pack_low_bit_kernels(exported)
     # the repacked file must hold MCT's own kernel values (what is scored is then what MCT exported)
-    for i, ((_, a), (_, b)) in enumerate(zip(dequantized_kernels(raw.read_bytes()), dequantized_kernels(content))):
+    for i, ((_, a), (_, b)) in enumerate(zip(dequantized_kernels(exported), dequantized_kernels(content))):
         if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-12):
             raise RuntimeError(f"{raw}: repacking changed kernel {i} (max |diff| {float(np.abs(a - b).max()):.3g})")
     return content, info, packed
