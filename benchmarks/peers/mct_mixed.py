@@ -92,6 +92,8 @@ def fine_tune(qat, args) -> list[dict]:
         print(json.dumps(history[-1]), flush=True)
         if history[-1]["val_auc"] > best:  # strictly: the earliest of equal epochs, as train --keep best
             best, kept = history[-1]["val_auc"], [v.numpy() for v in qat.weights]
+    if kept is None:  # no epoch logged a finite val AUC (e.g. one class in --val): the last epoch stays, as train does
+        return history
     for variable, value in zip(qat.weights, kept):
         variable.assign(value)
     return history
