@@ -96,6 +96,10 @@ METHODS = {
     # the teacher alone (--kd-alpha 1: no label term): does fitting the training families' labels cost the
     # held-out families what the teacher's logits would keep?
     "adaptive_fp32_10.7x_kd1": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--kd-alpha", "1"], "10.7"),
+    # MCT's QAT keeps in-domain AP better than ours on the same batches and plans tie (9e92bb0): is it our
+    # feature term, or our learned step sizes and ranges (MCT's QAT keeps its quantizers fixed)?
+    "adaptive_fp32_10.7x_no_feature": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--feature-weight", "0"], "10.7"),
+    "adaptive_fp32_10.7x_fixed_steps": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}", "--learn-steps", "off"], "10.7"),
     # fp32/13: the lowest round budget a width-0.5 ResNet-18 meets (measured: its cheapest plan, every
     # body layer at 2 bits with the first conv and the classifier at 8, is 2.27 average bits; fp32/16 is 2.0)
     "adaptive_fp32_13x": ("qat", ADAPTIVE + ["--budget-bytes", "{budget}"], "13"),

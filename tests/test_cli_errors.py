@@ -91,6 +91,8 @@ REFUSED = [
     ("train", ["--data", "{data}", "--out", "{out}/run", "--scheme", "w4a8"], "--scheme needs --init"),
     ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--scheme", "w4a8", "--kd-alpha", "0.3"],
      "--kd-alpha weighs distillation, which is off"),
+    ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--scheme", "adaptive", "--distill", "off",
+               "--learn-steps", "off"], "--learn-steps weighs distillation, which is off"),
     ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--scheme", "adaptive", "--salient-ratio", "0",
                "--channel-choice", "random"], "--channel-choice picks the channels of the vertical split, which --salient-ratio 0 turns off"),
     ("train", ["--data", "{data}", "--out", "{out}/run", "--init", "{model}", "--scheme", "adaptive", "--bit-plan",

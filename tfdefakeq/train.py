@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 ADAPTIVE_ONLY = ("avg_bits", "budget_bytes", "bit_plan", "salient_ratio", "channel_choice", "frontier", "int2")
-DISTILL_ONLY = ("kd_alpha", "temperature", "feature_weight")
+DISTILL_ONLY = ("kd_alpha", "temperature", "feature_weight", "learn_steps")
 
 
 def check_args(args) -> None:

@@ -40,6 +40,9 @@ def add_adaptive_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the logit distillation term")
     g.add_argument("--temperature", type=float, default=2.0)
     g.add_argument("--feature-weight", type=float, default=1.0, help="initial weight of the feature term (cosine decay to 0)")
+    g.add_argument("--learn-steps", choices=("on", "off"), default="on",
+                   help="on: the quantizers' step sizes and activation ranges train with the weights (LSQ); "
+                        "off: they keep their calibrated values and only the weights train")
 
 
 def given_options(parser: argparse.ArgumentParser, argv=None) -> set[str]:
