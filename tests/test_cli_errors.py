@@ -124,3 +124,13 @@ def test_bad_arguments_are_refused_before_tensorflow_and_before_any_output(verb,
     assert message in result.stderr
     assert "replica" not in result.stdout
     assert not out.exists()
+
+
+def test_train_refuses_fixed_steps_where_no_quantizer_learns_them(tmp_path, easy_synthetic_root, tiny_float_model):
+    # tfmot's 8-bit scheme keeps its ranges as moving averages: --learn-steps off would change nothing
+    code, errors = run("tfdefakeq.train", "--data", str(easy_synthetic_root), "--out", str(tmp_path / "run"),
+                       "--init", str(tiny_float_model), "--scheme", "tfmot_int8", "--distill", "on",
+                       "--learn-steps", "off", "--epochs", "1")
+    assert code == 2 and len(errors) == 1
+    assert "--learn-steps off: --scheme tfmot_int8 has no learned step sizes or ranges" in errors[0]
+    assert not (tmp_path / "run" / "model.weights.h5").exists()
