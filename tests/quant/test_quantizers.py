@@ -39,3 +39,17 @@ def test_quantizer_output_lies_on_the_learned_grid():
     steps = out / (m.numpy() / 7)
     np.testing.assert_allclose(steps, np.round(steps), atol=1e-4)
     assert np.abs(steps).max() <= 7 + 1e-4
+
+
+def test_quantizer_variables_names_every_trainable_quantizer_variable_and_no_layer_weight():
+    from tfdefakeq.core.tfcompat import keras
+    from tfdefakeq.quant.logquant import ShiftedLogActivationQuantizer
+    from tfdefakeq.quant.quantizers import LearnedActivationQuantizer, LSQWeightQuantizer, quantizer_variables
+
+    layer = keras.layers.Dense(4, name="fc")
+    layer.build((None, 3))
+    LSQWeightQuantizer(4).build((3, 4), "kernel", layer)
+    LearnedActivationQuantizer().build(None, "output", layer)
+    ShiftedLogActivationQuantizer(4).build(None, "log", layer)
+    found = {v.name.split("/")[-1].split(":")[0] for v in quantizer_variables(layer.trainable_weights)}
+    assert found == {"kernel_step", "output_min", "output_max", "log_log_offset", "log_log_top"}

@@ -15,13 +15,14 @@ import tensorflow_model_optimization as tfmot
 from tfdefakeq.quant.grids import mse_step, weight_levels
 
 Quantizer = tfmot.quantization.keras.quantizers.Quantizer
-# the names this module's quantizers give their variables ("<weight or tensor>" + suffix): step sizes,
-# clipping ranges, activation ranges. tfmot's own range variables are not trainable.
-QUANTIZER_VARIABLE_SUFFIXES = ("_step", "_range", "_min", "_max")
+# the names the quantizers of this module and of logquant give their variables ("<weight or tensor>" +
+# suffix): step sizes, clipping ranges, activation ranges, the log quantizer's offset and top. tfmot's own
+# range variables are not trainable.
+QUANTIZER_VARIABLE_SUFFIXES = ("_step", "_range", "_min", "_max", "_log_offset", "_log_top")
 
 
 def quantizer_variables(variables) -> list:
-    """Those of `variables` that a quantizer of this module built (its step sizes and ranges), not the
+    """Those of `variables` that a quantizer built (its step sizes and ranges), not the
     layers' own weights: what `--learn-steps off` keeps at their calibrated values."""
     return [v for v in variables if v.name.split(":")[0].endswith(QUANTIZER_VARIABLE_SUFFIXES)]
 
