@@ -587,9 +587,10 @@ def run_mct_qat(method: str, backbone: str, float_path: Path, float_tflite: Path
                 data, args, work: Path, seed: int) -> dict:
     """MCT's Keras QAT (issue 14 section 2), sized to the budget as MCT's PTQ is, but with its QAT
     wrappers exported untrained (training changes no bit width; the weight memory found is kept for
-    every seed, whose `calib_uint8` must be the first seed's images so that its search finds the same bits), then fine-tuned in MCT's environment on the very batches our QAT of this seed trains
-    on (`dump_batches`: same images, augmentation and order), for --qat-epochs, keeping the best
-    val-AUC epoch, and packed like MCT's PTQ files."""
+    every seed, whose `calib_uint8` must be the first seed's images so that its search finds the same
+    bits), then fine-tuned in MCT's environment on the very batches our QAT of this seed trains on
+    (`dump_batches`: same images, augmentation and order), for --qat-epochs, keeping the best val-AUC
+    epoch, and packed like MCT's PTQ files."""
     manifest, h5, calib, memory = _mct_inputs(float_path, float_tflite, tflite, target, calib_uint8)
     raw = tflite.with_suffix(".mct.tflite")
     sizing = work / "tflite" / f"{backbone}_{method}.sizing.json"

@@ -77,8 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # Options of the QAT fine-tuning: they act only with --scheme (train's flags of the same names).
 QAT_ONLY = ("epochs", "lr", "batch_size", "avg_bits", "budget_bytes", "bit_plan", "salient_ratio", "channel_choice",
-            "frontier", "distill", "kd_alpha", "temperature", "feature_weight",
-            "learn_steps")
+            "frontier", "distill", "kd_alpha", "temperature", "feature_weight", "learn_steps")
 
 
 def _finetune_args(args, out: Path, given: set[str]):

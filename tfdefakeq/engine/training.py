@@ -383,11 +383,12 @@ def train_detector(args) -> int:
     with strategy.scope():
         if distill:
             from tfdefakeq.quant.distill import Distiller
+            from tfdefakeq.quant.quantizers import quantizer_variables
 
             model = Distiller(student, teacher, alpha=args.kd_alpha, temperature=args.temperature,
                               feature_weight=args.feature_weight, total_steps=steps_per_epoch * args.epochs,
                               learn_steps=args.learn_steps == "on")
-            if not model.learn_steps and len(model.trained_variables()) == len(student.trainable_variables):
+            if not model.learn_steps and not quantizer_variables(student.trainable_variables):
                 raise UserError(f"--learn-steps off: --scheme {args.scheme} has no learned step sizes or ranges to keep fixed")
         schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps_per_epoch * args.epochs, alpha=0.01)
         model.compile(

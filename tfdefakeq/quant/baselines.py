@@ -163,8 +163,8 @@ def aeq_quantize_plan(float_tflite: bytes, weight_bits: dict[str, int], per_tens
     Each layer of `weight_bits` (Keras layer name -> bits) gets its own recipe entry for its op,
     found by the converter's tensor names (`.../NAME/...` in the kernel's or the output's name, so the
     float file must keep them: not a file renamed by `runtime.unpack.shorten_tensor_names`);
-    `per_tensor` layers get one kernel scale (TENSORWISE), the others one per output channel. Bits go to the nearest the policy allows at or above the
-    plan's (AEQ_PLAN_BITS: 3 -> 4, a depthwise kernel at 8). Activations stay float and are
+    `per_tensor` layers get one kernel scale (TENSORWISE), the others one per output channel. Bits go to
+    the nearest the policy allows at or above the plan's (AEQ_PLAN_BITS: 3 -> 4, a depthwise kernel at 8). Activations stay float and are
     quantized on the fly inside the hybrid kernels; weights are rounded min-max (no fine-tuning).
     A layer of the plan that names no tensor of the file, or an op the policy cannot quantize at
     all, is a UserError: a plan half applied would be a different plan.
