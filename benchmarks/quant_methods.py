@@ -319,6 +319,14 @@ def quantized_kernels(model):
                 yield tensor, buffer
 
 
+def kernel_grid(tensor) -> tuple[np.ndarray, np.ndarray, int]:
+    """A quantized kernel's (scales float64, zero points int64, quantized axis); zero points absent -> 0."""
+    q = tensor.quantization
+    scales = np.asarray(q.scale, np.float64).copy()
+    zeros = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(scales), np.int64)
+    return scales, zeros, int(q.quantizedDimension or 0)
+
+
 def dequantized_kernels(flatbuffer: bytes) -> list[tuple[int, np.ndarray]]:
     """[(stored type, dequantized float64 kernel)] of every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op with
     a constant kernel, in op order: (integer - zero point) x scale along the quantized axis."""
@@ -332,9 +340,8 @@ def dequantized_kernels(flatbuffer: bytes) -> list[tuple[int, np.ndarray]]:
         n = int(np.prod(t.shape))
         bits = {INT4: 4, INT2: 2}.get(t.type)
         q = (unpack_values(raw, n, bits) if bits else raw.view(np.int8))[:n].astype(np.float64).reshape(t.shape)
-        scale = np.asarray(t.quantization.scale, np.float64)
-        zero = np.asarray(t.quantization.zeroPoint if t.quantization.zeroPoint is not None else [0] * len(scale), np.float64)
-        shape = [-1 if i == (t.quantization.quantizedDimension or 0) else 1 for i in range(q.ndim)]
+        scale, zero, axis = kernel_grid(t)
+        shape = [-1 if i == axis else 1 for i in range(q.ndim)]
         out.append((t.type, (q - zero.reshape(shape)) * scale.reshape(shape)))
     return out
 
@@ -365,9 +372,8 @@ def pack_low_bit_kernels(flatbuffer: bytes) -> tuple[bytes, int]:
         raw = bytes(bytearray(buffer.data))
         values = (np.frombuffer(raw, np.int8) if tensor.type == INT8 else unpack_values(np.frombuffer(raw, np.uint8), count, 4)).astype(np.int64)
         values = values[:count].reshape(tensor.shape)
-        scales = np.asarray(q.scale, np.float64).copy()
-        zeros = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(scales), np.int64)
-        axis = int(q.quantizedDimension or 0) if len(scales) > 1 else None
+        scales, zeros, axis = kernel_grid(tensor)
+        axis = axis if len(scales) > 1 else None
         moved = np.moveaxis(values, axis, 0) if axis is not None else values.reshape(1, -1)
         flat = moved.reshape(len(moved), -1) - zeros.reshape(-1, 1)
         for c in range(len(flat)):
@@ -529,7 +535,10 @@ def _mct_run(args, h5: Path, calib: Path, memory: float, raw: Path, extra: list[
     exported = raw.read_bytes()
     content, packed = pack_low_bit_kernels(exported)
     # the repacked file must hold MCT's own kernel values (what is scored is then what MCT exported)
-    for i, ((_, a), (_, b)) in enumerate(zip(dequantized_kernels(exported), dequantized_kernels(content))):
+    before, after = dequantized_kernels(exported), dequantized_kernels(content)
+    if len(before) != len(after):
+        raise RuntimeError(f"{raw}: repacking changed the number of kernels ({len(before)} -> {len(after)})")
+    for i, ((_, a), (_, b)) in enumerate(zip(before, after)):
         if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-12):
             raise RuntimeError(f"{raw}: repacking changed kernel {i} (max |diff| {float(np.abs(a - b).max()):.3g})")
     return content, info, packed
