@@ -76,6 +76,24 @@ def test_budgets_are_the_float_file_over_the_divisor(qm):
     assert {qm.METHODS[m][2] for m in qm.METHODS if m.startswith("adaptive")} == set(qm.BUDGETS)
 
 
+def test_every_qat_method_names_each_train_flag_once_and_its_epochs_win(qm):
+    """A method's own --epochs replaces --qat-epochs (no flag twice, where argparse would keep the last)."""
+    from argparse import Namespace
+
+    from tfdefakeq.train import parse_args
+
+    bench = Namespace(qat_epochs=3)
+    for method, (kind, options, _) in qm.METHODS.items():
+        if kind != "qat":
+            continue
+        argv = qm.qat_arguments([o.replace("{budget}", "1000") for o in options], Path("f.weights.h5"), bench)
+        flags = [a for a in argv if a.startswith("--")]
+        assert len(flags) == len(set(flags)), method
+        parsed = parse_args(["--data", "d", "--out", "o"] + argv)
+        assert parsed.epochs == (6 if method.endswith("_epochs6") else 3), method
+        assert parsed.init == "f.weights.h5" and parsed.lr == 1e-4
+
+
 def test_vertical_pairs_differ_in_the_split_alone_and_report_the_split_layers(qm):
     for variant, reference in qm.VERTICAL_PAIRS:
         (kind, a, budget), (_, b, ref_budget) = qm.METHODS[variant], qm.METHODS[reference]
